@@ -1,0 +1,117 @@
+"""Command-line interface: `critical-kernels demo | criticality`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import datasets
+from .criticality import criticality as _criticality
+from .errors import CriticalKernelsError
+from .metrics import cka_layers
+from .nngp import nngp_kernels
+from .spec import NetworkSpec
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def criticality(
+    activation: str = typer.Option("erf", help="erf, relu, linear, tanh or gelu"),
+    g_b: float = typer.Option(0.0, "--g-b", help="bias variance"),
+    g_w: float = typer.Option(None, "--g-w", help="weight variance (default: the critical g_c)"),
+) -> None:
+    """Fixed points, slopes chi and depth scales of the layer map; the critical g_c."""
+    try:
+        point = _criticality(activation, g_b=g_b, g_w=g_w)
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    table = Table(title=f"criticality: {point.activation}, g_b = {point.g_b:g}, g_w = {point.g_w:.6g}")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    labels = {
+        "g_c": "g_c (edge of chaos)",
+        "q_star": "q*",
+        "c_star": "c*",
+        "rho_star": "rho* = c*/q*",
+        "chi_1": "chi_1 = g<phi'^2>",
+        "chi_c": "chi_c",
+        "chi_q": "chi_q",
+        "xi_q": "xi_q (depth scale)",
+        "xi_c": "xi_c (depth scale)",
+        "phase": "phase",
+    }
+    for key, label in labels.items():
+        value = getattr(point, key)
+        table.add_row(label, value if isinstance(value, str) else f"{value:.10g}")
+    console.print(table)
+
+
+def _demo_tasks(seed: int):
+    return [
+        datasets.digits_binary((0, 3), n_train=100, n_test=100, seed=seed),
+        datasets.xor(n_train=60, n_test=100, dim=10, seed=seed),
+    ]
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(None, help="folder for results (later issues add files here)"),
+    depth: int = typer.Option(4, help="number of hidden layers L"),
+    g_b: float = typer.Option(0.1, "--g-b", help="bias variance"),
+    seed: int = typer.Option(0, help="data split seed"),
+) -> None:
+    """Main job on the embedded default data: NNGP CKA of every layer across the edge of chaos."""
+    start = time.perf_counter()
+    try:
+        g_c = _criticality("erf", g_b=g_b).g_c
+        tasks = _demo_tasks(seed)
+        ratios = (0.5, 1.0, 2.0)
+        rows = []
+        for data in tasks:
+            for ratio in ratios:
+                spec = NetworkSpec(depth=depth, activation="erf", g_w=ratio * g_c, g_b=g_b)
+                chi1 = _criticality("erf", g_b=g_b, g_w=spec.gains[0]).chi_1
+                ckas = cka_layers(nngp_kernels(spec, data.X), data.Y)
+                rows.append((data.name, spec.gains[0], ratio, chi1, ckas))
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    table = Table(title=f"NNGP CKA per layer, erf, L = {depth}, g_b = {g_b} (g_c = {g_c:.4f})")
+    table.add_column("task", no_wrap=True)
+    for name in ("g_w", "g_w/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)]):
+        table.add_column(name, justify="right")
+    for name, g, ratio, chi1, ckas in rows:
+        table.add_row(name, f"{g:.3f}", f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.3f}" for c in ckas])
+    console.print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        lines = ["task,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))]
+        lines += [f"{n},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) for n, g, r, c, k in rows]
+        (out / "nngp_cka.csv").write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {out / 'nngp_cka.csv'}")
+    console.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def main() -> None:
+    """Console entry point: bad input exits 2 with one line, never a traceback."""
+    try:
+        app(standalone_mode=True)
+    except CriticalKernelsError as err:  # pragma: no cover - commands catch their own
+        Console(stderr=True).print(f"error: {err}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

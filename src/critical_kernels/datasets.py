@@ -1,0 +1,156 @@
+"""Data sets: XOR clusters, scikit-learn digits, MNIST idx files, arrays and files.
+
+Every loader returns a Dataset with inputs standardised on the training split: centred, then
+scaled by one global factor so that the mean of |x|^2 / d over training inputs is 1 (the input
+kernel C0 = g_in X X^T / d then has mean diagonal g_in).
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .numerics import as_array, check_targets
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs X (P, d), targets Y (P, D), test inputs X_test (P_test, d), targets Y_test."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    X_test: np.ndarray | None = None
+    Y_test: np.ndarray | None = None
+    name: str = "data"
+
+    @property
+    def n_train(self) -> int:
+        return self.X.shape[0]
+
+
+def _standardise(X: np.ndarray, X_test: np.ndarray | None):
+    mean = X.mean(axis=0)
+    scale = np.sqrt(np.mean(np.sum((X - mean) ** 2, axis=1)) / X.shape[1])
+    if not scale > 0:
+        raise InputError("X: all training inputs are identical; nothing to standardise")
+    return (X - mean) / scale, None if X_test is None else (X_test - mean) / scale
+
+
+def from_arrays(X, Y, X_test=None, Y_test=None, *, standardise: bool = True, name: str = "arrays") -> Dataset:
+    """A Dataset from arrays, checked for shapes and NaN, optionally standardised."""
+    X = as_array("X", X, 2)
+    Y = check_targets(Y, X.shape[0])
+    if X_test is not None:
+        X_test = as_array("X_test", X_test, 2)
+        if X_test.shape[1] != X.shape[1]:
+            raise InputError(f"X_test: has {X_test.shape[1]} features but X has {X.shape[1]}")
+        if Y_test is not None:
+            Y_test = as_array("Y_test", Y_test, (1, 2)).reshape(X_test.shape[0], -1)
+    if standardise:
+        X, X_test = _standardise(X, X_test)
+    return Dataset(X, Y, X_test, Y_test, name)
+
+
+def _split(X, labels, classes, n_train, n_test, seed, name) -> Dataset:
+    """Keep two classes, label them +1 / -1, shuffle with `seed` and split."""
+    if len(classes) != 2 or classes[0] == classes[1]:
+        raise InputError(f"classes: need two different labels, got {classes}")
+    keep = np.isin(labels, classes)
+    X, y = X[keep].astype(np.float64), np.where(labels[keep] == classes[0], 1.0, -1.0)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = len(y) - n_train if n_test is None else n_test
+    if n_train < 2 or n_test < 0 or n_train + n_test > len(y):
+        raise InputError(f"n_train + n_test: {n_train} + {n_test} exceeds the {len(y)} samples of {name}")
+    tr, te = order[:n_train], order[n_train : n_train + n_test]
+    X_test = X[te] if n_test else None
+    X_tr, X_test = _standardise(X[tr], X_test)
+    return Dataset(X_tr, y[tr, None], X_test, y[te, None] if n_test else None, name)
+
+
+def xor(n_train: int = 40, n_test: int = 200, dim: int = 10, noise: float = 0.2, seed: int = 0) -> Dataset:
+    """Four Gaussian clusters: +-mu labelled +1, +-nu labelled -1, mu orthogonal to nu (THEORY 7).
+
+    mu = e1, nu = e2 in `dim` dimensions, isotropic cluster noise of std `noise`. Odd
+    activations need biases on this task (C(x, -x) = -C(x, x) otherwise).
+    """
+    if dim < 2:
+        raise InputError(f"dim: XOR needs at least 2 dimensions, got {dim}")
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    cluster = rng.permutation(np.arange(n) % 4)
+    centres = np.zeros((4, dim))
+    centres[0, 0], centres[1, 0], centres[2, 1], centres[3, 1] = 1.0, -1.0, 1.0, -1.0
+    X = centres[cluster] + noise * rng.standard_normal((n, dim))
+    y = np.where(cluster < 2, 1.0, -1.0)
+    X_tr, X_te = _standardise(X[:n_train], X[n_train:] if n_test else None)
+    return Dataset(X_tr, y[:n_train, None], X_te, y[n_train:, None] if n_test else None, "xor")
+
+
+def digits_binary(classes=(0, 3), n_train: int = 100, n_test: int | None = None, seed: int = 0) -> Dataset:
+    """Two classes of scikit-learn's bundled 8x8 digits (the embedded default), y = +1 / -1."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    name = f"digits {classes[0]} vs {classes[1]}"
+    return _split(digits.data, digits.target, tuple(classes), n_train, n_test, seed, name)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (optionally gzipped) as in the MNIST distribution."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise InputError(f"{path}: not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise InputError(f"{path}: truncated idx file ({data.size} of {int(np.prod(dims))} values)")
+    return data.reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.exists():
+            return candidate
+    raise InputError(f"path: no {stem}[.gz] in {directory}")
+
+
+def mnist_binary(
+    classes=(0, 3),
+    path=".",
+    n_train: int = 100,
+    n_test: int | None = 500,
+    seed: int = 0,
+    split: str = "t10k",
+) -> Dataset:
+    """Two MNIST classes from idx files in directory `path` (e.g. t10k-images-idx3-ubyte.gz)."""
+    directory = Path(path)
+    images = _read_idx(_find(directory, f"{split}-images-idx3-ubyte"))
+    labels = _read_idx(_find(directory, f"{split}-labels-idx1-ubyte"))
+    X = images.reshape(images.shape[0], -1)
+    name = f"mnist {classes[0]} vs {classes[1]}"
+    return _split(X, labels, tuple(classes), n_train, n_test, seed, name)
+
+
+def from_file(path, *, standardise: bool = True) -> Dataset:
+    """Load .npz (arrays X, Y and optionally X_test, Y_test) or .csv (label in the last column)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"path: {path} does not exist")
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            missing = {"X", "Y"} - set(z.files)
+            if missing:
+                raise InputError(f"{path}: missing arrays {sorted(missing)}")
+            parts = {k: z[k] for k in ("X", "Y", "X_test", "Y_test") if k in z.files}
+        return from_arrays(**parts, standardise=standardise, name=path.stem)
+    if path.suffix == ".csv":
+        table = np.loadtxt(path, delimiter=",", ndmin=2)
+        return from_arrays(table[:, :-1], table[:, -1], standardise=standardise, name=path.stem)
+    raise InputError(f"path: unsupported file type {path.suffix!r}; use .npz or .csv")

@@ -1,0 +1,34 @@
+"""Every CLI command once; bad input exits 2 with one line and no traceback."""
+
+from typer.testing import CliRunner
+
+from critical_kernels.cli import app
+
+runner = CliRunner()
+
+
+def test_criticality_command_prints_g_c():
+    result = runner.invoke(app, ["criticality", "--activation", "erf", "--g-b", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "1.552117" in result.output and "critical" in result.output
+
+
+def test_criticality_with_g_w_reports_phase():
+    result = runner.invoke(app, ["criticality", "--g-b", "0.1", "--g-w", "3.0"])
+    assert result.exit_code == 0 and "chaotic" in result.output
+
+
+def test_demo_runs_and_writes(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "3"])
+    assert result.exit_code == 0, result.output
+    assert "digits 0 vs 3" in result.output and "xor" in result.output
+    rows = (tmp_path / "nngp_cka.csv").read_text().strip().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("task,g_w")
+
+
+def test_bad_input_exits_2_with_one_line():
+    for args in (["criticality", "--activation", "swish"], ["criticality", "--g-b", "-1"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
