@@ -17,8 +17,10 @@ from .errors import (  # noqa: E402
     NotPositiveDefiniteError,
     SpecError,
 )
+from .fluctuations import KernelCovariance, kernel_covariance, sample_prior_kernels  # noqa: E402
 from .metrics import cka, cka_layers  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
+from .perturbative import KernelResult, perturbative_kernels  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,6 +34,11 @@ __all__ = [
     "response",
     "layer_responses",
     "Response",
+    "kernel_covariance",
+    "KernelCovariance",
+    "sample_prior_kernels",
+    "perturbative_kernels",
+    "KernelResult",
     "criticality",
     "critical_gain",
     "CriticalPoint",
