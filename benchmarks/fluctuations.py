@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 
 import numpy as np
+from timing import median_time
 
 import critical_kernels as ck
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -45,10 +36,14 @@ def main() -> None:
     cov(A)  # compile
     ck.perturbative_kernels(spec, X, Y, n_samples=args.samples)
     t_nngp = median_time(lambda: ck.nngp_kernels(spec, X), args.repeats)
-    t_cov = median_time(lambda: np.asarray(ck.kernel_covariance(spec, X, n_samples=args.samples)(A)), args.repeats)
+
+    def covariance():
+        return np.asarray(ck.kernel_covariance(spec, X, n_samples=args.samples)(A))
+
+    t_cov = median_time(covariance, args.repeats)
     t_pert = median_time(lambda: ck.perturbative_kernels(spec, X, Y, n_samples=args.samples), args.repeats)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"P = {args.P}, L = {args.depth}, erf, M = {args.samples} samples per layer; median of {args.repeats}")
+    print(f"P = {args.P}, L = {args.depth}, erf, M = {args.samples} samples/layer; median of {args.repeats}")
     print(f"NNGP stack (baseline)     {t_nngp:8.3f} s")
     print(f"Sigma(L)[A] incl. setup   {t_cov:8.3f} s   ratio to NNGP {t_cov / t_nngp:6.1f}")
     print(f"perturbative kernels      {t_pert:8.3f} s   ratio to NNGP {t_pert / t_nngp:6.1f}")

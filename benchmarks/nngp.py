@@ -10,9 +10,9 @@ Run: python benchmarks/nngp.py [--sizes 500 2000 4000] [--repeats 5]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from timing import median_time
 
 import critical_kernels as ck
 
@@ -30,15 +30,6 @@ def numpy_nngp(X: np.ndarray, depth: int, g_w: float, g_b: float) -> np.ndarray:
         u *= g_w * 2.0 / np.pi
         u += g_b
     return out
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
