@@ -27,7 +27,7 @@ import numpy as np
 from jax.scipy.special import erf as _erf
 
 from .errors import SpecError
-from .numerics import arccos, arcsin
+from .numerics import arccos, arcsin, clip_corr
 
 MOMENTS = ("pp", "dd", "d2p")
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -37,7 +37,7 @@ def _safe_corr(qa, qb, c):
     """rho = c / sqrt(qa qb) clipped to [-1, 1]; 0 where a variance vanishes."""
     denom = jnp.sqrt(qa * qb)
     ok = denom > 0
-    return jnp.where(ok, jnp.clip(c / jnp.where(ok, denom, 1.0), -1.0, 1.0), 0.0)
+    return jnp.where(ok, clip_corr(c / jnp.where(ok, denom, 1.0)), 0.0)
 
 
 # --- closed forms -------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def _erf_pair(kind, qa, qb, c):
     ua, ub = 1.0 + 2.0 * qa, 1.0 + 2.0 * qb
     if kind == "pp":  # (2/pi) arcsin(2c / sqrt((1+2qa)(1+2qb)))
         u = 2.0 * c * jax.lax.rsqrt(ua) * jax.lax.rsqrt(ub)
-        return (2.0 / math.pi) * arcsin(jnp.clip(u, -1.0, 1.0))
+        return (2.0 / math.pi) * arcsin(clip_corr(u))
     det = ua * ub - 4.0 * c * c  # det(I + 2 C_pair)
     if kind == "dd":  # (4/pi) det(I + 2C)^(-1/2)
         return (4.0 / math.pi) / jnp.sqrt(det)

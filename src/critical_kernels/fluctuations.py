@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .activations import Activation, gaussian_moments
+from .activations import gaussian_moments
 from .nngp import Response, input_kernel, layer_responses, mu, nngp_kernels
-from .numerics import check_inputs
+from .numerics import check_inputs, symmetrize
 from .spec import NetworkSpec
 
 
@@ -27,29 +27,29 @@ def as_key(key) -> jax.Array:
 
 def psd_sqrt(C) -> jnp.ndarray:
     """Symmetric square root of a PSD matrix (eigenvalues clipped at 0): h = z @ sqrt(C)."""
-    w, U = jnp.linalg.eigh(0.5 * (C + C.T))
+    w, U = jnp.linalg.eigh(symmetrize(C))
     return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T
 
 
-@partial(jax.jit, static_argnums=0)
-def v_contract(act: Activation, g, C_prev, A, z):
-    """V[A] = g^2 (<phi phi^T phi^T A phi> - <phi phi^T><phi^T A phi>) at C_prev (T5).
+@jax.jit
+def v_contract(g, phi, second, A):
+    """V[A] = g^2 (<phi phi^T phi^T A phi> - <phi phi^T><phi^T A phi>) (T5), by Monte Carlo.
 
     Args:
-      act: activation; g: weight variance of the layer.
-      C_prev: (P, P) kernel of the layer below; A: symmetric (P, P).
-      z: (M, P) standard normals, the common random numbers of this layer.
+      g: weight variance of the layer.
+      phi: (M, P) activations phi(h_m), h_m ~ N(0, C_prev) (common random numbers).
+      second: (P, P) exact <phi phi^T> at C_prev, subtracted as a control variate.
+      A: symmetric (P, P).
 
-    Linear phi: exactly 2 g^2 C A C. Otherwise the sample covariance of phi phi^T and
-    phi^T A phi with their exact means subtracted (control variates), O(M P^2).
+    The sample covariance of phi phi^T and phi^T A phi about their exact means, O(M P^2).
     """
-    if act.name == "linear" and act.has_closed_form:
-        return 2.0 * g**2 * C_prev @ A @ C_prev
-    phi = act.fn(z @ psd_sqrt(C_prev))
-    second = gaussian_moments(act, "pp", C_prev)
     s = jnp.einsum("mp,pq,mq->m", phi, A, phi) - jnp.sum(A * second)
-    M = z.shape[0]
-    return g**2 * ((phi * s[:, None]).T @ phi / M - second * jnp.mean(s))
+    return g**2 * ((phi * s[:, None]).T @ phi / phi.shape[0] - second * jnp.mean(s))
+
+
+def v_contract_linear(g, C_prev, A):
+    """V[A] = 2 g^2 C A C: exact for linear phi (T5)."""
+    return 2.0 * g**2 * C_prev @ A @ C_prev
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,17 @@ class KernelCovariance:
 
     Attributes:
       spec: the network; kernels: NNGP stack (L+1, P, P); responses: J(1..L) at the NNGP path;
-      z: (L, M, P) common random numbers of each layer.
+      roots: (L, P, P) symmetric square roots of kernels 0..L-1;
+      second: (L, P, P) exact <phi phi^T> at kernels 0..L-1;
+      phi: (L, M, P) activations of the common random numbers of each layer (None for linear).
     """
 
     spec: NetworkSpec
     kernels: jnp.ndarray
     responses: Response
-    z: jnp.ndarray
+    roots: jnp.ndarray
+    second: jnp.ndarray
+    phi: jnp.ndarray | None
 
     @property
     def depth(self) -> int:
@@ -75,25 +79,36 @@ class KernelCovariance:
 
     def v(self, k: int, A):
         """V(k)[A] of layer k = 1..L at the NNGP kernel of layer k-1 (T5)."""
-        return v_contract(self.spec.act, self.spec.gains[k - 1], self.kernels[k - 1], A, self.z[k - 1])
+        g = self.spec.gains[k - 1]
+        if self.phi is None:
+            return v_contract_linear(g, self.kernels[k - 1], A)
+        return v_contract(g, self.phi[k - 1], self.second[k - 1], A)
 
-    def _J(self, k: int) -> Response:
+    def layer_response(self, k: int) -> Response:
+        """J(k) = d mu_k / dC at the NNGP kernel of layer k-1 (T2)."""
         return Response(self.responses.dd[k - 1], self.responses.d2p[k - 1])
 
-    def propagate(self, A, cotangent_layer: int | None = None) -> list:
-        """[Cov(C(l), <A, C(m)>) for l = 0..L] with m = cotangent_layer (default L) (T6, T13)."""
+    def pullback(self, A, cotangent_layer: int | None = None) -> dict:
+        """{k: J_{m<-k}^T [A] for k = 1..m}, m = cotangent_layer (default L): the backward sweep."""
         m = self.depth if cotangent_layer is None else cotangent_layer
-        A = jnp.asarray(A)
-        back = {m: A}  # back[k] = J_{m<-k}^T [A]
+        back = {m: jnp.asarray(A)}
         for k in range(m, 1, -1):
-            back[k - 1] = self._J(k).vjp(back[k])
-        out = [jnp.zeros_like(A)]
+            back[k - 1] = self.layer_response(k).vjp(back[k])
+        return back
+
+    def push_forward(self, back: dict) -> list:
+        """[(1/N) sum_{k <= l, k in back} J_{l<-k} V(k)[back[k]] for l = 0..L]: the forward sweep."""
+        out = [jnp.zeros_like(next(iter(back.values())))]
         for k in range(1, self.depth + 1):
-            delta = self._J(k).jvp(out[-1])
-            if k <= m:
+            delta = self.layer_response(k).jvp(out[-1])
+            if k in back:
                 delta = delta + self.v(k, back[k]) / self.spec.width
             out.append(delta)
         return out
+
+    def propagate(self, A, cotangent_layer: int | None = None) -> list:
+        """[Cov(C(l), <A, C(m)>) for l = 0..L] with m = cotangent_layer (default L) (T6, T13)."""
+        return self.push_forward(self.pullback(A, cotangent_layer))
 
     def __call__(self, A, layer: int | None = None, cotangent_layer: int | None = None):
         """Sigma[A] = Cov(C(layer), <A, C(cotangent_layer)>) (both default to L), (P, P)."""
@@ -132,20 +147,21 @@ class KernelCovariance:
                 return jax.jvp(lambda C: jax.jvp(f, (C,), (d,))[1], (C_bar,), (d,))[1]
 
             second = jnp.mean(jax.lax.map(curvature, paths, batch_size=32), axis=0)
-            shifts.append(self._J(k).jvp(shifts[-1]) + 0.5 * second)
-            noise = _layer_noise(spec.act, g, spec.width, self.kernels[k - 1], keys[k - 1], n_paths)
-            paths = jax.vmap(self._J(k).jvp)(paths) + noise
+            J = self.layer_response(k)
+            shifts.append(J.jvp(shifts[-1]) + 0.5 * second)
+            noise = _layer_noise(
+                spec.act, g, spec.width, self.roots[k - 1], self.second[k - 1], keys[k - 1], n_paths
+            )
+            paths = jax.vmap(J.jvp)(paths) + noise
         return np.asarray(jnp.stack(shifts))
 
 
-@partial(jax.jit, static_argnums=(0, 2, 5))
-def _layer_noise(act, g, width, C_prev, key, n):
-    """n draws of C - mu(C_prev) for one finite layer of `width` neurons given C_prev."""
-    sqrt_c = psd_sqrt(C_prev)
-    second = gaussian_moments(act, "pp", C_prev)
+@partial(jax.jit, static_argnums=(0, 2, 6))
+def _layer_noise(act, g, width, root, second, key, n):
+    """n draws of C - mu(C_prev) for one finite layer of `width` neurons, root = sqrt(C_prev)."""
 
     def one(k):
-        phi = act.fn(jax.random.normal(k, (width, C_prev.shape[0])) @ sqrt_c)
+        phi = act.fn(jax.random.normal(k, (width, root.shape[0])) @ root)
         return g * (phi.T @ phi / width - second)
 
     return jax.lax.map(one, jax.random.split(key, n), batch_size=16)
@@ -166,9 +182,14 @@ def kernel_covariance(spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: in
       >>> Sig = kernel_covariance(spec, X, key=0); Sig(A)  # Cov(C(L), <A, C(L)>)
     """
     kernels = jnp.asarray(nngp_kernels(spec, X, X_test))
-    P = kernels.shape[-1]
-    z = jax.random.normal(as_key(key), (spec.depth, n_samples, P))
-    return KernelCovariance(spec, kernels, layer_responses(spec, kernels), z)
+    below = kernels[:-1]  # the kernels each layer's V is evaluated at
+    roots = jax.vmap(psd_sqrt)(below)
+    second = jax.vmap(lambda C: gaussian_moments(spec.act, "pp", C))(below)
+    phi = None
+    if not (spec.act.name == "linear" and spec.act.has_closed_form):
+        z = jax.random.normal(as_key(key), (spec.depth, n_samples, kernels.shape[-1]))
+        phi = spec.act.fn(jnp.einsum("lmp,lpq->lmq", z, roots))
+    return KernelCovariance(spec, kernels, layer_responses(spec, kernels), roots, second, phi)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))

@@ -29,9 +29,14 @@ class KernelResult:
     method: str
 
 
+def _output_cholesky(C_out, kappa: float):
+    """Cholesky factor of K = C + kappa I (T8)."""
+    return psd_cholesky(np.asarray(C_out) + kappa * np.eye(len(C_out)), "output kernel + kappa I")
+
+
 def likelihood_gradient(C_out, Y, kappa: float) -> np.ndarray:
     """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1), K = C + kappa I: d ln p(Y|C) / dC (T11, T13)."""
-    chol = psd_cholesky(np.asarray(C_out) + kappa * np.eye(len(C_out)), "output kernel + kappa I")
+    chol = _output_cholesky(C_out, kappa)
     alpha = cho_solve(chol, Y)
     return 0.5 * (alpha @ alpha.T - Y.shape[1] * cho_solve(chol, np.eye(len(C_out))))
 
@@ -60,16 +65,13 @@ def perturbative_kernels(
     Y = check_targets(Y, P, spec.n_out)
     G = np.zeros(cov.kernels.shape[1:])
     G[:P, :P] = likelihood_gradient(np.asarray(cov.kernels[-1])[:P, :P], Y, spec.kappa)
-    deltas = cov.propagate(jnp.asarray(G))
-    conj = [np.zeros_like(G)] * (spec.depth + 1)
-    back = jnp.asarray(G) / spec.width  # C~(L) = G/N, C~(l) = J_{L<-l}^T [G]/N (T13)
-    conj[-1] = np.asarray(back)
-    for k in range(spec.depth, 1, -1):
-        back = cov._J(k).vjp(back)
-        conj[k - 1] = np.asarray(back)
+    back = cov.pullback(G)  # C~(l) = J_{L<-l}^T [G] / N (T13)
+    conj = np.zeros((spec.depth + 1,) + G.shape)
+    for k, A in back.items():
+        conj[k] = np.asarray(A) / spec.width
     nngp = np.asarray(cov.kernels)
-    kernels = nngp + np.asarray(jnp.stack(deltas))
-    return KernelResult(kernels, nngp, np.stack(conj), cka_layers(kernels, Y), "perturbative")
+    kernels = nngp + np.asarray(jnp.stack(cov.push_forward(back)))
+    return KernelResult(kernels, nngp, conj, cka_layers(kernels, Y), "perturbative")
 
 
 def linear_output_shift(C_out, Y, kappa: float, depth: int, width: int) -> np.ndarray:
@@ -78,7 +80,7 @@ def linear_output_shift(C_out, Y, kappa: float, depth: int, width: int) -> np.nd
     delta C(L) = (L/N) [f f^T + D Sigma_f - D C], f = C K^-1 Y, Sigma_f = kappa C K^-1.
     """
     C_out = np.asarray(C_out)
-    chol = psd_cholesky(C_out + kappa * np.eye(len(C_out)), "output kernel + kappa I")
+    chol = _output_cholesky(C_out, kappa)
     f = C_out @ cho_solve(chol, Y)
     sigma_f = kappa * cho_solve(chol, C_out).T
     D = Y.shape[1]
