@@ -22,8 +22,9 @@ def test_demo_runs_and_writes(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "3"])
     assert result.exit_code == 0, result.output
     assert "digits 0 vs 3" in result.output and "xor" in result.output
-    rows = (tmp_path / "nngp_cka.csv").read_text().strip().splitlines()
-    assert len(rows) == 7 and rows[0].startswith("task,g_w")
+    rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("task,kernel,g_w")
+    assert "N=100" in result.output and all(len(row.split(",")) == 5 + 4 for row in rows)  # 5 labels, C0..C3
 
 
 def test_bad_input_exits_2_with_one_line():

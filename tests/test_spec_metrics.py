@@ -54,3 +54,9 @@ def test_cka_layers_uses_training_block():
 def test_cka_rejects_bad_shapes():
     with pytest.raises(ck.InputError, match="cka"):
         ck.cka(np.eye(3), np.ones((4, 1)))
+
+
+def test_cka_layers_is_nan_where_undefined():
+    stack = np.stack([np.ones((3, 3)), np.eye(3)])
+    out = ck.cka_layers(stack, np.array([1.0, -1.0, 1.0]))
+    assert np.isnan(out[0]) and np.isfinite(out[1])

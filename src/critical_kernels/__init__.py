@@ -21,6 +21,7 @@ from .fluctuations import KernelCovariance, kernel_covariance, sample_prior_kern
 from .metrics import cka, cka_layers  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
 from .perturbative import KernelResult, perturbative_kernels  # noqa: E402
+from .sampling import ExactResult, exact_posterior_kernels  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,6 +40,8 @@ __all__ = [
     "sample_prior_kernels",
     "perturbative_kernels",
     "KernelResult",
+    "exact_posterior_kernels",
+    "ExactResult",
     "criticality",
     "critical_gain",
     "CriticalPoint",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -14,11 +15,11 @@ from . import datasets
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
 from .metrics import cka_layers
-from .nngp import nngp_kernels
+from .perturbative import perturbative_kernels
 from .spec import NetworkSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # pipes and logs: no truncation
 
 
 def _fail(message: str) -> None:
@@ -68,39 +69,50 @@ def _demo_tasks(seed: int):
 
 @app.command()
 def demo(
-    out: Path = typer.Option(None, help="folder for results (later issues add files here)"),
+    out: Path = typer.Option(None, help="folder for results: writes cka.csv"),
     depth: int = typer.Option(4, help="number of hidden layers L"),
+    width: int = typer.Option(100, help="hidden width N of the finite network"),
     g_b: float = typer.Option(0.1, "--g-b", help="bias variance"),
-    seed: int = typer.Option(0, help="data split seed"),
+    kappa: float = typer.Option(0.1, help="observation noise variance"),
+    seed: int = typer.Option(0, help="data split and Monte Carlo seed"),
 ) -> None:
-    """Main job on the embedded default data: NNGP CKA of every layer across the edge of chaos."""
+    """Main job on the embedded default data: CKA of every layer, NNGP and first-order finite width,
+    below, at and above the edge of chaos."""
     start = time.perf_counter()
+    rows = []  # (task, g_w, g_w/g_c, chi_1, method, CKA per layer)
     try:
         g_c = _criticality("erf", g_b=g_b).g_c
-        tasks = _demo_tasks(seed)
-        ratios = (0.5, 1.0, 2.0)
-        rows = []
-        for data in tasks:
-            for ratio in ratios:
-                spec = NetworkSpec(depth=depth, activation="erf", g_w=ratio * g_c, g_b=g_b)
+        for data in _demo_tasks(seed):
+            for ratio in (0.5, 1.0, 2.0):
+                spec = NetworkSpec(
+                    depth=depth, width=width, activation="erf", g_w=ratio * g_c, g_b=g_b, kappa=kappa
+                )
                 chi1 = _criticality("erf", g_b=g_b, g_w=spec.gains[0]).chi_1
-                ckas = cka_layers(nngp_kernels(spec, data.X), data.Y)
-                rows.append((data.name, spec.gains[0], ratio, chi1, ckas))
+                pert = perturbative_kernels(spec, data.X, data.Y, key=seed)
+                head = (data.name, spec.gains[0], ratio, chi1)
+                rows.append((*head, "NNGP", cka_layers(pert.nngp, data.Y)))
+                rows.append((*head, f"N={width}", pert.cka))
     except CriticalKernelsError as err:
         _fail(str(err))
-    table = Table(title=f"NNGP CKA per layer, erf, L = {depth}, g_b = {g_b} (g_c = {g_c:.4f})")
-    table.add_column("task", no_wrap=True)
-    for name in ("g_w", "g_w/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)]):
-        table.add_column(name, justify="right")
-    for name, g, ratio, chi1, ckas in rows:
-        table.add_row(name, f"{g:.3f}", f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.3f}" for c in ckas])
+    title = f"CKA per layer, erf, L = {depth}, g_b = {g_b}, kappa = {kappa} (g_c = {g_c:.4f})"
+    table = Table(
+        title=title, box=box.SIMPLE, padding=(0, 1), caption="N=...: first-order finite width (T13)"
+    )
+    for name in ("task", "kernel"):
+        table.add_column(name, no_wrap=True)
+    for name in ("g/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)]):
+        table.add_column(name, justify="right", no_wrap=True)
+    for name, _, ratio, chi1, method, ckas in rows:
+        table.add_row(name, method, f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas])
     console.print(table)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        lines = ["task,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))]
-        lines += [f"{n},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) for n, g, r, c, k in rows]
-        (out / "nngp_cka.csv").write_text("\n".join(lines) + "\n")
-        console.print(f"wrote {out / 'nngp_cka.csv'}")
+        lines = ["task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))]
+        lines += [
+            f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) for n, g, r, c, m, k in rows
+        ]
+        (out / "cka.csv").write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {out / 'cka.csv'}")
     console.print(f"done in {time.perf_counter() - start:.1f} s")
 
 

@@ -209,7 +209,8 @@ def _prior_networks(act, depth, width, n, X, g_in, gains, bias_vars, key):
                 h = a @ W + jax.random.normal(keys[2 * l + 1], (width,)) * jnp.sqrt(bias_vars[l])
         return jnp.stack(out)
 
-    return jax.lax.map(one, jax.random.split(key, n), batch_size=min(n, 64))
+    per_network = width * max(width, P)  # floats of the largest per-network array
+    return jax.lax.map(one, jax.random.split(key, n), batch_size=max(1, min(n, 2**24 // per_network)))
 
 
 def sample_prior_kernels(spec: NetworkSpec, X, n: int, key=0, X_test=None) -> np.ndarray:

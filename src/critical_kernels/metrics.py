@@ -41,7 +41,18 @@ def cka(K, Y) -> float:
 
 
 def cka_layers(kernels, Y) -> np.ndarray:
-    """CKA of every layer of a stack (L+1, P', P') against Y (P, D), on the first P rows."""
+    """CKA of every layer of a stack (L+1, P', P') against Y (P, D), on the first P rows.
+
+    NaN for a layer where CKA is undefined (a centred kernel or the centred targets vanish,
+    e.g. P = 1), so result objects can always carry it.
+    """
     kernels = np.asarray(kernels)
     P = np.shape(Y)[0]
-    return np.array([cka(K[:P, :P], Y) for K in kernels])
+    out = np.full(len(kernels), np.nan)
+    for l, K in enumerate(kernels):
+        try:
+            out[l] = cka(K[:P, :P], Y)
+        except InputError as err:
+            if "is zero" not in str(err):
+                raise
+    return out
