@@ -18,9 +18,11 @@ from .errors import (  # noqa: E402
     SpecError,
 )
 from .fluctuations import KernelCovariance, kernel_covariance, sample_prior_kernels  # noqa: E402
+from .map_solver import MAPResult, solve_map  # noqa: E402
 from .metrics import cka, cka_layers  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
 from .perturbative import KernelResult, perturbative_kernels  # noqa: E402
+from .predict import kernel_predict, test_error  # noqa: E402
 from .sampling import ExactResult, exact_posterior_kernels  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
@@ -40,6 +42,10 @@ __all__ = [
     "sample_prior_kernels",
     "perturbative_kernels",
     "KernelResult",
+    "solve_map",
+    "MAPResult",
+    "kernel_predict",
+    "test_error",
     "exact_posterior_kernels",
     "ExactResult",
     "criticality",

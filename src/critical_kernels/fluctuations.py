@@ -61,7 +61,7 @@ class KernelCovariance:
 
     Attributes:
       spec: the network; kernels: NNGP stack (L+1, P, P); responses: J(1..L) at the NNGP path;
-      roots: (L, P, P) symmetric square roots of kernels 0..L-1;
+      roots: (L, P, P) symmetric square roots of kernels 0..L-1 (None for linear phi);
       second: (L, P, P) exact <phi phi^T> at kernels 0..L-1;
       phi: (L, M, P) activations of the common random numbers of each layer (None for linear).
     """
@@ -69,7 +69,7 @@ class KernelCovariance:
     spec: NetworkSpec
     kernels: jnp.ndarray
     responses: Response
-    roots: jnp.ndarray
+    roots: jnp.ndarray | None
     second: jnp.ndarray
     phi: jnp.ndarray | None
 
@@ -135,6 +135,8 @@ class KernelCovariance:
         Gaussian fluctuations, sampled as n_paths finite-width layer draws propagated linearly.
         """
         spec, P = self.spec, self.kernels.shape[-1]
+        if self.phi is None:  # linear phi: mu is linear, no curvature
+            return np.zeros((self.depth + 1, P, P))
         keys = jax.random.split(as_key(key), self.depth)
         shifts = [jnp.zeros((P, P))]
         paths = jnp.zeros((n_paths, P, P))
@@ -183,10 +185,10 @@ def kernel_covariance(spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: in
     """
     kernels = jnp.asarray(nngp_kernels(spec, X, X_test))
     below = kernels[:-1]  # the kernels each layer's V is evaluated at
-    roots = jax.vmap(psd_sqrt)(below)
     second = jax.vmap(lambda C: gaussian_moments(spec.act, "pp", C))(below)
-    phi = None
+    roots = phi = None  # linear phi: V is exact and needs neither
     if not (spec.act.name == "linear" and spec.act.has_closed_form):
+        roots = jax.vmap(psd_sqrt)(below)
         z = jax.random.normal(as_key(key), (spec.depth, n_samples, kernels.shape[-1]))
         phi = spec.act.fn(jnp.einsum("lmp,lpq->lmq", z, roots))
     return KernelCovariance(spec, kernels, layer_responses(spec, kernels), roots, second, phi)

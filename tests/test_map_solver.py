@@ -1,0 +1,139 @@
+"""MAP kernels (T8-T12) against closed forms, first-order theory and exact posteriors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import critical_kernels as ck
+
+
+def _data(P=8, d=10, seed=0, n_test=3):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((P, d)), rng.choice([-1.0, 1.0], (P, 1)), rng.standard_normal((n_test, d))
+
+
+def _solve(A, B):
+    return np.linalg.solve(A, B)
+
+
+@pytest.mark.parametrize("g_b, d", [(0.0, 10), (0.2, 10), (0.2, 3)])
+def test_linear_map_satisfies_forward_backward_equations(g_b, d):
+    # d = 3 < P = 8: the solver works in the 4 coordinates of span(X, 1) and lifts back
+    X, Y, _ = _data(d=d)
+    spec = ck.NetworkSpec(depth=3, width=50, activation="linear", g_w=[0.8, 1.2, 1.0], g_b=g_b, kappa=0.1)
+    res = ck.solve_map(spec, X, Y, rtol=1e-13)
+    assert res.converged and res.method == "linear"
+    C, Ct, I = res.kernels, res.conj_kernels, np.eye(8)
+    for l in range(1, 4):  # T9 closed form: C(l) = g (C(l-1)^-1 - 2 g C~(l))^-1 + g_b
+        g = spec.gains[l - 1]
+        expected = g * _solve(I - 2 * g * C[l - 1] @ Ct[l], C[l - 1]) + g_b
+        np.testing.assert_allclose(C[l], expected, rtol=1e-10, atol=1e-12)
+    for l in range(2, 4):  # T10 closed form: C~(l-1) = g C~(l) (I - 2 g C(l-1) C~(l))^-1
+        g = spec.gains[l - 1]
+        expected = g * Ct[l] @ np.linalg.inv(I - 2 * g * C[l - 1] @ Ct[l])
+        np.testing.assert_allclose(Ct[l - 1], expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    K_inv = np.linalg.inv(C[3] + 0.1 * I)  # T11
+    expected = (K_inv @ Y @ Y.T @ K_inv - K_inv) / (2 * 50)
+    np.testing.assert_allclose(Ct[3], expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+
+
+def test_linear_map_is_stationary_point_of_deep_kernel_machine_objective():
+    X, Y, _ = _data(d=12)  # d > P: the input kernel is invertible, so every KL is finite
+    spec = ck.NetworkSpec(depth=3, width=50, activation="linear", g_w=[0.8, 1.2, 1.0], g_b=0.0, kappa=0.1)
+    res = ck.solve_map(spec, X, Y, rtol=1e-13)
+    C0 = jnp.asarray(res.kernels[0])
+
+    def objective(Cs):
+        def kl(A, B):  # KL(N(0, A) || N(0, B))
+            return 0.5 * (
+                jnp.trace(jnp.linalg.solve(B, A))
+                - len(A)
+                + jnp.linalg.slogdet(B)[1]
+                - jnp.linalg.slogdet(A)[1]
+            )
+
+        K = Cs[-1] + 0.1 * jnp.eye(8)
+        loglik = -0.5 * jnp.sum(Y * jnp.linalg.solve(K, Y)) - 0.5 * jnp.linalg.slogdet(K)[1]
+        below = [C0] + list(Cs[:-1])
+        return loglik - 50 * sum(kl(C, g * Cb) for C, Cb, g in zip(Cs, below, spec.gains, strict=True))
+
+    grads = jax.grad(objective)([jnp.asarray(C) for C in res.kernels[1:]])
+    assert max(float(jnp.max(jnp.abs(g))) for g in grads) < 1e-8
+
+
+@pytest.mark.parametrize("activation", ["erf", "linear"])
+def test_map_tends_to_nngp_at_infinite_width_or_noise(activation):
+    X, Y, X_test = _data()
+    for changes in (dict(width=10**12), dict(kappa=1e12)):
+        spec = ck.NetworkSpec(
+            depth=3, activation=activation, g_w=1.2, g_b=0.1, **{"width": 100, "kappa": 0.1, **changes}
+        )
+        res = ck.solve_map(spec, X, Y, X_test, n_samples=512)
+        scale = np.abs(res.nngp).max()
+        assert np.max(np.abs(res.kernels - res.nngp)) < 1e-8 * scale
+
+
+@pytest.mark.parametrize("method", ["importance", "cumulant"])
+def test_map_agrees_with_first_order_at_large_width(method):
+    X, Y, X_test = _data()
+    spec = ck.NetworkSpec(depth=3, width=1000, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    res = ck.solve_map(spec, X, Y, X_test, method=method, n_samples=20_000)
+    pert = ck.perturbative_kernels(spec, X, Y, X_test, n_samples=200_000)
+    for l in range(1, 4):  # measured cosine >= 0.9994 in every layer
+        a, b = res.kernels[l] - res.nngp[l], pert.kernels[l] - pert.nngp[l]
+        assert np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)) >= 0.99
+    assert res.converged and res.method == method and res.f_test.shape == (3, 1)
+
+
+def test_unconverged_solve_is_never_silent():
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=20, g_w=1.5, g_b=0.1, kappa=0.1)
+    with pytest.raises(ck.ConvergenceError, match="did not converge.*max_steps"):
+        ck.solve_map(spec, X, Y, max_steps=2, n_samples=256)
+    res = ck.solve_map(spec, X, Y, max_steps=2, n_samples=256, throw=False)
+    assert not res.converged and "did not converge" in res.message
+
+
+def test_collapsed_ess_is_flagged_or_falls_back():
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=10, g_w=1.5, g_b=0.1, kappa=0.01)  # strong tilt: ESS 0.74
+    with pytest.raises(ck.ConvergenceError, match="ESS"):
+        ck.solve_map(spec, X, Y, method="importance", n_samples=256, min_ess=0.8)
+    res = ck.solve_map(spec, X, Y, method="auto", n_samples=256, min_ess=0.8, throw=False)
+    assert res.method == "cumulant (ESS fallback)" and "ESS" in res.message
+
+
+def test_bad_arguments_are_named():
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=50)
+    with pytest.raises(ck.InputError, match="method"):
+        ck.solve_map(spec, X, Y, method="newton")
+    with pytest.raises(ck.InputError, match="widths"):
+        ck.solve_map(spec, X, Y, widths=(100, 500, 50))
+    with pytest.raises(ck.InputError, match="Y: has 7 rows"):
+        ck.solve_map(spec, X, Y[:7])
+
+
+def test_lost_positive_definiteness_is_reported():
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=5, g_w=1.5, g_b=0.1, kappa=0.01)  # alpha = P/N = 1.6, tiny kappa
+    with pytest.raises(ck.ConvergenceError, match="positive definiteness"):
+        ck.solve_map(spec, X, Y, method="importance", n_samples=256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 2])
+def test_map_cka_tracks_exact_posterior_on_tiny_problems(depth):
+    data = ck.datasets.xor(n_train=8, n_test=0, dim=4, seed=0)
+    misses = []
+    for N in (20, 50, 100):
+        spec = ck.NetworkSpec(depth=depth, width=N, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+        exact = ck.exact_posterior_kernels(spec, data.X, data.Y, n_networks=200_000, batch=8192, key=1)
+        solved = ck.solve_map(spec, data.X, data.Y, n_samples=20_000)
+        adaptation = exact.cka[-1] - ck.cka(exact.nngp[-1], data.Y)
+        misses.append(abs(solved.cka[-1] - exact.cka[-1]) / abs(adaptation))
+        print(f"L={depth} N={N}: MAP CKA miss / exact adaptation {misses[-1]:.3f} (ESS {exact.ess:.0f})")
+    # issue 4: within 15 % of the adaptation, and less as N grows
+    # (measured L=1: 0.056, 0.008, 0.004; L=2: 0.037, 0.008, 0.002)
+    assert max(misses) <= 0.15 and misses[-1] < misses[0]
