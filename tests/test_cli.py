@@ -19,12 +19,12 @@ def test_criticality_with_g_w_reports_phase():
 
 
 def test_demo_runs_and_writes(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "3"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])
     assert result.exit_code == 0, result.output
-    assert "digits 0 vs 3" in result.output and "xor" in result.output
+    assert "digits 0 vs 3" in result.output and "xor" in result.output and "MAP importance" in result.output
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
-    assert len(rows) == 13 and rows[0].startswith("task,kernel,g_w")
-    assert "N=100" in result.output and all(len(row.split(",")) == 5 + 4 for row in rows)  # 5 labels, C0..C3
+    assert len(rows) == 19 and rows[0].startswith("task,kernel,g_w")  # 2 tasks x 3 gains x 3 kernels
+    assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
 
 
 def test_bad_input_exits_2_with_one_line():

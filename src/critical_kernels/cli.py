@@ -14,8 +14,10 @@ from rich.table import Table
 from . import datasets
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
+from .map_solver import solve_map
 from .metrics import cka_layers
 from .perturbative import perturbative_kernels
+from .predict import kernel_predict, test_error
 from .spec import NetworkSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -76,10 +78,10 @@ def demo(
     kappa: float = typer.Option(0.1, help="observation noise variance"),
     seed: int = typer.Option(0, help="data split and Monte Carlo seed"),
 ) -> None:
-    """Main job on the embedded default data: CKA of every layer, NNGP and first-order finite width,
-    below, at and above the edge of chaos."""
+    """Main job on the embedded default data: CKA of every layer and test error for the NNGP, the
+    first-order and the MAP kernels, below, at and above the edge of chaos."""
     start = time.perf_counter()
-    rows = []  # (task, g_w, g_w/g_c, chi_1, method, CKA per layer)
+    rows = []  # (task, g_w, g_w/g_c, chi_1, kernel, CKA per layer, test error)
     try:
         g_c = _criticality("erf", g_b=g_b).g_c
         for data in _demo_tasks(seed):
@@ -88,28 +90,36 @@ def demo(
                     depth=depth, width=width, activation="erf", g_w=ratio * g_c, g_b=g_b, kappa=kappa
                 )
                 chi1 = _criticality("erf", g_b=g_b, g_w=spec.gains[0]).chi_1
-                pert = perturbative_kernels(spec, data.X, data.Y, key=seed)
+                pert = perturbative_kernels(spec, data.X, data.Y, data.X_test, key=seed)
+                solved = solve_map(spec, data.X, data.Y, data.X_test, key=seed, throw=False)
                 head = (data.name, spec.gains[0], ratio, chi1)
-                rows.append((*head, "NNGP", cka_layers(pert.nngp, data.Y)))
-                rows.append((*head, f"N={width}", pert.cka))
+                for label, kernels in (
+                    ("NNGP", pert.nngp),
+                    ("first order", pert.kernels),
+                    (f"MAP {solved.method}" + ("" if solved.converged else " (unconverged)"), solved.kernels),
+                ):
+                    error = test_error(kernel_predict(kernels[-1], data.Y, kappa), data.Y_test)["class_error"]
+                    rows.append((*head, label, cka_layers(kernels, data.Y), error))
     except CriticalKernelsError as err:
         _fail(str(err))
     title = f"CKA per layer, erf, L = {depth}, g_b = {g_b}, kappa = {kappa} (g_c = {g_c:.4f})"
-    table = Table(
-        title=title, box=box.SIMPLE, padding=(0, 1), caption="N=...: first-order finite width (T13)"
-    )
+    caption = f"first order (T13) and MAP (T8-T12) at width N = {width}; test error of the kernel predictor"
+    table = Table(title=title, box=box.SIMPLE, padding=(0, 1), caption=caption)
     for name in ("task", "kernel"):
         table.add_column(name, no_wrap=True)
-    for name in ("g/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)]):
+    for name in ("g/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)], "test err"):
         table.add_column(name, justify="right", no_wrap=True)
-    for name, _, ratio, chi1, method, ckas in rows:
-        table.add_row(name, method, f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas])
+    for name, _, ratio, chi1, method, ckas, error in rows:
+        cells = [f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas], f"{error:.3f}"]
+        table.add_row(name, method, *cells)
     console.print(table)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        lines = ["task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))]
+        header = "task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
+        lines = [header + ",test_error"]
         lines += [
-            f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) for n, g, r, c, m, k in rows
+            f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
+            for n, g, r, c, m, k, e in rows
         ]
         (out / "cka.csv").write_text("\n".join(lines) + "\n")
         console.print(f"wrote {out / 'cka.csv'}")
