@@ -23,7 +23,7 @@ from .metrics import cka, cka_layers  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
 from .perturbative import KernelResult, perturbative_kernels  # noqa: E402
 from .predict import kernel_predict, test_error  # noqa: E402
-from .sampling import ExactResult, exact_posterior_kernels  # noqa: E402
+from .sampling import ExactResult, PosteriorResult, exact_posterior_kernels, sample_posterior  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
 __version__ = "0.1.0"
@@ -46,6 +46,8 @@ __all__ = [
     "MAPResult",
     "kernel_predict",
     "test_error",
+    "sample_posterior",
+    "PosteriorResult",
     "exact_posterior_kernels",
     "ExactResult",
     "criticality",

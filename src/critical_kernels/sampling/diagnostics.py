@@ -1,0 +1,21 @@
+"""Monte Carlo standard errors, R-hat and effective sample sizes (THEORY section 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+from blackjax.diagnostics import effective_sample_size, rhat
+
+
+def batch_mcse(batch_means: np.ndarray) -> np.ndarray:
+    """Standard error of the overall mean from batch means shaped (chains, batches, ...)."""
+    flat = batch_means.reshape((-1,) + batch_means.shape[2:])
+    return flat.std(axis=0, ddof=1) / np.sqrt(flat.shape[0])
+
+
+def chain_diagnostics(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat and ESS over draws shaped (chains, draws, ...)."""
+    shape = draws.shape[2:]
+    return (
+        np.asarray(rhat(draws, 0, 1)).reshape(shape),
+        np.asarray(effective_sample_size(draws, 0, 1)).reshape(shape),
+    )

@@ -1,0 +1,98 @@
+"""Finite networks sampled with MCMC against the NNGP (prior) and the exact posterior."""
+
+import numpy as np
+import pytest
+
+import critical_kernels as ck
+from critical_kernels.sampling import Network, sample_posterior
+
+
+def test_network_kernels_match_reference_forward_pass():
+    from reference import PHI
+
+    spec = ck.NetworkSpec(depth=2, width=7, activation="erf", g_w=[1.3, 0.7], g_b=[0.1, 0.2, 0.3], n_out=2)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    net = Network(spec, 3)
+    u = np.random.default_rng(1).standard_normal(net.dim)
+    sizes = [(3, 7), (7, 7), (7, 2)]
+    stds = [
+        (np.sqrt(1.0 / 3), np.sqrt(0.1)),
+        (np.sqrt(1.3 / 7), np.sqrt(0.2)),
+        (np.sqrt(0.7 / 7), np.sqrt(0.3)),
+    ]
+    params, offset = [], 0
+    for (a, b), (ws, bs) in zip(sizes, stds, strict=True):
+        params.append(
+            (u[offset : offset + a * b].reshape(a, b) * ws, u[offset + a * b : offset + a * b + b] * bs)
+        )
+        offset += a * b + b
+    h1 = X @ params[0][0] + params[0][1]
+    h2 = PHI["erf"](h1) @ params[1][0] + params[1][1]
+    f = PHI["erf"](h2) @ params[2][0] + params[2][1]
+    C = np.asarray(net.kernels(u, X))
+    np.testing.assert_allclose(C[0], 1.3 / 7 * PHI["erf"](h1) @ PHI["erf"](h1).T + 0.2, rtol=1e-12)
+    np.testing.assert_allclose(C[1], 0.7 / 7 * PHI["erf"](h2) @ PHI["erf"](h2).T + 0.3, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(net.forward(u, X)[1]), f, rtol=1e-12)
+    Y = np.ones((5, 2))
+    expected = -0.5 * u @ u - 0.5 / spec.kappa * np.sum((Y - f) ** 2)
+    np.testing.assert_allclose(float(net.log_density(u, X, Y)), expected, rtol=1e-12)
+
+
+def test_prior_mode_reproduces_nngp_plus_finite_width_shift():
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_w=2.0, g_b=0.1)
+    post = sample_posterior(spec, X, [1.0, -1.0, 1.0, -1.0], prior=True, warmup=500, samples=20_000, key=2)
+    shift = ck.kernel_covariance(spec, X, n_samples=1000).mean_shift(n_paths=2048)
+    z = np.abs(post.kernels - post.nngp - shift)[1:] / post.mcse[1:]
+    assert np.max(z) < 3.0, np.max(z)  # 3 MCSE (issue 5); O(1/N^2) at N = 20 is ~5 % of the shift
+    assert post.ok and np.all(post.rhat_cka <= 1.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("sampler", ["mala", "hmc", "nuts"])
+def test_samplers_agree_with_exact_posterior(sampler, depth):
+    data = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
+    spec = ck.NetworkSpec(depth=depth, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    exact = ck.exact_posterior_kernels(
+        spec, data.X, data.Y, data.X_test, n_networks=400_000, batch=8192, key=1
+    )
+    steps = {"mala": 20_000, "hmc": 4_000, "nuts": 4_000}[sampler]
+    post = sample_posterior(
+        spec, data.X, data.Y, data.X_test, sampler=sampler, samples=steps, thin=steps // 2000, key=0
+    )
+    combined = np.sqrt(post.mcse**2 + exact.se**2)[1:]
+    z = np.abs(post.kernels - exact.kernels)[1:] / combined
+    print(f"{sampler} L={depth}: max z {z.max():.2f}, R-hat CKA {post.rhat_cka[-1]:.4f}")
+    assert z.max() < 4.0  # 4 combined standard errors, the maximum over entries (issue 5)
+    assert np.all(post.rhat_cka <= 1.01) and post.ok
+
+
+def test_failed_diagnostics_are_flagged():
+    data = ck.datasets.xor(n_train=6, n_test=0, dim=4, seed=0)
+    spec = ck.NetworkSpec(depth=1, width=20, g_w=1.5, g_b=0.1, kappa=0.1)
+    # unadjusted Langevin with a tiny step: chains stay near their different prior draws
+    post = sample_posterior(
+        spec,
+        data.X,
+        data.Y,
+        sampler="langevin",
+        step_size=1e-6,
+        warmup=0,
+        samples=200,
+        thin=2,
+        n_batches=5,
+        key=0,
+    )
+    assert not post.ok and "R-hat" in post.warnings[0]
+
+
+def test_bad_arguments_are_named():
+    X, Y = np.zeros((3, 2)) + np.arange(3)[:, None], np.ones(3)
+    spec = ck.NetworkSpec(depth=1, width=5)
+    with pytest.raises(ck.InputError, match="sampler"):
+        sample_posterior(spec, X, Y, sampler="gibbs")
+    with pytest.raises(ck.InputError, match="samples"):
+        sample_posterior(spec, X, Y, samples=10, thin=10)
+    with pytest.raises(ck.InputError, match="chains"):
+        sample_posterior(spec, X, Y, chains=0)
