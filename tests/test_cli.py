@@ -25,6 +25,7 @@ def test_demo_runs_and_writes(tmp_path):
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
     assert len(rows) == 19 and rows[0].startswith("task,kernel,g_w")  # 2 tasks x 3 gains x 3 kernels
     assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
+    assert (tmp_path / "figures" / "cka_per_layer.png").stat().st_size > 10_000
 
 
 def test_bad_input_exits_2_with_one_line():

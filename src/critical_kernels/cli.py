@@ -1,4 +1,4 @@
-"""Command-line interface: `critical-kernels demo | criticality`."""
+"""Command-line interface: `critical-kernels demo | run | report | criticality`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import datasets
+from . import datasets, plots
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
 from .map_solver import solve_map
@@ -71,7 +71,7 @@ def _demo_tasks(seed: int):
 
 @app.command()
 def demo(
-    out: Path = typer.Option(None, help="folder for results: writes cka.csv"),
+    out: Path = typer.Option(None, help="folder for results: cka.csv and figures/cka_per_layer.png"),
     depth: int = typer.Option(4, help="number of hidden layers L"),
     width: int = typer.Option(100, help="hidden width N of the finite network"),
     g_b: float = typer.Option(0.1, "--g-b", help="bias variance"),
@@ -122,8 +122,58 @@ def demo(
             for n, g, r, c, m, k, e in rows
         ]
         (out / "cka.csv").write_text("\n".join(lines) + "\n")
-        console.print(f"wrote {out / 'cka.csv'}")
+        figure = plots.cka_per_layer(
+            [(n, r, m, k) for n, _, r, _, m, k, _ in rows], out / "figures" / "cka_per_layer.png", title=title
+        )
+        console.print(f"wrote {out / 'cka.csv'} and {figure}")
     console.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="experiment config (TOML)"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set network.width=200"),
+    out: Path = typer.Option(None, help="run folder (default runs/NAME)"),
+) -> None:
+    """One experiment: NNGP, first-order, MAP and sampled kernels of every layer; writes a run folder."""
+    from .experiments import load_config, run, write_run
+
+    try:
+        cfg = load_config(config, set_)
+        with console.status("running") as status:
+            ds = run(cfg, status=lambda message: status.update(message))
+        folder = write_run(ds, cfg, out or Path("runs") / cfg.name)
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    table = Table(title=f"{cfg.name}: CKA per layer and test error", box=box.SIMPLE)
+    table.add_column("kernel", no_wrap=True)
+    for l in ds.layer.values:
+        table.add_column(f"C{l}", justify="right")
+    table.add_column("test err", justify="right")
+    for m, ckas, errs, test in zip(
+        ds.method.values, ds.cka.values, ds.cka_se.values, ds.test_error.values, strict=True
+    ):
+        cells = [f"{c:.4f}" + (f"±{e:.4f}" if e > 0 else "") for c, e in zip(ckas, errs, strict=True)]
+        table.add_row(str(m), *cells, f"{test:.3f}")
+    console.print(table)
+    if "map_converged" in ds.attrs:
+        console.print(
+            f"MAP: {ds.attrs['map_method']}, converged={bool(ds.attrs['map_converged'])}, "
+            f"{ds.attrs['map_n_iter']} sweeps, residual {ds.attrs['map_residual']:.1e}"
+        )
+    console.print(f"wrote {folder}")
+
+
+@app.command()
+def report(folder: Path = typer.Argument(..., help="a run folder with results.nc")) -> None:
+    """Rebuild figures, report.md and report.html from a run folder."""
+    from .experiments import load_results, write_report
+
+    try:
+        write_report(folder, load_results(folder))
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    console.print(f"wrote {folder / 'report.md'}, {folder / 'report.html'} and figures")
 
 
 def main() -> None:

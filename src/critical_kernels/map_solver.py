@@ -282,6 +282,16 @@ def solve_map(
       >>> res = solve_map(NetworkSpec(depth=3, width=200, g_w=1.5, g_b=0.1), X, Y, X_test)
       >>> res.converged, res.cka[-1]
     """
+    options = dict(
+        n_samples=n_samples,
+        key=key,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        damping=damping,
+        memory=memory,
+        throw=throw,
+    )  # for the ESS fallback
     if method not in METHODS:
         raise InputError(f"method: unknown {method!r}; choose one of {METHODS}")
     linear = spec.act.name == "linear" and spec.act.has_closed_form
@@ -329,22 +339,7 @@ def solve_map(
         if converged:
             continue
         if chosen == "importance" and np.nanmin(np.append(health, np.inf)) < min_ess and method == "auto":
-            fallback = solve_map(
-                spec,
-                X,
-                Y,
-                X_test,
-                "cumulant",
-                widths=schedule,
-                n_samples=n_samples,
-                key=key,
-                rtol=rtol,
-                atol=atol,
-                max_steps=max_steps,
-                damping=damping,
-                memory=memory,
-                throw=throw,
-            )
+            fallback = solve_map(spec, X, Y, X_test, "cumulant", **{**options, "widths": schedule})
             note = f"importance sampling ESS fell to {health.min():.3f} at N={width}; "
             return _with_method(fallback, "cumulant (ESS fallback)", note + fallback.message)
         message = _failure_message(chosen, width, steps, residual, health, min_ess)

@@ -1,0 +1,93 @@
+"""Experiment configs, runs, run folders, reports, and the run/report commands."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import critical_kernels as ck
+from critical_kernels.cli import app
+from critical_kernels.experiments import load_config, load_results, run
+from critical_kernels.experiments.output import atomic_write
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
+FAST = ["methods.n_samples=512", "methods.warmup=100", "methods.samples=400"]
+
+
+def test_config_overrides_and_errors_name_the_field(tmp_path):
+    cfg = load_config(TINY, ["network.width=80", "methods.sampler='hmc'", "data.classes=[1, 7]"])
+    assert cfg.network.width == 80 and cfg.methods.sampler == "hmc" and cfg.data.classes == (1, 7)
+    with pytest.raises(ck.InputError, match=r"network.activation: must be one of .*'erf'.*got 'swish'"):
+        load_config(TINY, ["network.activation=swish"])
+    with pytest.raises(ck.InputError, match="network.depth"):
+        load_config(TINY, ["network.depth=0"])
+    with pytest.raises(ck.InputError, match="network.widht: Extra inputs are not permitted"):
+        load_config(TINY, ["network.widht=3"])
+    (tmp_path / "bad.toml").write_text("[network\nwidth = 3")
+    with pytest.raises(ck.InputError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_run_collects_every_method():
+    cfg = load_config(TINY, FAST)
+    ds = run(cfg)
+    assert list(ds.method.values) == ["nngp", "perturbative", "map", "sampled"]
+    data = ck.datasets.xor(n_train=10, n_test=20, dim=4, seed=0)
+    spec = ck.NetworkSpec(depth=1, width=50, g_w=1.5, g_b=0.1, kappa=0.1)
+    np.testing.assert_allclose(
+        ds.cka.values[0], ck.cka_layers(ck.nngp_kernels(spec, data.X, data.X_test), data.Y), rtol=1e-12
+    )
+    assert ds.attrs["map_converged"] == 1 and ds.kernel.shape == (4, 2, 30, 30)
+    assert ds.cka_se.values[3, 1] > 0 and 0 <= ds.attrs["sampled_networks_test_error"] <= 1
+
+
+def test_cli_run_and_report_write_the_run_folder(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["run", str(TINY), "--out", str(tmp_path / "r"), *sum((["--set", s] for s in FAST), [])]
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "r"
+    for name in (
+        "config.toml",
+        "results.nc",
+        "meta.json",
+        "report.md",
+        "report.html",
+        "figures/cka_per_layer.png",
+        "figures/kernels.png",
+    ):
+        assert (folder / name).exists(), name
+    assert load_config(folder / "config.toml").methods.samples == 400  # resolved config round-trips
+    (folder / "report.md").unlink()
+    assert runner.invoke(app, ["report", str(folder)]).exit_code == 0 and (folder / "report.md").exists()
+    np.testing.assert_allclose(load_results(folder).cka.values[0, 0], load_results(folder).cka.values[1, 0])
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    runner = CliRunner()
+    for args in (
+        ["run", str(TINY), "--set", "network.activation=swish"],
+        ["run", str(tmp_path / "none.toml")],
+        ["report", str(tmp_path)],
+    ):
+        result = runner.invoke(app, args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+
+
+def test_atomic_write_leaves_old_content_on_failure(tmp_path):
+    target = tmp_path / "x.bin"
+    atomic_write(target, b"old")
+
+    with pytest.raises(TypeError):  # a write that fails midway
+        atomic_write(target, object())
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_every_example_config_validates():
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
+    assert len(examples) >= 3
+    for path in examples:
+        assert load_config(path).name == path.stem
