@@ -25,7 +25,13 @@ def test_demo_runs_and_writes(tmp_path):
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
     assert len(rows) == 19 and rows[0].startswith("task,kernel,g_w")  # 2 tasks x 3 gains x 3 kernels
     assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
-    assert (tmp_path / "figures" / "cka_per_layer.png").stat().st_size > 10_000
+    for name in ("figures/cka_per_layer.png", "figures/cka_vs_g_w_over_g_c.png", "sweep.nc", "report.md"):
+        assert (tmp_path / name).stat().st_size > 500, name
+    for task in ("digits", "xor"):  # a run folder with kernel heat maps per task at g_c
+        for name in ("results.nc", "report.html", "figures/kernels.png", "meta.json"):
+            assert (tmp_path / f"{task}_at_g_c" / name).exists(), (task, name)
+    again = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])
+    assert again.exit_code == 0 and (tmp_path / "cka.csv").read_text().splitlines() == rows
 
 
 def test_bad_input_exits_2_with_one_line():

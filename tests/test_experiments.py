@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import critical_kernels as ck
 from critical_kernels.cli import app
-from critical_kernels.experiments import load_config, load_results, run
+from critical_kernels.experiments import load_config, load_results, load_sweep, run
 from critical_kernels.experiments.output import atomic_write
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
@@ -32,7 +32,7 @@ def test_config_overrides_and_errors_name_the_field(tmp_path):
 def test_run_collects_every_method():
     cfg = load_config(TINY, FAST)
     ds = run(cfg)
-    assert list(ds.method.values) == ["nngp", "perturbative", "map", "sampled"]
+    assert list(ds.estimator.values) == ["nngp", "perturbative", "map", "sampled"]
     data = ck.datasets.xor(n_train=10, n_test=20, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=1, width=50, g_w=1.5, g_b=0.1, kappa=0.1)
     np.testing.assert_allclose(
@@ -90,4 +90,33 @@ def test_every_example_config_validates():
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
     assert len(examples) >= 3
     for path in examples:
-        assert load_config(path).name == path.stem
+        if "[sweep]" in path.read_text():
+            assert load_sweep(path).name == path.stem and len(load_sweep(path).points) > 1
+        else:
+            assert load_config(path).name == path.stem
+
+
+def test_agreement_criterion_by_hand():
+    """miss <= 2 SE + 15 % of the sampled adaptation, computed by hand for two layers."""
+    import xarray as xr
+
+    from critical_kernels.experiments.output import agreement
+
+    est = ["nngp", "map", "sampled"]
+    cka = xr.DataArray(
+        [[0.5, 0.10, 0.20], [0.5, 0.12, 0.27], [0.5, 0.13, 0.30]],
+        dims=("estimator", "layer"),
+        coords={"estimator": est},
+    )
+    se = xr.DataArray(
+        [[0, 0, 0], [0, 0, 0], [0, 0.001, 0.001]], dims=("estimator", "layer"), coords={"estimator": est}
+    )
+    rows = agreement(cka, se)
+    assert [(r["estimator"], r["layer"]) for r in rows] == [("map", 1), ("map", 2)]
+    # layer 1: adaptation 0.03, miss 0.01 > 0.002 + 0.0045; layer 2: adaptation 0.10, miss 0.03 > 0.017
+    np.testing.assert_allclose([r["relative_miss"] for r in rows], [1 / 3, 0.3])
+    np.testing.assert_allclose([r["theory_adaptation"] for r in rows], [0.02, 0.07])
+    assert [r["within"] for r in rows] == [False, False]
+    cka[1, 2] = 0.285  # miss 0.015 <= 0.017
+    assert [r["within"] for r in agreement(cka, se)] == [False, True]
+    assert agreement(cka.sel(estimator=["nngp", "map"]), se.sel(estimator=["nngp", "map"])) == []

@@ -1,4 +1,4 @@
-"""Command-line interface: `critical-kernels demo | run | report | criticality`."""
+"""Command-line interface: `critical-kernels demo | run | sweep | report | criticality`."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import datasets, plots
+from . import plots
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
-from .map_solver import solve_map
-from .metrics import cka_layers
-from .perturbative import perturbative_kernels
-from .predict import kernel_predict, test_error
-from .spec import NetworkSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 140)  # pipes and logs: no truncation
@@ -62,16 +57,24 @@ def criticality(
     console.print(table)
 
 
-def _demo_tasks(seed: int):
-    return [
-        datasets.digits_binary((0, 3), n_train=100, n_test=100, seed=seed),
-        datasets.xor(n_train=60, n_test=100, dim=10, seed=seed),
-    ]
+def _demo_sweep(depth: int, width: int, g_b: float, kappa: float, seed: int) -> dict:
+    """The demo as a sweep: digits 0 vs 3 (P = 100) and XOR (P = 60) at g_w = 1/2, 1, 2 x g_c."""
+    return {
+        "name": "demo",
+        "seed": seed,
+        "data": {"classes": [0, 3], "n_test": 100, "dim": 10, "seed": seed},
+        "network": {"depth": depth, "width": width, "activation": "erf", "g_b": g_b, "kappa": kappa},
+        "methods": {"perturbative": True, "map": True, "sampled": False},
+        "sweep": {
+            "data.task,data.n_train": [["digits", 100], ["xor", 60]],
+            "network.g_w_over_g_c": [0.5, 1.0, 2.0],
+        },
+    }
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(None, help="folder for results: cka.csv and figures/cka_per_layer.png"),
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
     depth: int = typer.Option(4, help="number of hidden layers L"),
     width: int = typer.Option(100, help="hidden width N of the finite network"),
     g_b: float = typer.Option(0.1, "--g-b", help="bias variance"),
@@ -79,27 +82,48 @@ def demo(
     seed: int = typer.Option(0, help="data split and Monte Carlo seed"),
 ) -> None:
     """Main job on the embedded default data: CKA of every layer and test error for the NNGP, the
-    first-order and the MAP kernels, below, at and above the edge of chaos."""
+    first-order and the MAP kernels, below, at and above the edge of chaos.
+
+    Writes OUT/cka.csv, OUT/sweep.nc, OUT/report.md|html, OUT/figures/ and a run folder (results.nc,
+    kernel heat maps, report) per task at g_c."""
+    from .experiments import load_point, load_sweep, run_sweep, write_run, write_sweep_report
+
     start = time.perf_counter()
     rows = []  # (task, g_w, g_w/g_c, chi_1, kernel, CKA per layer, test error)
     try:
+        grid = load_sweep(_demo_sweep(depth, width, g_b, kappa, seed))
+        with console.status("demo") as status:
+            merged = run_sweep(
+                grid,
+                out,
+                executor="serial",
+                on_point=lambda point, state: status.update(f"{point.config.data.task}: {state}"),
+            )
+        write_sweep_report(out, merged)
         g_c = _criticality("erf", g_b=g_b).g_c
-        for data in _demo_tasks(seed):
-            for ratio in (0.5, 1.0, 2.0):
-                spec = NetworkSpec(
-                    depth=depth, width=width, activation="erf", g_w=ratio * g_c, g_b=g_b, kappa=kappa
+        for point in grid.points:
+            ds = load_point(out, point.key)
+            if ds is None:
+                _fail(f"demo: {merged.error.values[point.index]}")
+            ratio = point.config.network.g_w_over_g_c
+            chi1 = _criticality("erf", g_b=g_b, g_w=ratio * g_c).chi_1
+            converged = "" if ds.attrs["map_converged"] else " (unconverged)"
+            labels = {"nngp": "NNGP", "perturbative": "first order", "map": f"MAP {ds.attrs['map_method']}"}
+            for k, name in enumerate(str(e) for e in ds.estimator.values):
+                label = labels[name] + (converged if name == "map" else "")
+                rows.append(
+                    (
+                        ds.attrs["data"],
+                        ratio * g_c,
+                        ratio,
+                        chi1,
+                        label,
+                        ds.cka.values[k],
+                        ds.test_error.values[k],
+                    )
                 )
-                chi1 = _criticality("erf", g_b=g_b, g_w=spec.gains[0]).chi_1
-                pert = perturbative_kernels(spec, data.X, data.Y, data.X_test, key=seed)
-                solved = solve_map(spec, data.X, data.Y, data.X_test, key=seed, throw=False)
-                head = (data.name, spec.gains[0], ratio, chi1)
-                for label, kernels in (
-                    ("NNGP", pert.nngp),
-                    ("first order", pert.kernels),
-                    (f"MAP {solved.method}" + ("" if solved.converged else " (unconverged)"), solved.kernels),
-                ):
-                    error = test_error(kernel_predict(kernels[-1], data.Y, kappa), data.Y_test)["class_error"]
-                    rows.append((*head, label, cka_layers(kernels, data.Y), error))
+            if ratio == 1.0:
+                write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
     except CriticalKernelsError as err:
         _fail(str(err))
     title = f"CKA per layer, erf, L = {depth}, g_b = {g_b}, kappa = {kappa} (g_c = {g_c:.4f})"
@@ -113,19 +137,17 @@ def demo(
         cells = [f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas], f"{error:.3f}"]
         table.add_row(name, method, *cells)
     console.print(table)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        header = "task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
-        lines = [header + ",test_error"]
-        lines += [
-            f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
-            for n, g, r, c, m, k, e in rows
-        ]
-        (out / "cka.csv").write_text("\n".join(lines) + "\n")
-        figure = plots.cka_per_layer(
-            [(n, r, m, k) for n, _, r, _, m, k, _ in rows], out / "figures" / "cka_per_layer.png", title=title
-        )
-        console.print(f"wrote {out / 'cka.csv'} and {figure}")
+    header = "task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
+    lines = [header + ",test_error"]
+    lines += [
+        f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
+        for n, g, r, c, m, k, e in rows
+    ]
+    (out / "cka.csv").write_text("\n".join(lines) + "\n")
+    plots.cka_per_layer(
+        [(n, r, m, k) for n, _, r, _, m, k, _ in rows], out / "figures" / "cka_per_layer.png", title=title
+    )
+    console.print(f"wrote {out}: cka.csv, sweep.nc, report.md, figures/, and a run folder per task at g_c")
     console.print(f"done in {time.perf_counter() - start:.1f} s")
 
 
@@ -151,7 +173,7 @@ def run_command(
         table.add_column(f"C{l}", justify="right")
     table.add_column("test err", justify="right")
     for m, ckas, errs, test in zip(
-        ds.method.values, ds.cka.values, ds.cka_se.values, ds.test_error.values, strict=True
+        ds.estimator.values, ds.cka.values, ds.cka_se.values, ds.test_error.values, strict=True
     ):
         cells = [f"{c:.4f}" + (f"±{e:.4f}" if e > 0 else "") for c, e in zip(ckas, errs, strict=True)]
         table.add_row(str(m), *cells, f"{test:.3f}")
@@ -165,12 +187,68 @@ def run_command(
 
 
 @app.command()
-def report(folder: Path = typer.Argument(..., help="a run folder with results.nc")) -> None:
-    """Rebuild figures, report.md and report.html from a run folder."""
-    from .experiments import load_results, write_report
+def sweep(
+    config: Path = typer.Argument(..., help="experiment config (TOML) with a [sweep] table of lists"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set methods.sampled=false"),
+    out: Path = typer.Option(None, help="sweep folder (default runs/NAME)"),
+    resume: bool = typer.Option(False, help="skip points already finished in the folder"),
+    workers: int = typer.Option(1, help="worker processes, one core each"),
+    executor: str = typer.Option("local", help="local (processes), dask or serial (in this process)"),
+    scheduler: str = typer.Option(None, help="address of a running Dask scheduler (implies dask)"),
+) -> None:
+    """A grid of experiments: each finished point cached, failed points recorded, results merged."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .experiments import load_sweep, run_sweep, write_sweep_report
 
     try:
-        write_report(folder, load_results(folder))
+        grid = load_sweep(config, set_)
+        folder = out or Path("runs") / grid.name
+        counts = {"cached": 0, "ok": 0, "failed": 0}
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("points", total=len(grid.points))
+
+            def on_point(point, status):
+                counts[status] += 1
+                bar.update(task, advance=1, description=", ".join(f"{k} {v}" for k, v in counts.items()))
+
+            ds = run_sweep(
+                grid,
+                folder,
+                resume=resume,
+                executor=executor,
+                workers=workers,
+                scheduler=scheduler,
+                on_point=on_point,
+            )
+        write_sweep_report(folder, ds)
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    shape = " x ".join(f"{d} {n}" for d, n in zip(ds.status.dims, ds.status.shape, strict=True))
+    console.print(
+        f"{len(grid.points)} points ({shape}): {counts['ok']} computed, {counts['cached']} cached, "
+        f"{counts['failed']} failed"
+    )
+    for message in sorted({e for e in ds.error.values.ravel() if e}):
+        console.print(f"[red]failed:[/] {message}", highlight=False)
+    console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    folder: Path = typer.Argument(..., help="a run folder (results.nc) or sweep folder (sweep.nc)"),
+) -> None:
+    """Rebuild figures, report.md and report.html from a run or sweep folder."""
+    from .experiments import load_results, load_sweep_results, write_report, write_sweep_report
+
+    try:
+        if (folder / "sweep.nc").exists():
+            write_sweep_report(folder, load_sweep_results(folder))
+        else:
+            write_report(folder, load_results(folder))
     except CriticalKernelsError as err:
         _fail(str(err))
     console.print(f"wrote {folder / 'report.md'}, {folder / 'report.html'} and figures")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,19 +52,36 @@ def cka_by_method(layers, ckas: dict, errors: dict, path: Path, title: str = "")
     return _save(fig, path)
 
 
-def kernel_heatmaps(kernels: dict, path: Path) -> Path:
-    """Heat maps of every layer's kernel (rows) for every method (columns), training block."""
+def kernel_heatmaps(kernels: dict, path: Path, order=None) -> Path:
+    """Heat maps of every layer's kernel (rows) for every estimator, then of each estimator's
+    adaptation K - K_NNGP; one colour scale per row for the kernels and one for the adaptations.
+
+    Args:
+      kernels: estimator name -> (L+1, P, P) training-block kernels; "nngp" first if present.
+      order: optional permutation of the P inputs (e.g. sorted by label) to show block structure.
+    """
     names = list(kernels)
-    n_layers = len(next(iter(kernels.values())))
-    fig, axes = plt.subplots(n_layers, len(names), figsize=(2.2 * len(names), 2.2 * n_layers), squeeze=False)
-    for j, name in enumerate(names):
-        for l in range(n_layers):
+    stacks = {
+        k: np.asarray(v) if order is None else np.asarray(v)[:, order][:, :, order]
+        for k, v in kernels.items()
+    }
+    deltas = {f"{k} - nngp": stacks[k] - stacks["nngp"] for k in names if k != "nngp" and "nngp" in names}
+    n_layers = len(stacks[names[0]])
+    columns = len(names) + len(deltas)
+    fig, axes = plt.subplots(n_layers, columns, figsize=(2.0 * columns, 2.0 * n_layers), squeeze=False)
+    for l in range(n_layers):
+        lo = min(stacks[k][l].min() for k in names)
+        hi = max(stacks[k][l].max() for k in names)
+        top = max([np.abs(d[l]).max() for d in deltas.values()] + [1e-300])
+        panels = [(k, stacks[k][l], "viridis", lo, hi) for k in names]
+        panels += [(k, d[l], "RdBu_r", -top, top) for k, d in deltas.items()]
+        for j, (name, image, cmap, vmin, vmax) in enumerate(panels):
             ax = axes[l][j]
-            ax.imshow(kernels[name][l], cmap="viridis")
+            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
             if l == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title(name, fontsize=8)
             if j == 0:
                 ax.set_ylabel(f"C{l}", fontsize=9)
     return _save(fig, path)
@@ -78,3 +96,45 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
     return path
+
+
+def line_panels(panels, path: Path, xlabel: str, *, logx=False, logy=False, xticks=None, title="") -> Path:
+    """Side-by-side panels of lines with optional error bars.
+
+    Args:
+      panels: list of (panel title, y label, curves); a curve is (label, x, y, yerr or None, style),
+        style a dict of matplotlib keyword arguments.
+      xticks: optional (positions, labels) for categorical x.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    for ax, (name, ylabel, curves) in zip(axes[0], panels, strict=True):
+        for label, x, y, yerr, style in curves:
+            ax.errorbar(x, y, yerr=yerr, capsize=2, ms=4, label=label, **style)
+        ax.set_xscale("log" if logx else "linear")
+        ax.set_yscale("log" if logy else "linear")
+        if xticks is not None:
+            ax.set_xticks(*xticks)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def adaptation_scatter(sampled, sampled_se, theory: dict, path: Path, title: str = "") -> Path:
+    """Theory against sampled adaptation CKA - CKA_NNGP, with the "2 SE + 15 %" band around y = x."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    top = max([abs(v) for v in sampled] + [1e-12]) * 1.15
+    line = [-top, top]
+    ax.plot(line, line, "k-", lw=0.8)
+    ax.fill_between(line, [0.85 * v for v in line], [1.15 * v for v in line], color="0.85", label="±15 %")
+    for name, values in theory.items():
+        ax.errorbar(sampled, values, xerr=sampled_se, fmt="o", ms=4, capsize=2, label=name)
+    ax.set_xlabel("sampled networks: CKA - CKA_NNGP")
+    ax.set_ylabel("theory: CKA - CKA_NNGP")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

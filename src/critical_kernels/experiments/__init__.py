@@ -1,7 +1,22 @@
 """Experiments: configs, runs, run folders and reports."""
 
 from .config import ExperimentConfig, load_config
-from .output import load_results, write_report, write_run
+from .output import load_results, write_report, write_run, write_sweep_report
 from .run import run
+from .sweep import Sweep, load_point, load_sweep, load_sweep_results, merge, run_sweep
 
-__all__ = ["ExperimentConfig", "load_config", "run", "write_run", "write_report", "load_results"]
+__all__ = [
+    "ExperimentConfig",
+    "load_config",
+    "run",
+    "write_run",
+    "write_report",
+    "load_results",
+    "Sweep",
+    "load_sweep",
+    "run_sweep",
+    "merge",
+    "load_point",
+    "load_sweep_results",
+    "write_sweep_report",
+]

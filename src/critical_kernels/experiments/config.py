@@ -37,6 +37,9 @@ class NetworkConfig(_Strict):
     g_in: float = Field(1.0, gt=0)
     g_w: float | list[float] = 1.5
     g_b: float | list[float] = 0.1
+    g_w_over_g_c: float | None = Field(
+        None, gt=0, description="if set, g_w is this multiple of the critical g_c(activation, g_b)"
+    )
     kappa: float = Field(0.1, gt=0)
 
 
@@ -82,11 +85,8 @@ def _first_error(err: ValidationError) -> str:
     return f"{field}: {message} (got {item.get('input')!r})"
 
 
-def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
-    """Validated config from a TOML file (or dict) with `section.key=value` overrides.
-
-    Raises InputError with one line naming the field and its allowed values.
-    """
+def read_toml(source: str | Path | dict) -> dict:
+    """The raw table of a TOML file (or a dict), sections copied so callers may edit them."""
     if isinstance(source, dict):
         raw = source
     else:
@@ -97,19 +97,44 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Experim
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise InputError(f"config: {path} is not valid TOML ({err})") from None
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def set_field(raw: dict, key: str, value) -> None:
+    """Set the dotted field `section.key` of a raw config table."""
+    *sections, leaf = key.strip().split(".")
+    target = raw
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise InputError(f"{key}: {section} is not a section")
+    target[leaf] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` overrides (values parsed as TOML) to a raw config table."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"--set: expected key=value, got {item!r}")
-        *sections, leaf = key.strip().split(".")
-        target = raw
-        for section in sections:
-            target = target.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise InputError(f"--set: {key} is not inside a section")
-        target[leaf] = _parse_value(value.strip())
+        set_field(raw, key, _parse_value(value.strip()))
+    return raw
+
+
+def validate(raw: dict, where: str = "") -> ExperimentConfig:
+    """An ExperimentConfig from a raw table; InputError names the field and its allowed values."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise InputError(_first_error(err)) from None
+        raise InputError(where + _first_error(err)) from None
+
+
+def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
+    """Validated config from a TOML file (or dict) with `section.key=value` overrides.
+
+    Raises InputError with one line naming the field and its allowed values.
+    """
+    raw = apply_overrides(read_toml(source), overrides)
+    if "sweep" in raw:
+        raise InputError("config: has a [sweep] table; run it with `critical-kernels sweep`")
+    return validate(raw)

@@ -10,6 +10,8 @@ import numpy as np
 import xarray as xr
 
 from .. import datasets
+from ..criticality import critical_gain
+from ..errors import InputError
 from ..map_solver import solve_map
 from ..metrics import cka_layers
 from ..nngp import nngp_kernels
@@ -36,10 +38,18 @@ def load_data(config: ExperimentConfig) -> datasets.Dataset:
 
 def make_spec(config: ExperimentConfig) -> NetworkSpec:
     """The NetworkSpec of a config (the [network] fields are NetworkSpec fields)."""
-    return NetworkSpec(**config.network.model_dump())
+    fields = config.network.model_dump()
+    ratio = fields.pop("g_w_over_g_c")
+    if ratio is not None:
+        if not np.isscalar(fields["g_b"]):
+            raise InputError("network.g_w_over_g_c: needs one scalar g_b (got per-layer g_b)")
+        fields["g_w"] = ratio * critical_gain(fields["activation"], fields["g_b"])
+    return NetworkSpec(**fields)
 
 
-def run(config: ExperimentConfig, status: Callable[[str], None] = lambda message: None) -> xr.Dataset:
+def run(
+    config: ExperimentConfig, status: Callable[[str], None] = lambda message: None, progress: bool = True
+) -> xr.Dataset:
     """Compute every requested kernel of every layer and collect them in one Dataset.
 
     Variables: kernel (method, layer, row, col) on train + test inputs, cka and cka_se
@@ -93,7 +103,7 @@ def run(config: ExperimentConfig, status: Callable[[str], None] = lambda message
                 samples=m.samples,
                 thin=m.thin,
                 key=seed,
-                progress=True,
+                progress=progress,
             ),
         )
         kernels["sampled"] = post.kernels
@@ -114,18 +124,18 @@ def run(config: ExperimentConfig, status: Callable[[str], None] = lambda message
     errors = {name: _errors(K, data, spec.kappa) for name, K in kernels.items()}
     ds = xr.Dataset(
         {
-            "kernel": (("method", "layer", "row", "col"), np.stack([kernels[k] for k in methods])),
-            "cka": (("method", "layer"), np.stack([cka_layers(kernels[k], data.Y) for k in methods])),
+            "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in methods])),
+            "cka": (("estimator", "layer"), np.stack([cka_layers(kernels[k], data.Y) for k in methods])),
             "cka_se": (
-                ("method", "layer"),
+                ("estimator", "layer"),
                 np.stack([cka_se.get(k, np.zeros(spec.depth + 1)) for k in methods]),
             ),
-            "test_error": (("method",), [errors[k]["class_error"] for k in methods]),
-            "test_mse": (("method",), [errors[k]["mse"] for k in methods]),
+            "test_error": (("estimator",), [errors[k]["class_error"] for k in methods]),
+            "test_mse": (("estimator",), [errors[k]["mse"] for k in methods]),
             "Y": (("train", "output"), data.Y),
         },
         coords={
-            "method": methods,
+            "estimator": methods,
             "layer": np.arange(spec.depth + 1),
             "row": np.arange(len(kernels["nngp"][0])),
             "col": np.arange(len(kernels["nngp"][0])),

@@ -1,0 +1,385 @@
+"""Sweeps: a grid of experiments, each point cached under the hash of its resolved config.
+
+A sweep config is an experiment config with a [sweep] table whose keys are dotted fields and whose
+values are lists; the grid is their product. A key naming several fields, "network.width,data.n_train",
+varies them together (each value a list with one entry per field), e.g. width and P at fixed alpha.
+
+Points run in worker processes (each pinned to one core, so XLA uses one thread) or on Dask. Every
+finished point is written atomically as points/HASH.nc plus a manifest with its SHA-256; a point
+whose file is missing, truncated or altered is not finished and is computed again on --resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+import xarray as xr
+
+from ..errors import InputError
+from .config import ExperimentConfig, apply_overrides, read_toml, set_field, validate
+from .output import atomic_write, read_netcdf
+
+EXECUTORS = ("local", "dask", "serial")
+CACHE_FORMAT = 1  # bump when the Dataset a point stores changes, so old caches are recomputed
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid dimension: the fields it sets and one tuple of values per grid index."""
+
+    name: str
+    fields: tuple[str, ...]
+    values: tuple[tuple, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its index along every axis, its resolved config and that config's hash."""
+
+    index: tuple[int, ...]
+    config: ExperimentConfig
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.config)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    axes: tuple[Axis, ...]
+    points: tuple[Point, ...]
+    raw: dict
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(axis.values) for axis in self.axes)
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """Hash of a resolved config, the package version and the cache format (the cache key of a point)."""
+    from .. import __version__
+
+    identity = {"version": __version__, "format": CACHE_FORMAT, "config": config.model_dump(mode="json")}
+    text = json.dumps(identity, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def load_sweep(source: str | Path | dict, overrides: list[str] = ()) -> Sweep:
+    """Parse and validate a sweep config: every grid point is validated before anything runs."""
+    raw = apply_overrides(read_toml(source), overrides)
+    table = raw.pop("sweep", None)
+    if not isinstance(table, dict) or not table:
+        raise InputError('sweep: the config needs a [sweep] table of lists, e.g. "network.g_w" = [1, 2]')
+    axes = [_axis(key, values) for key, values in table.items()]
+    names = [axis.name for axis in axes]
+    if len(set(names)) < len(names):  # two fields with the same leaf name: use full paths
+        axes = [Axis(a.fields[0].replace(".", "_"), a.fields, a.values) for a in axes]
+    points = []
+    for index in itertools.product(*(range(len(a.values)) for a in axes)):
+        point_raw = json.loads(json.dumps(raw))
+        for axis, i in zip(axes, index, strict=True):
+            for field, value in zip(axis.fields, axis.values[i], strict=True):
+                set_field(point_raw, field, value)
+        label = ", ".join(f"{a.name}={_label(a.values[i][0])}" for a, i in zip(axes, index, strict=True))
+        points.append(Point(index, validate(point_raw, where=f"sweep point ({label}): ")))
+    return Sweep(str(raw.get("name", "sweep")), tuple(axes), tuple(points), raw)
+
+
+def _axis(key: str, values) -> Axis:
+    fields = tuple(f.strip() for f in key.split(","))
+    if not isinstance(values, list) or not values:
+        raise InputError(f"sweep.{key}: must be a non-empty list (got {values!r})")
+    if len(fields) == 1:
+        rows = tuple((v,) for v in values)
+    else:
+        if not all(isinstance(v, list) and len(v) == len(fields) for v in values):
+            raise InputError(f"sweep.{key}: every value must be a list of {len(fields)} (one per field)")
+        rows = tuple(tuple(v) for v in values)
+    if len({json.dumps(r) for r in rows}) < len(rows):
+        raise InputError(f"sweep.{key}: a value is repeated (got {values!r})")
+    return Axis(fields[0].split(".")[-1], fields, rows)
+
+
+def _label(value):
+    """A grid coordinate: scalars as they are, per-layer lists as text."""
+    return value if isinstance(value, int | float | str | bool) else json.dumps(value)
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+
+def _paths(out: Path, key: str) -> tuple[Path, Path, Path]:
+    folder = Path(out) / "points"
+    return folder / f"{key}.nc", folder / f"{key}.json", folder / f"{key}.error.json"
+
+
+def load_point(out: Path, key: str) -> xr.Dataset | None:
+    """A finished point's Dataset, or None if it is missing or its file fails the SHA-256 check."""
+    data, manifest, _ = _paths(out, key)
+    try:
+        meta = json.loads(manifest.read_text())
+        blob = data.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if len(blob) != meta.get("bytes") or hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        return None
+    return read_netcdf(data, "")
+
+
+def _store(out: Path, point: Point, status: str, payload, seconds: float) -> None:
+    """Write a finished point (data first, then its manifest) or a failed point's error record."""
+    data, manifest, error = _paths(out, point.key)
+    record = {"index": list(point.index), "config": point.config.model_dump(mode="json"), "seconds": seconds}
+    if status == "ok":
+        atomic_write(data, payload)
+        record.update(bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+        atomic_write(manifest, json.dumps(record, indent=1).encode())
+        error.unlink(missing_ok=True)
+    else:
+        record.update(error=payload[0], traceback=payload[1])
+        atomic_write(error, json.dumps(record, indent=1).encode())
+        manifest.unlink(missing_ok=True)  # an older result of this config is no longer current
+
+
+def _error_of(out: Path, key: str) -> str | None:
+    try:
+        return json.loads(_paths(out, key)[2].read_text())["error"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------- workers
+
+
+def compute_point(config_json: str) -> tuple[str, object, float]:
+    """Run one experiment (in a worker): ("ok", NetCDF bytes, s) or ("failed", (message, traceback), s)."""
+    from .run import run
+
+    start = time.perf_counter()
+    try:
+        ds = run(ExperimentConfig.model_validate_json(config_json), progress=False)
+        return "ok", bytes(ds.to_netcdf(engine="scipy")), time.perf_counter() - start
+    except Exception as err:  # a failed point is recorded and the sweep goes on
+        return "failed", (f"{type(err).__name__}: {err}", traceback.format_exc()), time.perf_counter() - start
+
+
+def pin_to_one_core(cpu: int) -> None:
+    """Pin every thread of this process to one core, so XLA's thread pools use one core."""
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:  # pragma: no cover - a thread that just ended
+            pass
+
+
+def _init_local_worker(counter, cpus: list[int]) -> None:
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    pin_to_one_core(cpus[slot % len(cpus)])
+
+
+def _run_local(jobs: dict, workers: int) -> Iterator[tuple[str, tuple]]:
+    """Worker processes (spawned, since JAX does not survive fork), one core each."""
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("i", 0)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(workers))
+    with ProcessPoolExecutor(
+        workers, context, initializer=_init_local_worker, initargs=(counter, cpus)
+    ) as pool:
+        futures = {pool.submit(compute_point, text): key for key, text in jobs.items()}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as err:  # the worker process died (memory, signal)
+                yield futures[future], ("failed", (f"worker died: {type(err).__name__}: {err}", ""), 0.0)
+
+
+def _pin_dask_worker(dask_worker) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    pin_to_one_core(cpus[int(dask_worker.name) % len(cpus)])
+
+
+def _run_dask(jobs: dict, workers: int, scheduler: str | None) -> Iterator[tuple[str, tuple]]:
+    """Dask distributed: an existing scheduler, or a LocalCluster of single-threaded worker processes."""
+    try:
+        from dask.distributed import Client, LocalCluster
+        from dask.distributed import as_completed as dask_completed
+    except ImportError:
+        raise InputError(
+            "--executor dask: install the dask extra (pip install 'critical-kernels[dask]')"
+        ) from None
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    try:
+        with Client(scheduler or cluster) as client:
+            if cluster is not None:
+                client.run(_pin_dask_worker)
+            futures = {client.submit(compute_point, text, pure=False): key for key, text in jobs.items()}
+            for future in dask_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except Exception as err:  # a lost worker
+                    yield futures[future], ("failed", (f"worker died: {type(err).__name__}: {err}", ""), 0.0)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_serial(jobs: dict) -> Iterator[tuple[str, tuple]]:
+    for key, text in jobs.items():
+        yield key, compute_point(text)
+
+
+# ------------------------------------------------------------------------------------------- sweep
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    *,
+    resume: bool = False,
+    executor: str = "local",
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_point: Callable[[Point, str], None] = lambda point, status: None,
+) -> xr.Dataset:
+    """Run every point not yet finished (all of them without `resume`), then merge and write sweep.nc.
+
+    `on_point(point, status)` is called once per point: "cached", "ok" or "failed".
+    """
+    if executor not in EXECUTORS:
+        raise InputError(f"--executor: must be one of {EXECUTORS} (got {executor!r})")
+    if workers < 1:
+        raise InputError(f"--workers: must be at least 1 (got {workers})")
+    out = Path(out)
+    for stale in (out / "points").glob(".*"):  # temporary files of writes cut short by a kill
+        stale.unlink(missing_ok=True)
+    atomic_write(
+        out / "sweep.toml", tomli_w.dumps(_without_none({**sweep.raw, "sweep": _table(sweep)})).encode()
+    )
+    todo = {}
+    for point in sweep.points:
+        if resume and load_point(out, point.key) is not None:
+            on_point(point, "cached")
+        else:
+            todo[point.key] = point
+    jobs = {key: point.config.model_dump_json() for key, point in todo.items()}
+    if executor == "serial":
+        results = _run_serial(jobs)
+    elif executor == "dask" or scheduler is not None:
+        results = _run_dask(jobs, workers, scheduler)
+    else:
+        results = _run_local(jobs, workers)
+    for key, (status, payload, seconds) in results:
+        _store(out, todo[key], status, payload, seconds)
+        on_point(todo[key], status)
+    merged = merge(sweep, out)
+    atomic_write(out / "sweep.nc", merged.to_netcdf(engine="scipy"))
+    return merged
+
+
+def _table(sweep: Sweep) -> dict:
+    return {",".join(a.fields): [list(v) if len(v) > 1 else v[0] for v in a.values] for a in sweep.axes}
+
+
+def _without_none(value):
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def merge(sweep: Sweep, out: Path) -> xr.Dataset:
+    """One Dataset over the grid: CKA per method and layer (NaN past a point's depth), output-layer
+    CKA, test errors, diagnostics, and each point's status ("ok", "failed", "missing") and error."""
+    loaded = {point.index: load_point(out, point.key) for point in sweep.points}
+    done = [ds for ds in loaded.values() if ds is not None]
+    methods = list(dict.fromkeys(str(m) for ds in done for m in ds.estimator.values)) or ["nngp"]
+    n_layers = max((ds.sizes["layer"] for ds in done), default=1)
+    shape = sweep.shape
+    full = lambda *extra: np.full(shape + extra, np.nan)  # noqa: E731
+    cka, cka_se = full(len(methods), n_layers), full(len(methods), n_layers)
+    cka_out, cka_out_se = full(len(methods)), full(len(methods))
+    test_err, test_mse = full(len(methods)), full(len(methods))
+    scalars = {name: full() for name in ("map_converged", "rhat_cka", "acceptance", "g_c", "seconds")}
+    status = np.full(shape, "missing", dtype=object)
+    error = np.full(shape, "", dtype=object)
+    for point in sweep.points:
+        i, ds = point.index, loaded[point.index]
+        scalars["g_c"][i] = _g_c(point.config)
+        if ds is None:
+            message = _error_of(out, point.key)
+            if message is not None:
+                status[i], error[i] = "failed", message
+            continue
+        status[i] = "ok"
+        rows = [methods.index(str(m)) for m in ds.estimator.values]
+        depth = ds.sizes["layer"]
+        cka[i][rows, :depth] = ds.cka.values
+        cka_se[i][rows, :depth] = ds.cka_se.values
+        cka_out[i][rows] = ds.cka.values[:, -1]
+        cka_out_se[i][rows] = ds.cka_se.values[:, -1]
+        test_err[i][rows] = ds.test_error.values
+        test_mse[i][rows] = ds.test_mse.values
+        for name in ("map_converged", "rhat_cka", "acceptance"):
+            scalars[name][i] = float(ds.attrs.get(name, np.nan))
+        scalars["seconds"][i] = sum(json.loads(ds.attrs["timings"]).values())
+    dims = tuple(axis.name for axis in sweep.axes)
+    coords = {axis.name: [_label(v[0]) for v in axis.values] for axis in sweep.axes}
+    for axis in sweep.axes:  # the other fields of a zipped axis
+        for j, field in enumerate(axis.fields[1:], start=1):
+            coords[field.split(".")[-1]] = (axis.name, [_label(v[j]) for v in axis.values])
+    coords.update(estimator=methods, layer=np.arange(n_layers))
+    variables = {
+        "cka": (dims + ("estimator", "layer"), cka),
+        "cka_se": (dims + ("estimator", "layer"), cka_se),
+        "cka_out": (dims + ("estimator",), cka_out),
+        "cka_out_se": (dims + ("estimator",), cka_out_se),
+        "test_error": (dims + ("estimator",), test_err),
+        "test_mse": (dims + ("estimator",), test_mse),
+        "status": (dims, status.astype(str)),
+        "error": (dims, error.astype(str)),
+        **{name: (dims, values) for name, values in scalars.items()},
+    }
+    return xr.Dataset(
+        variables,
+        coords=coords,
+        attrs={"name": sweep.name, "fields": json.dumps({a.name: list(a.fields) for a in sweep.axes})},
+    )
+
+
+def _g_c(config: ExperimentConfig) -> float:
+    """The critical g_c of a point's activation and bias variance (NaN where it has none)."""
+    from ..criticality import critical_gain
+    from ..errors import CriticalKernelsError
+
+    g_b = config.network.g_b
+    if not np.isscalar(g_b):
+        return np.nan
+    try:
+        return critical_gain(config.network.activation, g_b)
+    except CriticalKernelsError:
+        return np.nan
+
+
+def load_sweep_results(out: Path) -> xr.Dataset:
+    """The merged Dataset of a sweep folder."""
+    return read_netcdf(Path(out) / "sweep.nc", "run a sweep first")

@@ -1,0 +1,172 @@
+"""Sweeps: grids, the per-point cache, resume after SIGKILL, failed points, local and Dask executors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+from typer.testing import CliRunner
+
+import critical_kernels as ck
+from critical_kernels.cli import app
+from critical_kernels.experiments import load_sweep, load_sweep_results, run_sweep
+
+BASE = """
+name = "grid"
+[data]
+task = "xor"
+n_train = 8
+n_test = 10
+dim = 3
+[network]
+width = 40
+kappa = 0.2
+[methods]
+n_samples = 256
+map = false
+"""
+THEORY = ["cka", "cka_out", "test_error", "test_mse", "status", "error", "g_c"]  # all but timings
+
+
+def _write(tmp_path, sweep_table: str, base: str = BASE):
+    path = tmp_path / "sweep.toml"
+    path.write_text(base + "[sweep]\n" + sweep_table)
+    return path
+
+
+def test_grid_product_and_zipped_axes(tmp_path):
+    grid = load_sweep(
+        _write(
+            tmp_path, '"network.g_w" = [1.0, 2.0, 3.0]\n"network.width,data.n_train" = [[20, 6], [40, 12]]\n'
+        )
+    )
+    assert grid.shape == (3, 2) and len(grid.points) == 6
+    assert [a.name for a in grid.axes] == ["g_w", "width"]
+    point = grid.points[5]
+    assert point.index == (2, 1)
+    assert (point.config.network.g_w, point.config.network.width, point.config.data.n_train) == (3.0, 40, 12)
+    assert len({p.key for p in grid.points}) == 6  # distinct configs, distinct cache keys
+
+
+def test_grid_errors_name_the_point_and_field(tmp_path):
+    with pytest.raises(ck.InputError, match=r"sweep point \(depth=0\): network.depth"):
+        load_sweep(_write(tmp_path, '"network.depth" = [1, 0]\n'))
+    with pytest.raises(ck.InputError, match="sweep.network.width: must be a non-empty list"):
+        load_sweep(_write(tmp_path, '"network.width" = 50\n'))
+    with pytest.raises(ck.InputError, match="sweep.network.depth: a value is repeated"):
+        load_sweep(_write(tmp_path, '"network.depth" = [1, 2, 1]\n'))
+    with pytest.raises(ck.InputError, match="one per field"):
+        load_sweep(_write(tmp_path, '"network.width,data.n_train" = [[20, 6], [40]]\n'))
+    with pytest.raises(ck.InputError, match=r"\[sweep\] table"):
+        load_sweep(_write(tmp_path, ""))
+    with pytest.raises(ck.InputError, match="--executor"):
+        run_sweep(load_sweep(_write(tmp_path, '"network.depth" = [1]\n')), tmp_path / "o", executor="ray")
+
+
+def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_path):
+    """Two good points and one whose data file does not exist: the sweep finishes, records the
+    failure, and the good points' NNGP CKA equals a direct computation."""
+    base = BASE.replace('task = "xor"', 'task = "xor"\npath = "missing.npz"')
+    path = _write(tmp_path, '"data.task" = ["xor", "file"]\n"network.depth" = [1, 2]\n', base)
+    ds = run_sweep(load_sweep(path), tmp_path / "out", executor="serial")
+    assert ds.status.values.tolist() == [["ok", "ok"], ["failed", "failed"]]
+    assert "missing.npz" in str(ds.error.values[1, 0])
+    data = ck.datasets.xor(n_train=8, n_test=10, dim=3, seed=0)
+    for j, depth in enumerate((1, 2)):
+        spec = ck.NetworkSpec(depth=depth, width=40, g_w=1.5, g_b=0.1, kappa=0.2)
+        expected = ck.cka_layers(ck.nngp_kernels(spec, data.X, data.X_test), data.Y)
+        got = ds.cka.sel(estimator="nngp").values[0, j]
+        np.testing.assert_allclose(got[: depth + 1], expected, rtol=1e-12)
+        assert np.isnan(got[depth + 1 :]).all()  # padded past the point's depth
+        assert ds.cka_out.sel(estimator="nngp").values[0, j] == expected[-1]
+    assert np.isnan(ds.cka_out.values[1]).all()
+    assert xr.open_dataset(tmp_path / "out" / "sweep.nc", engine="scipy").load().identical(ds)
+
+
+def _theory(ds):
+    return ds[THEORY]
+
+
+@pytest.mark.slow
+def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
+    """Kill the sweep process group with SIGKILL after two points, truncate one finished file,
+    resume: the result is bitwise the uninterrupted sweep's, each point cached exactly once."""
+    path = _write(tmp_path, '"network.g_w" = [0.8, 1.2, 1.6, 2.0, 2.4, 2.8]\n"network.depth" = [1, 2]\n')
+    n_points = len(load_sweep(path).points)
+    cli = [sys.executable, "-m", "critical_kernels.cli", "sweep", str(path), "--workers", "1"]
+    reference = subprocess.run([*cli, "--out", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cli, "--out", str(out)], start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list((out / "points").glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.with_suffix(".nc") for p in (out / "points").glob("*.json"))  # manifest written last
+    assert 2 <= len(finished) < n_points and not (out / "sweep.nc").exists()
+    blob = finished[0].read_bytes()
+    finished[0].write_bytes(blob[: len(blob) // 2])  # a truncated cache file must be recomputed
+
+    resumed = subprocess.run([*cli, "--out", str(out), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{n_points - len(finished) + 1} computed, {len(finished) - 1} cached" in resumed.stdout
+    manifests = list((out / "points").glob("*.json"))
+    assert len(manifests) == n_points and not list((out / "points").glob(".*"))
+    assert all(json.loads(m.read_text())["bytes"] > 0 for m in manifests)
+    ref, got = load_sweep_results(tmp_path / "ref"), load_sweep_results(out)
+    assert _theory(got).identical(_theory(ref))
+    assert (got.status.values == "ok").all()
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_equals_local_executor(tmp_path):
+    """Two Dask workers and two local worker processes give identical numbers, sampled included
+    (same seeds, one core per worker)."""
+    pytest.importorskip("dask.distributed")
+    base = BASE.replace(
+        "map = false",
+        'map = true\nsampled = true\nsampler = "mala"\nchains = 2\nwarmup = 50\nsamples = 60\nthin = 2',
+    )
+    grid = load_sweep(_write(tmp_path, '"network.g_w" = [1.0, 2.0]\n', base))
+    local = run_sweep(grid, tmp_path / "local", executor="local", workers=2)
+    dask = run_sweep(grid, tmp_path / "dask", executor="dask", workers=2)
+    assert (local.status.values == "ok").all()
+    assert _theory(dask).identical(_theory(local))
+    assert np.isfinite(local.cka_out.sel(estimator="sampled").values).all()
+
+
+def test_cli_sweep_report_and_exit_status(tmp_path):
+    """The sweep command writes the folder and figures; a failed point gives exit status 1;
+    report rebuilds the sweep report."""
+    path = _write(tmp_path, '"network.width" = [20, 80]\n"network.g_w_over_g_c" = [0.5, 2.0]\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "s"), "--executor", "serial"])
+    assert result.exit_code == 0, result.output
+    assert "4 computed, 0 cached, 0 failed" in result.output
+    for name in (
+        "sweep.nc",
+        "sweep.toml",
+        "report.md",
+        "report.html",
+        "figures/cka_vs_width.png",
+        "figures/cka_vs_g_w_over_g_c.png",
+        "figures/delta_cka_vs_inv_width.png",
+    ):
+        assert (tmp_path / "s" / name).exists(), name
+    (tmp_path / "s" / "report.md").unlink()
+    assert runner.invoke(app, ["report", str(tmp_path / "s")]).exit_code == 0
+    assert (tmp_path / "s" / "report.md").exists()
+    failing = _write(tmp_path, '"data.n_train" = [8, 1]\n')
+    result = runner.invoke(app, ["sweep", str(failing), "--out", str(tmp_path / "f"), "--executor", "serial"])
+    assert result.exit_code == 2 and "data.n_train" in result.output  # invalid grid: nothing runs
+    base = BASE.replace('task = "xor"', 'task = "file"')
+    broken = _write(tmp_path, '"network.depth" = [1]\n', base)
+    result = runner.invoke(app, ["sweep", str(broken), "--out", str(tmp_path / "b"), "--executor", "serial"])
+    assert result.exit_code == 1 and "1 failed" in result.output
