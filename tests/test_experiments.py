@@ -120,3 +120,23 @@ def test_agreement_criterion_by_hand():
     cka[1, 2] = 0.285  # miss 0.015 <= 0.017
     assert [r["within"] for r in agreement(cka, se)] == [False, True]
     assert agreement(cka.sel(estimator=["nngp", "map"]), se.sel(estimator=["nngp", "map"])) == []
+
+
+def test_unconverged_map_is_reported_not_raised():
+    """Deep in the ordered phase (L = 8, g_w = g_c / 4, P = 40 > N / 3) the MAP iterate leaves the
+    positive-definite cone: the run keeps every other estimator, flags the MAP and gives it NaN CKA
+    and test error instead of numbers from an unconverged iterate."""
+    cfg = load_config(
+        {
+            "data": {"task": "digits", "n_train": 40, "n_test": 20},
+            "network": {"depth": 8, "width": 100, "g_w_over_g_c": 0.25, "g_b": 0.1},
+            "methods": {"perturbative": False, "n_samples": 1024},
+        }
+    )
+    ds = run(cfg)
+    assert ds.attrs["map_converged"] == 0 and "positive definiteness" in ds.attrs["map_message"]
+    assert np.isnan(ds.cka.sel(estimator="map")).all() and np.isnan(ds.test_error.sel(estimator="map"))
+    assert np.isfinite(ds.cka.sel(estimator="nngp")).all() and np.isfinite(
+        ds.test_error.sel(estimator="nngp")
+    )
+    assert ds.kernel.sel(estimator="map").shape == (9, 60, 60)

@@ -46,7 +46,7 @@ class MAPResult:
     converged; n_iter: sweeps over all stages; residual: final relative residual;
     ess: (L,) smallest effective sample fraction per layer in the last sweep (1 where exact);
     method: what ran; widths: annealing schedule; f_test: kernel predictor on test inputs
-    (P_test, D) or None; timings: seconds per stage; message: what happened.
+    (P_test, D), None without test inputs or convergence; timings: seconds per stage; message: what happened.
     """
 
     kernels: np.ndarray
@@ -174,6 +174,8 @@ class _Problem:
     def sweep(self, conj, width):
         """New conjugate kernels C~(1..L) from old ones: forward (T9), output (T11), backward (T10)."""
         kernels, health = self.forward(conj)
+        if not all(bool(jnp.isfinite(C).all()) for C in kernels):  # a variance went negative inside T9
+            raise NotPositiveDefiniteError("MAP iterate: a forward kernel is not finite")
         out, back_health = self.backward(kernels, width)
         return out, np.array([float(jnp.minimum(a, b)) for a, b in zip(health, back_health, strict=True)])
 
@@ -361,7 +363,8 @@ def solve_map(
     kernels, _ = full.forward(conj_all, C0=C0_all, z=z_joint, ones=jnp.ones(len(C0_all)))
     kernels = np.asarray(jnp.stack(kernels))
     conj_kernels = np.concatenate([np.zeros((1,) + C0_all.shape), np.asarray(jnp.stack(conj_all))])
-    f_test = kernel_predict(kernels[-1], Y, spec.kappa) if X_test is not None else None
+    predict = X_test is not None and converged  # an unconverged iterate may not be positive definite
+    f_test = kernel_predict(kernels[-1], Y, spec.kappa) if predict else None
     ess = health if chosen == "importance" else np.ones(spec.depth)
     return MAPResult(
         kernels=kernels,

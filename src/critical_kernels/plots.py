@@ -98,13 +98,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def line_panels(panels, path: Path, xlabel: str, *, logx=False, logy=False, xticks=None, title="") -> Path:
+def line_panels(
+    panels, path: Path, xlabel: str, *, logx=False, logy=False, xticks=None, vline=None, hline=None, title=""
+) -> Path:
     """Side-by-side panels of lines with optional error bars.
 
     Args:
       panels: list of (panel title, y label, curves); a curve is (label, x, y, yerr or None, style),
         style a dict of matplotlib keyword arguments.
-      xticks: optional (positions, labels) for categorical x.
+      xticks: optional (positions, labels) for categorical x; vline, hline: dashed marker lines.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     for ax, (name, ylabel, curves) in zip(axes[0], panels, strict=True):
@@ -114,25 +116,37 @@ def line_panels(panels, path: Path, xlabel: str, *, logx=False, logy=False, xtic
         ax.set_yscale("log" if logy else "linear")
         if xticks is not None:
             ax.set_xticks(*xticks)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if vline is not None:
+            ax.axvline(vline, color="0.6", ls="--", lw=0.8)
+        if hline is not None:
+            ax.axhline(hline, color="0.6", ls="--", lw=0.8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=9)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
+        handles = ax.get_legend_handles_labels()[0]
+        if handles:
+            ax.legend(fontsize=5.5, ncol=2 if len(handles) > 6 else 1)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
 def adaptation_scatter(sampled, sampled_se, theory: dict, path: Path, title: str = "") -> Path:
-    """Theory against sampled adaptation CKA - CKA_NNGP, with the "2 SE + 15 %" band around y = x."""
+    """Theory against sampled adaptation CKA - CKA_NNGP with the ±15 % band around y = x; log axes
+    when every adaptation is positive."""
     fig, ax = plt.subplots(figsize=(4.4, 4.0))
-    top = max([abs(v) for v in sampled] + [1e-12]) * 1.15
-    line = [-top, top]
+    values = np.concatenate([np.asarray(sampled, float), *[np.asarray(v, float) for v in theory.values()]])
+    positive = bool((values > 0).all())
+    lo, hi = (values.min() / 1.5, values.max() * 1.5) if positive else (values.min(), values.max())
+    line = np.geomspace(lo, hi, 50) if positive else np.linspace(lo, hi, 50)
     ax.plot(line, line, "k-", lw=0.8)
-    ax.fill_between(line, [0.85 * v for v in line], [1.15 * v for v in line], color="0.85", label="±15 %")
+    ax.fill_between(line, 0.85 * line, 1.15 * line, color="0.85", label="±15 %")
     for name, values in theory.items():
         ax.errorbar(sampled, values, xerr=sampled_se, fmt="o", ms=4, capsize=2, label=name)
+    if positive:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel("sampled networks: CKA - CKA_NNGP")
     ax.set_ylabel("theory: CKA - CKA_NNGP")
     ax.legend(fontsize=7)

@@ -217,10 +217,13 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
     for dim in dims:
         if ds.sizes[dim] > 1:
             images.append(_sweep_figure(ds, dim, fields[dim][0], figures / f"cka_vs_{dim}.png"))
-        if fields[dim][0] == "network.width" and ds.sizes[dim] > 1 and "nngp" in methods:
+        if fields[dim] == ["network.width"] and ds.sizes[dim] > 1 and "nngp" in methods:  # fixed P
             images.append(_width_figure(ds, dim, figures / "delta_cka_vs_inv_width.png"))
     if "sampled" in methods and "nngp" in methods:
         images.append(_theory_vs_sampled(ds, figures / "theory_vs_sampled.png"))
+        for dim in dims:
+            if fields[dim][0] == "network.width" and ds.sizes[dim] > 1:
+                images.append(_relative_miss_figure(ds, dim, figures / "relative_miss_vs_width.png"))
     counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "failed", "missing")}
     flat = ds.stack(point=dims) if dims else ds
     header = "| " + " | ".join(dims) + " | " + " | ".join(f"CKA out: {m}" for m in methods) + " | status |"
@@ -309,7 +312,13 @@ def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
     panels = [("CKA of the output kernel", "CKA with YY^T", cka)]
     if "nngp" in ds.estimator.values:
         panels.append(("adaptation", "CKA - CKA_NNGP", [c for c in delta if not c[0].startswith("nngp")]))
-    return plots.line_panels(panels, path, xlabel, xticks=ticks, title=f"{ds.attrs['name']} {note}".strip())
+    gain = xlabel == "g_w / g_c"  # across the edge of chaos: log axis, g_c marked
+    if gain:
+        ticks = (x, [f"{v:.3g}" for v in x])
+    title = f"{ds.attrs['name']} {note}".strip()
+    return plots.line_panels(
+        panels, path, xlabel, xticks=ticks, logx=gain, vline=1.0 if gain else None, title=title
+    )
 
 
 def _finite(values):
@@ -337,6 +346,20 @@ def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         curves.append(("∝ 1/N", inv, ref, None, {"fmt": "k:"}))
     panel = [("adaptation of the output kernel", "|CKA - CKA_NNGP|", curves)]
     return plots.line_panels(panel, path, "1 / N", logx=True, logy=True, title=note)
+
+
+def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
+    """|CKA_theory - CKA_sampled| / |CKA_sampled - CKA_NNGP| of the output kernel against N."""
+
+    def relative_miss(sub, m):
+        out = sub.cka_out
+        sampled, nngp = out.sel(estimator="sampled"), out.sel(estimator="nngp")
+        return (np.abs(out.sel(estimator=m) - sampled) / np.abs(sampled - nngp)).values, None
+
+    curves, note = _curves(ds, dim, ds[dim].values.astype(float), relative_miss)
+    curves = [c for c in curves if not c[0].startswith(("nngp", "sampled"))]
+    panel = [("theory against sampled networks, output kernel", "miss / sampled adaptation", curves)]
+    return plots.line_panels(panel, path, "width N", logx=True, hline=0.15, title=note)
 
 
 def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:

@@ -121,11 +121,15 @@ def run(
             )
     methods = list(kernels)
     P = data.n_train
-    errors = {name: _errors(K, data, spec.kappa) for name, K in kernels.items()}
+    unusable = {"map"} if not attrs.get("map_converged", 1) else set()  # an unconverged iterate
+    errors = {name: _errors(None if name in unusable else K, data, spec.kappa) for name, K in kernels.items()}
     ds = xr.Dataset(
         {
             "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in methods])),
-            "cka": (("estimator", "layer"), np.stack([cka_layers(kernels[k], data.Y) for k in methods])),
+            "cka": (
+                ("estimator", "layer"),
+                np.stack([_cka(kernels[k], data.Y, k in unusable) for k in methods]),
+            ),
             "cka_se": (
                 ("estimator", "layer"),
                 np.stack([cka_se.get(k, np.zeros(spec.depth + 1)) for k in methods]),
@@ -152,8 +156,13 @@ def run(
     return ds
 
 
+def _cka(kernels, Y, unusable: bool) -> np.ndarray:
+    """CKA of every layer; NaN for an unconverged MAP iterate (its kernels stay in the Dataset)."""
+    return np.full(len(kernels), np.nan) if unusable else cka_layers(kernels, Y)
+
+
 def _errors(kernels, data, kappa) -> dict:
-    if data.X_test is None or data.Y_test is None:
+    if kernels is None or data.X_test is None or data.Y_test is None:
         return {"class_error": np.nan, "mse": np.nan}
     out = test_error(kernel_predict(kernels[-1], data.Y, kappa), data.Y_test)
     return {"class_error": out.get("class_error", np.nan), "mse": out["mse"]}
