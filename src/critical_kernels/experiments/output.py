@@ -215,7 +215,7 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
     methods = [str(m) for m in ds.estimator.values]
     images = []
     for dim in dims:
-        if ds.sizes[dim] > 1:
+        if ds.sizes[dim] > 1 and not set(fields[dim]) <= {"seed", "data.seed"}:  # replicates: averaged
             images.append(_sweep_figure(ds, dim, fields[dim][0], figures / f"cka_vs_{dim}.png"))
         if fields[dim] == ["network.width"] and ds.sizes[dim] > 1 and "nngp" in methods:  # fixed P
             images.append(_width_figure(ds, dim, figures / "delta_cka_vs_inv_width.png"))
@@ -264,21 +264,25 @@ def _point_label(flat: xr.Dataset, j: int, dims: list[str]) -> str:
 
 
 def _curves(ds: xr.Dataset, dim: str, x, value) -> list:
-    """Lines along `dim`: one per method and per value of one other swept dimension (the rest at 0)."""
-    others = [d for d in ds.status.dims if d != dim]
+    """Lines along `dim`: one per method and per value of one other swept dimension; swept seeds
+    are averaged over (replicates), any further dimension is held at its first value."""
+    fields = json.loads(ds.attrs["fields"])
+    replicates = [d for d in fields if d != dim and set(fields[d]) <= {"seed", "data.seed"}]
+    others = [d for d in ds.status.dims if d != dim and d not in replicates]
     group = next((d for d in others if ds.sizes[d] > 1), None)
     fixed = {d: 0 for d in others if d != group}
     styles = ["o-", "s--", "^:", "d-.", "v-"]
     curves = []
     for k, method in enumerate(str(m) for m in ds.estimator.values):
         for g in range(ds.sizes[group]) if group else [None]:
-            sel = {**fixed, **({group: g} if group else {})}
-            y, yerr = value(ds.isel(sel), method)
+            sub = ds[["cka_out", "cka_out_se"]].isel({**fixed, **({group: g} if group else {})})
+            y, yerr = value(sub.mean(replicates) if replicates else sub, method)
             label = method + (f", {group}={ds[group].values[g]}" if group else "")
             style = {"fmt": styles[k % len(styles)], "color": f"C{g or 0}"}
             curves.append((label, x, y, yerr, style))
-    note = ", ".join(f"{d}={ds[d].values[0]}" for d in fixed if ds.sizes[d] > 1)
-    return curves, note
+    note = [f"{d}={ds[d].values[0]}" for d in fixed if ds.sizes[d] > 1]
+    note += [f"mean over {ds.sizes[d]} {d}s" for d in replicates]
+    return curves, ", ".join(note)
 
 
 def _x_of(ds: xr.Dataset, dim: str, field: str):

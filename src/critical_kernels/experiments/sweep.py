@@ -346,7 +346,9 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     coords = {axis.name: [_label(v[0]) for v in axis.values] for axis in sweep.axes}
     for axis in sweep.axes:  # the other fields of a zipped axis
         for j, field in enumerate(axis.fields[1:], start=1):
-            coords[field.split(".")[-1]] = (axis.name, [_label(v[j]) for v in axis.values])
+            name = field.split(".")[-1]
+            name = field.replace(".", "_") if name in coords or name in dims else name
+            coords[name] = (axis.name, [_label(v[j]) for v in axis.values])
     coords.update(estimator=methods, layer=np.arange(n_layers))
     variables = {
         "cka": (dims + ("estimator", "layer"), cka),
