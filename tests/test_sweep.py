@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import critical_kernels as ck
 from critical_kernels.cli import app
-from critical_kernels.experiments import load_sweep, load_sweep_results, run_sweep
+from critical_kernels.experiments import load_sweep, load_sweep_results, run_sweep, write_sweep_report
 
 BASE = """
 name = "grid"
@@ -140,6 +140,11 @@ def test_dask_local_cluster_equals_local_executor(tmp_path):
     assert (local.status.values == "ok").all()
     assert _theory(dask).identical(_theory(local))
     assert np.isfinite(local.cka_out.sel(estimator="sampled").values).all()
+    write_sweep_report(tmp_path / "local", local)  # theory against sampled: figure and table
+    assert (tmp_path / "local" / "figures" / "theory_vs_sampled.png").exists()
+    report = (tmp_path / "local" / "report.md").read_text()
+    assert "## Theory against sampled networks" in report
+    assert report.count("| g_w=") == 8  # 2 points x 2 theories x 2 layers
 
 
 def test_cli_sweep_report_and_exit_status(tmp_path):
