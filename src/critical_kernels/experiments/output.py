@@ -360,10 +360,12 @@ def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         sampled, nngp = out.sel(estimator="sampled"), out.sel(estimator="nngp")
         return (np.abs(out.sel(estimator=m) - sampled) / np.abs(sampled - nngp)).values, None
 
-    curves, note = _curves(ds, dim, ds[dim].values.astype(float), relative_miss)
+    widths = ds[dim].values.astype(float)
+    curves, note = _curves(ds, dim, widths, relative_miss)
     curves = [c for c in curves if not c[0].startswith(("nngp", "sampled"))]
     panel = [("theory against sampled networks, output kernel", "miss / sampled adaptation", curves)]
-    return plots.line_panels(panel, path, "width N", logx=True, hline=0.15, title=note)
+    ticks = (widths, [f"{w:g}" for w in widths])
+    return plots.line_panels(panel, path, "width N", logx=True, xticks=ticks, hline=0.15, title=note)
 
 
 def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:
