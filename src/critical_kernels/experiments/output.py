@@ -214,12 +214,13 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
     dims = list(fields)
     methods = [str(m) for m in ds.estimator.values]
     images = []
-    for dim in dims:
-        if ds.sizes[dim] > 1 and not set(fields[dim]) <= {"seed", "data.seed"}:  # replicates: averaged
+    sampled = "sampled" in methods and "nngp" in methods
+    for dim in (d for d in dims if ds.sizes[d] > 1):
+        if not set(fields[dim]) <= {"seed", "data.seed"}:  # replicates are averaged, not plotted
             images.append(_sweep_figure(ds, dim, fields[dim][0], figures / f"cka_vs_{dim}.png"))
-        if fields[dim] == ["network.width"] and ds.sizes[dim] > 1 and "nngp" in methods:  # fixed P
+        if fields[dim] == ["network.width"] and "nngp" in methods:  # width alone: fixed P
             images.append(_width_figure(ds, dim, figures / "delta_cka_vs_inv_width.png"))
-    if "sampled" in methods and "nngp" in methods:
+    if sampled:
         images.append(_theory_vs_sampled(ds, figures / "theory_vs_sampled.png"))
         for dim in dims:
             if fields[dim][0] == "network.width" and ds.sizes[dim] > 1:
@@ -307,12 +308,7 @@ def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
         x,
         lambda sub, m: (sub.cka_out.sel(estimator=m).values, _finite(sub.cka_out_se.sel(estimator=m))),
     )
-    delta, _ = _curves(
-        ds,
-        dim,
-        x,
-        lambda sub, m: ((sub.cka_out.sel(estimator=m) - sub.cka_out.sel(estimator="nngp")).values, None),
-    )
+    delta, _ = _curves(ds, dim, x, lambda sub, m: (_adaptation(sub, m), None))
     panels = [("CKA of the output kernel", "CKA with YY^T", cka)]
     if "nngp" in ds.estimator.values:
         panels.append(("adaptation", "CKA - CKA_NNGP", [c for c in delta if not c[0].startswith("nngp")]))
@@ -325,6 +321,11 @@ def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
     )
 
 
+def _adaptation(sub: xr.Dataset, estimator: str) -> np.ndarray:
+    """CKA_estimator - CKA_NNGP of the output kernel."""
+    return (sub.cka_out.sel(estimator=estimator) - sub.cka_out.sel(estimator="nngp")).values
+
+
 def _finite(values):
     """Error bars only where a method has them (sampled)."""
     values = np.nan_to_num(np.asarray(values, dtype=float))
@@ -334,15 +335,7 @@ def _finite(values):
 def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     """|ΔCKA| of the output kernel against 1/N on log axes, with a 1/N reference line."""
     inv = 1.0 / ds[dim].values.astype(float)
-    curves, note = _curves(
-        ds,
-        dim,
-        inv,
-        lambda sub, m: (
-            np.abs((sub.cka_out.sel(estimator=m) - sub.cka_out.sel(estimator="nngp")).values),
-            None,
-        ),
-    )
+    curves, note = _curves(ds, dim, inv, lambda sub, m: (np.abs(_adaptation(sub, m)), None))
     curves = [c for c in curves if not c[0].startswith("nngp")]
     if curves:
         y0 = np.nanmax(curves[0][2])
@@ -356,9 +349,8 @@ def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     """|CKA_theory - CKA_sampled| / |CKA_sampled - CKA_NNGP| of the output kernel against N."""
 
     def relative_miss(sub, m):
-        out = sub.cka_out
-        sampled, nngp = out.sel(estimator="sampled"), out.sel(estimator="nngp")
-        return (np.abs(out.sel(estimator=m) - sampled) / np.abs(sampled - nngp)).values, None
+        sampled = _adaptation(sub, "sampled")
+        return np.abs(_adaptation(sub, m) - sampled) / np.abs(sampled), None
 
     widths = ds[dim].values.astype(float)
     curves, note = _curves(ds, dim, widths, relative_miss)

@@ -12,6 +12,7 @@ whose file is missing, truncated or altered is not finished and is computed agai
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ class Point:
     index: tuple[int, ...]
     config: ExperimentConfig
 
-    @property
+    @cached_property
     def key(self) -> str:
         return config_hash(self.config)
 
@@ -126,8 +128,8 @@ def _paths(out: Path, key: str) -> tuple[Path, Path, Path]:
     return folder / f"{key}.nc", folder / f"{key}.json", folder / f"{key}.error.json"
 
 
-def load_point(out: Path, key: str) -> xr.Dataset | None:
-    """A finished point's Dataset, or None if it is missing or its file fails the SHA-256 check."""
+def _verified(out: Path, key: str) -> bytes | None:
+    """A finished point's NetCDF bytes, or None if missing or failing its manifest's SHA-256."""
     data, manifest, _ = _paths(out, key)
     try:
         meta = json.loads(manifest.read_text())
@@ -136,7 +138,16 @@ def load_point(out: Path, key: str) -> xr.Dataset | None:
         return None
     if len(blob) != meta.get("bytes") or hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
         return None
-    return read_netcdf(data, "")
+    return blob
+
+
+def load_point(out: Path, key: str) -> xr.Dataset | None:
+    """A finished point's Dataset, or None if it is missing or its file fails the SHA-256 check."""
+    blob = _verified(out, key)
+    if blob is None:
+        return None
+    with xr.open_dataset(io.BytesIO(blob), engine="scipy") as ds:  # parse the bytes already checked
+        return ds.load()
 
 
 def _store(out: Path, point: Point, status: str, payload, seconds: float) -> None:
@@ -278,7 +289,7 @@ def run_sweep(
     )
     todo = {}
     for point in sweep.points:
-        if resume and load_point(out, point.key) is not None:
+        if resume and _verified(out, point.key) is not None:
             on_point(point, "cached")
         else:
             todo[point.key] = point
