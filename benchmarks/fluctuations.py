@@ -34,14 +34,16 @@ def main() -> None:
     A = A + A.T
     cov = ck.kernel_covariance(spec, X, key=0, n_samples=args.samples)
     cov(A)  # compile
-    ck.perturbative_kernels(spec, X, Y, n_samples=args.samples)
+    ck.perturbative_kernels(spec, X, Y, options=ck.MonteCarlo(args.samples))
     t_nngp = median_time(lambda: ck.nngp_kernels(spec, X), args.repeats)
 
     def covariance():
         return np.asarray(ck.kernel_covariance(spec, X, n_samples=args.samples)(A))
 
     t_cov = median_time(covariance, args.repeats)
-    t_pert = median_time(lambda: ck.perturbative_kernels(spec, X, Y, n_samples=args.samples), args.repeats)
+    t_pert = median_time(
+        lambda: ck.perturbative_kernels(spec, X, Y, options=ck.MonteCarlo(args.samples)), args.repeats
+    )
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"P = {args.P}, L = {args.depth}, erf, M = {args.samples} samples/layer; median of {args.repeats}")
     print(f"NNGP stack (baseline)     {t_nngp:8.3f} s")

@@ -23,11 +23,11 @@ def case(name: str, spec: ck.NetworkSpec, X, Y, **kwargs) -> None:
     res = ck.solve_map(spec, X, Y, **kwargs)
     t_map = time.perf_counter() - start
     start = time.perf_counter()
-    ck.perturbative_kernels(spec, X, Y, n_samples=kwargs.get("n_samples", 4096))
+    ck.perturbative_kernels(spec, X, Y)
     t_pert = time.perf_counter() - start
     print(
-        f"{name:<28} {res.method:<11} conv={res.converged!s:<5} sweeps={res.n_iter:<4} "
-        f"residual={res.residual:.1e}  time {t_map:6.2f} s  "
+        f"{name:<28} {res.info.tilted:<11} ok={res.ok!s:<5} sweeps={res.info.n_iter:<4} "
+        f"residual={res.info.residual:.1e}  time {t_map:6.2f} s  "
         f"(first order {t_pert:5.2f} s, ratio {t_map / t_pert:5.1f})"
     )
 
@@ -39,9 +39,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     digits = ck.datasets.digits_binary((0, 3), n_train=200, seed=0)
     warm = ck.NetworkSpec(depth=3, width=200, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
-    ck.solve_map(warm, digits.X[:20], digits.Y[:20], n_samples=4096)  # compile
+    ck.solve_map(warm, digits.X[:20], digits.Y[:20])  # compile
     spec = ck.NetworkSpec(depth=3, width=200, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
-    case("erf L=3 P=N=200 (digits)", spec, digits.X, digits.Y, n_samples=4096)
+    case("erf L=3 P=N=200 (digits)", spec, digits.X, digits.Y)  # 4096 samples per layer
     if not args.skip_linear:
         X = rng.standard_normal((2000, 50))
         Y = np.sign(X[:, :1] + 0.3 * rng.standard_normal((2000, 1)))

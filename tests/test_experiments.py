@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import critical_kernels as ck
 from critical_kernels.cli import app
 from critical_kernels.experiments import load_config, load_results, load_sweep, run
-from critical_kernels.experiments.output import atomic_write
+from critical_kernels.experiments.io import atomic_write
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 FAST = ["methods.n_samples=512", "methods.warmup=100", "methods.samples=400"]
@@ -100,7 +100,7 @@ def test_agreement_criterion_by_hand():
     """miss <= 2 SE + 15 % of the sampled adaptation, computed by hand for two layers."""
     import xarray as xr
 
-    from critical_kernels.experiments.output import agreement
+    from critical_kernels.experiments.report import agreement
 
     est = ["nngp", "map", "sampled"]
     cka = xr.DataArray(

@@ -1,6 +1,8 @@
 """critical_kernels: kernels of finite-width Bayesian deep networks against the NNGP.
 
-Import order follows the data flow: spec -> activations -> NNGP -> criticality -> metrics.
+Importing the package switches JAX to float64 (x64), its only process-wide side effect.
+Import order follows the data flow: spec -> activations -> NNGP -> criticality -> likelihood ->
+fluctuations -> estimators -> metrics.
 """
 
 import jax
@@ -13,20 +15,38 @@ from .criticality import CriticalPoint, critical_gain, criticality  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceError,
     CriticalKernelsError,
+    DiagnosticsError,
+    EstimateError,
     InputError,
     NotPositiveDefiniteError,
     SpecError,
 )
+from .estimators import (  # noqa: E402
+    HMC,
+    MALA,
+    NUTS,
+    Anderson,
+    Chains,
+    ExactGaussian,
+    Fallback,
+    ImportanceSampling,
+    KernelEstimate,
+    Langevin,
+    MonteCarlo,
+    Result,
+    SecondCumulant,
+    exact_posterior_kernels,
+    perturbative_kernels,
+    sample_posterior,
+    solve_map,
+)
 from .fluctuations import KernelCovariance, kernel_covariance, sample_prior_kernels  # noqa: E402
-from .map_solver import MAPResult, solve_map  # noqa: E402
-from .metrics import cka, cka_layers  # noqa: E402
+from .likelihood import kernel_predict, likelihood_gradient, log_evidence  # noqa: E402
+from .metrics import cka, cka_layers, test_error  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
-from .perturbative import KernelResult, perturbative_kernels  # noqa: E402
-from .predict import kernel_predict, test_error  # noqa: E402
-from .sampling import ExactResult, PosteriorResult, exact_posterior_kernels, sample_posterior  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "NetworkSpec",
@@ -37,28 +57,41 @@ __all__ = [
     "response",
     "layer_responses",
     "Response",
-    "kernel_covariance",
-    "KernelCovariance",
-    "sample_prior_kernels",
-    "perturbative_kernels",
-    "KernelResult",
-    "solve_map",
-    "MAPResult",
-    "kernel_predict",
-    "test_error",
-    "sample_posterior",
-    "PosteriorResult",
-    "exact_posterior_kernels",
-    "ExactResult",
     "criticality",
     "critical_gain",
     "CriticalPoint",
+    "kernel_covariance",
+    "KernelCovariance",
+    "sample_prior_kernels",
+    "log_evidence",
+    "likelihood_gradient",
+    "kernel_predict",
+    "KernelEstimate",
+    "Result",
+    "perturbative_kernels",
+    "solve_map",
+    "sample_posterior",
+    "exact_posterior_kernels",
+    "MonteCarlo",
+    "ExactGaussian",
+    "ImportanceSampling",
+    "SecondCumulant",
+    "Fallback",
+    "Anderson",
+    "MALA",
+    "HMC",
+    "NUTS",
+    "Langevin",
+    "Chains",
     "cka",
     "cka_layers",
+    "test_error",
     "datasets",
     "CriticalKernelsError",
     "SpecError",
     "InputError",
+    "EstimateError",
     "NotPositiveDefiniteError",
     "ConvergenceError",
+    "DiagnosticsError",
 ]

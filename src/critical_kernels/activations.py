@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,7 @@ class Activation:
       closed_pair: closed-form pair moments (kind, qa, qb, c) -> array, or None.
       closed_self: closed-form moments of a single variable (kind, q) -> array, or None.
       smooth_diagonal: the closed pair formula is exact and differentiable at rho = 1.
+      source: the name or callable it was built from (what pickling stores).
     """
 
     name: str
@@ -117,6 +119,13 @@ class Activation:
     closed_pair: Callable | None = None
     closed_self: Callable | None = None
     smooth_diagonal: bool = False
+    source: Any = None
+
+    def __reduce__(self):
+        """Pickle as the recipe (name or callable, quadrature), rebuilt through the cache."""
+        if self.source is None:
+            raise TypeError(f"activation {self.name!r}: build it with get_activation to pickle it")
+        return (get_activation, (self.source, self.quad_degree, self.quad_rule))
 
     @property
     def has_closed_form(self) -> bool:
@@ -199,39 +208,59 @@ def _tanh_d1(x):
     return 1.0 - jnp.tanh(x) ** 2
 
 
+def _erf_d2(x):
+    return -2.0 * x * _erf_d1(x)
+
+
+def _relu(x):
+    return jnp.maximum(x, 0.0)
+
+
+def _relu_d1(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _zero(x):
+    return 0.0 * x
+
+
+def _identity(x):
+    return x
+
+
+def _one(x):
+    return 1.0 + 0.0 * x
+
+
+def _tanh_d2(x):
+    return -2.0 * jnp.tanh(x) * _tanh_d1(x)
+
+
+def _gelu(x):
+    return x * _gauss_cdf(x)
+
+
+def _gelu_d1(x):
+    return _gauss_cdf(x) + x * _gauss_pdf(x)
+
+
+def _gelu_d2(x):
+    return (2.0 - x * x) * _gauss_pdf(x)
+
+
+# module-level functions only, so that activations (and specs) pickle
+_BUILTINS = {
+    "erf": dict(fn=_erf, d1=_erf_d1, d2=_erf_d2, closed_pair=_erf_pair, smooth_diagonal=True),
+    # relu'' is a delta function: its moment exists only in closed form
+    "relu": dict(fn=_relu, d1=_relu_d1, d2=_zero, closed_pair=_relu_pair, closed_self=_relu_self),
+    "linear": dict(fn=_identity, d1=_one, d2=_zero, closed_pair=_linear_pair, smooth_diagonal=True),
+    "tanh": dict(fn=jnp.tanh, d1=_tanh_d1, d2=_tanh_d2),
+    "gelu": dict(fn=_gelu, d1=_gelu_d1, d2=_gelu_d2),
+}
+
+
 def _builtin(name: str, quad_degree: int, quad_rule: str) -> Activation:
-    zero = lambda x: 0.0 * x  # noqa: E731
-    table = {
-        "erf": dict(
-            fn=_erf,
-            d1=_erf_d1,
-            d2=lambda x: -2.0 * x * _erf_d1(x),
-            closed_pair=_erf_pair,
-            smooth_diagonal=True,
-        ),
-        # relu'' is a delta function: its moment exists only in closed form
-        "relu": dict(
-            fn=lambda x: jnp.maximum(x, 0.0),
-            d1=lambda x: (x > 0).astype(x.dtype),
-            d2=zero,
-            closed_pair=_relu_pair,
-            closed_self=_relu_self,
-        ),
-        "linear": dict(
-            fn=lambda x: x,
-            d1=lambda x: 1.0 + 0.0 * x,
-            d2=zero,
-            closed_pair=_linear_pair,
-            smooth_diagonal=True,
-        ),
-        "tanh": dict(fn=jnp.tanh, d1=_tanh_d1, d2=lambda x: -2.0 * jnp.tanh(x) * _tanh_d1(x)),
-        "gelu": dict(
-            fn=lambda x: x * _gauss_cdf(x),
-            d1=lambda x: _gauss_cdf(x) + x * _gauss_pdf(x),
-            d2=lambda x: (2.0 - x * x) * _gauss_pdf(x),
-        ),
-    }
-    return Activation(name=name, quad_degree=quad_degree, quad_rule=quad_rule, **table[name])
+    return Activation(name=name, quad_degree=quad_degree, quad_rule=quad_rule, source=name, **_BUILTINS[name])
 
 
 BUILTIN_ACTIVATIONS = ("erf", "relu", "linear", "tanh", "gelu")
@@ -245,7 +274,7 @@ def _cached(key, quad_degree: int, quad_rule: str) -> Activation:
     d1 = jax.grad(lambda x: jnp.sum(fn(x)))  # elementwise phi' of an elementwise phi
     d2 = jax.grad(lambda x: jnp.sum(d1(x)))
     name = getattr(fn, "__name__", "custom")
-    return Activation(name=name, fn=fn, d1=d1, d2=d2, quad_degree=quad_degree, quad_rule=quad_rule)
+    return Activation(name=name, fn=fn, d1=d1, d2=d2, quad_degree=quad_degree, quad_rule=quad_rule, source=fn)
 
 
 def get_activation(activation, quad_degree: int = 80, quad_rule: str = "trapezoid") -> Activation:

@@ -13,9 +13,21 @@ class InputError(CriticalKernelsError):
     """Bad data: NaN/inf, wrong shapes, mismatched sizes."""
 
 
-class NotPositiveDefiniteError(CriticalKernelsError):
+class EstimateError(CriticalKernelsError):
+    """An estimator failed; `estimate` holds its KernelEstimate (nothing computed is lost) or None."""
+
+    def __init__(self, message: str, estimate=None):
+        super().__init__(message)
+        self.estimate = estimate
+
+
+class NotPositiveDefiniteError(EstimateError):
     """A kernel that should be positive definite is not, even after jitter."""
 
 
-class ConvergenceError(CriticalKernelsError):
-    """An iterative solver did not reach its tolerance."""
+class ConvergenceError(EstimateError):
+    """An iterative solver did not reach its tolerance, or its Monte Carlo collapsed."""
+
+
+class DiagnosticsError(ConvergenceError):
+    """Sampled chains failed their diagnostics (R-hat, acceptance)."""

@@ -15,20 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import gaussian_moments
-from .nngp import Response, input_kernel, layer_responses, mu, nngp_kernels
-from .numerics import check_inputs, symmetrize
+from .errors import InputError
+from .nngp import Response, input_kernel, layer_responses, mu, nngp_stack
+from .numerics import as_key, check_inputs, psd_sqrt
 from .spec import NetworkSpec
-
-
-def as_key(key) -> jax.Array:
-    """A PRNG key from an int or a key."""
-    return jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
-
-
-def psd_sqrt(C) -> jnp.ndarray:
-    """Symmetric square root of a PSD matrix (eigenvalues clipped at 0): h = z @ sqrt(C)."""
-    w, U = jnp.linalg.eigh(symmetrize(C))
-    return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T
 
 
 @jax.jit
@@ -77,12 +67,21 @@ class KernelCovariance:
     def depth(self) -> int:
         return self.spec.depth
 
-    def v(self, k: int, A):
-        """V(k)[A] of layer k = 1..L at the NNGP kernel of layer k-1 (T5)."""
+    def v(self, k: int, A, n_batches: int | None = None):
+        """V(k)[A] of layer k = 1..L at the NNGP kernel of layer k-1 (T5).
+
+        With n_batches, the (n_batches, P, P) estimates from disjoint blocks of the common random
+        numbers: their mean is exactly the full estimate, their spread gives its standard error.
+        """
         g = self.spec.gains[k - 1]
         if self.phi is None:
-            return v_contract_linear(g, self.kernels[k - 1], A)
-        return v_contract(g, self.phi[k - 1], self.second[k - 1], A)
+            V = v_contract_linear(g, self.kernels[k - 1], A)
+            return V if n_batches is None else jnp.broadcast_to(V, (n_batches,) + V.shape)
+        if n_batches is None:
+            return v_contract(g, self.phi[k - 1], self.second[k - 1], A)
+        phi = self.phi[k - 1]
+        blocks = phi[: len(phi) // n_batches * n_batches].reshape(n_batches, -1, phi.shape[-1])
+        return jax.vmap(v_contract, (None, 0, None, None))(g, blocks, self.second[k - 1], A)
 
     def layer_response(self, k: int) -> Response:
         """J(k) = d mu_k / dC at the NNGP kernel of layer k-1 (T2)."""
@@ -96,13 +95,19 @@ class KernelCovariance:
             back[k - 1] = self.layer_response(k).vjp(back[k])
         return back
 
-    def push_forward(self, back: dict) -> list:
-        """[(1/N) sum_{k <= l, k in back} J_{l<-k} V(k)[back[k]] for l = 0..L]: the forward sweep."""
-        out = [jnp.zeros_like(next(iter(back.values())))]
+    def push_forward(self, back: dict, n_batches: int | None = None) -> list:
+        """[(1/N) sum_{k <= l, k in back} J_{l<-k} V(k)[back[k]] for l = 0..L]: the forward sweep.
+
+        With n_batches, every entry is (n_batches, P, P): one sweep per block of the common random
+        numbers (the sweep is linear in V, so the blocks average to the full result).
+        """
+        first = jnp.zeros_like(next(iter(back.values())))
+        out = [first if n_batches is None else jnp.broadcast_to(first, (n_batches,) + first.shape)]
         for k in range(1, self.depth + 1):
-            delta = self.layer_response(k).jvp(out[-1])
+            jvp = self.layer_response(k).jvp
+            delta = jvp(out[-1]) if n_batches is None else jax.vmap(jvp)(out[-1])
             if k in back:
-                delta = delta + self.v(k, back[k]) / self.spec.width
+                delta = delta + self.v(k, back[k], n_batches) / self.spec.width
             out.append(delta)
         return out
 
@@ -169,13 +174,16 @@ def _layer_noise(act, g, width, root, second, key, n):
     return jax.lax.map(one, jax.random.split(key, n), batch_size=16)
 
 
-def kernel_covariance(spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: int = 4096) -> KernelCovariance:
+def kernel_covariance(
+    spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: int = 4096, nngp=None
+) -> KernelCovariance:
     """Prior kernel covariance operator of every layer, O(1/N) (T6), on train + test inputs.
 
     Args:
       spec: the network; X: (P, d) inputs; X_test: optional (P_test, d).
       key: int or PRNGKey for the common random numbers.
       n_samples: Monte Carlo samples M per layer for V (T5); unused for linear phi.
+      nngp: the NNGP stack (L+1, P', P') of these inputs if already computed (not recomputed).
 
     Returns:
       KernelCovariance: call it on a symmetric (P', P') matrix; `.dense()` for small P.
@@ -183,7 +191,8 @@ def kernel_covariance(spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: in
     Example:
       >>> Sig = kernel_covariance(spec, X, key=0); Sig(A)  # Cov(C(L), <A, C(L)>)
     """
-    kernels = jnp.asarray(nngp_kernels(spec, X, X_test))
+    X_all = check_inputs(X, X_test)
+    kernels = jnp.asarray(nngp_stack(spec, X_all) if nngp is None else _checked_nngp(spec, nngp, len(X_all)))
     below = kernels[:-1]  # the kernels each layer's V is evaluated at
     second = jax.vmap(lambda C: gaussian_moments(spec.act, "pp", C))(below)
     roots = phi = None  # linear phi: V is exact and needs neither
@@ -192,6 +201,14 @@ def kernel_covariance(spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: in
         z = jax.random.normal(as_key(key), (spec.depth, n_samples, kernels.shape[-1]))
         phi = spec.act.fn(jnp.einsum("lmp,lpq->lmq", z, roots))
     return KernelCovariance(spec, kernels, layer_responses(spec, kernels), roots, second, phi)
+
+
+def _checked_nngp(spec: NetworkSpec, nngp, P: int) -> np.ndarray:
+    """A precomputed NNGP stack, checked against the number of inputs it claims to belong to."""
+    nngp = np.asarray(nngp, dtype=np.float64)
+    if nngp.shape != (spec.depth + 1, P, P):
+        raise InputError(f"nngp: expected shape {(spec.depth + 1, P, P)} for these inputs, got {nngp.shape}")
+    return nngp
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))

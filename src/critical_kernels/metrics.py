@@ -56,3 +56,32 @@ def cka_layers(kernels, Y) -> np.ndarray:
             if "is zero" not in str(err):
                 raise
     return out
+
+
+def cka_layers_se(batch_kernels, Y) -> np.ndarray:
+    """Standard error of the CKA of every layer from independent batch estimates of the kernels.
+
+    Args:
+      batch_kernels: (..., L+1, P', P') batch means (leading axes flattened, e.g. chains x batches).
+      Y: (P, D) targets.
+
+    Returns:
+      (L+1,) standard deviation of the per-batch CKA over sqrt(number of batches).
+    """
+    batch_kernels = np.asarray(batch_kernels)
+    flat = batch_kernels.reshape((-1,) + batch_kernels.shape[-3:])
+    per_batch = np.array([cka_layers(b, Y) for b in flat])
+    return per_batch.std(axis=0, ddof=1) / np.sqrt(len(flat))
+
+
+def test_error(f_test, Y_test) -> dict:
+    """Mean squared error and, for +-1 targets, the sign classification error."""
+    f_test = np.asarray(f_test).reshape(len(f_test), -1)
+    Y_test = np.asarray(Y_test, dtype=np.float64).reshape(len(f_test), -1)
+    out = {"mse": float(np.mean((f_test - Y_test) ** 2))}
+    if np.all(np.isin(Y_test, (-1.0, 1.0))):
+        out["class_error"] = float(np.mean(np.sign(f_test) != Y_test))
+    return out
+
+
+test_error.__test__ = False  # not a pytest test

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import Activation, gaussian_moments
+from .errors import InputError
 from .numerics import check_inputs
 from .spec import NetworkSpec
 
@@ -42,7 +43,13 @@ def nngp_kernels(spec: NetworkSpec, X, X_test=None) -> np.ndarray:
     Example:
       >>> C = nngp_kernels(NetworkSpec(depth=3, g_w=1.5, g_b=0.1), X)
     """
-    X_all = check_inputs(X, X_test)
+    if not isinstance(spec, NetworkSpec):
+        raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
+    return nngp_stack(spec, check_inputs(X, X_test))
+
+
+def nngp_stack(spec: NetworkSpec, X_all: np.ndarray) -> np.ndarray:
+    """nngp_kernels on already validated inputs (P', d)."""
     P = X_all.shape[0]
     C0 = input_kernel(spec, X_all)
     gains, bias_vars = spec.gains, spec.bias_vars[1:]

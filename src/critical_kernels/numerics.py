@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
@@ -60,6 +61,17 @@ def check_kernel(name: str, K) -> np.ndarray:
     if np.max(np.abs(K - K.T)) > 1e-8 * scale:
         raise InputError(f"{name}: must be symmetric (max asymmetry {np.max(np.abs(K - K.T)):.3g})")
     return K
+
+
+def as_key(key) -> jax.Array:
+    """A PRNG key from an int or a key."""
+    return jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+
+
+def psd_sqrt(C) -> jnp.ndarray:
+    """Symmetric square root of a PSD matrix (eigenvalues clipped at 0): h = z @ sqrt(C)."""
+    w, U = jnp.linalg.eigh(symmetrize(C))
+    return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T
 
 
 def symmetrize(A):

@@ -1,14 +1,22 @@
-"""Figures (the only module that imports matplotlib)."""
+"""Figures (the only module that imports matplotlib).
+
+Figures are matplotlib `Figure` objects saved directly: no pyplot, no backend switch, no global
+state touched, so importing this module leaves `matplotlib.get_backend()` as it was.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.ticker
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _subplots(rows: int, columns: int, figsize, **kwargs):
+    """A pyplot-free Figure and its (rows, columns) array of axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, columns, squeeze=False, **kwargs)
 
 
 def cka_per_layer(rows, path: Path, title: str = "") -> Path:
@@ -22,9 +30,7 @@ def cka_per_layer(rows, path: Path, title: str = "") -> Path:
     panels = sorted({(task, ratio) for task, ratio, _, _ in rows}, key=lambda p: (p[0], p[1]))
     tasks = sorted({task for task, _ in panels})
     ratios = sorted({ratio for _, ratio in panels})
-    fig, axes = plt.subplots(
-        len(tasks), len(ratios), figsize=(3.2 * len(ratios), 2.6 * len(tasks)), squeeze=False, sharex=True
-    )
+    fig, axes = _subplots(len(tasks), len(ratios), (3.2 * len(ratios), 2.6 * len(tasks)), sharex=True)
     for task, ratio, label, ckas in rows:
         ax = axes[tasks.index(task)][ratios.index(ratio)]
         ax.plot(range(len(ckas)), ckas, marker="o", ms=3, label=label)
@@ -41,7 +47,8 @@ def cka_per_layer(rows, path: Path, title: str = "") -> Path:
 
 def cka_by_method(layers, ckas: dict, errors: dict, path: Path, title: str = "") -> Path:
     """CKA against layer for each method, with error bars where a method has them."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig, axes = _subplots(1, 1, (4.5, 3.2))
+    ax = axes[0][0]
     for name, values in ckas.items():
         ax.errorbar(layers, values, yerr=errors.get(name), marker="o", ms=3, capsize=2, label=name)
     ax.set_xticks(list(layers))
@@ -68,7 +75,7 @@ def kernel_heatmaps(kernels: dict, path: Path, order=None) -> Path:
     deltas = {f"{k} - nngp": stacks[k] - stacks["nngp"] for k in names if k != "nngp" and "nngp" in names}
     n_layers = len(stacks[names[0]])
     columns = len(names) + len(deltas)
-    fig, axes = plt.subplots(n_layers, columns, figsize=(2.0 * columns, 2.0 * n_layers), squeeze=False)
+    fig, axes = _subplots(n_layers, columns, (2.0 * columns, 2.0 * n_layers))
     for l in range(n_layers):
         lo = min(stacks[k][l].min() for k in names)
         hi = max(stacks[k][l].max() for k in names)
@@ -94,7 +101,6 @@ def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))
-    plt.close(fig)
     return path
 
 
@@ -108,7 +114,7 @@ def line_panels(
         style a dict of matplotlib keyword arguments.
       xticks: optional (positions, labels) for categorical x; vline, hline: dashed marker lines.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(panels), (4.4 * len(panels), 3.4))
     for ax, (name, ylabel, curves) in zip(axes[0], panels, strict=True):
         for label, x, y, yerr, style in curves:
             ax.errorbar(x, y, yerr=yerr, capsize=2, ms=4, label=label, **style)
@@ -135,7 +141,8 @@ def line_panels(
 def adaptation_scatter(sampled, sampled_se, theory: dict, path: Path, title: str = "") -> Path:
     """Theory against sampled adaptation CKA - CKA_NNGP with the ±15 % band around y = x; log axes
     when every adaptation is positive."""
-    fig, ax = plt.subplots(figsize=(4.4, 4.0))
+    fig, axes = _subplots(1, 1, (4.4, 4.0))
+    ax = axes[0][0]
     values = np.concatenate([np.asarray(sampled, float), *[np.asarray(v, float) for v in theory.values()]])
     positive = bool((values > 0).all())
     lo, hi = (values.min() / 1.5, values.max() * 1.5) if positive else (values.min(), values.max())

@@ -86,6 +86,9 @@ class NetworkSpec:
         kappa = float(self.kappa) if np.ndim(self.kappa) == 0 else math.nan
         if not (math.isfinite(kappa) and kappa > 0):
             raise SpecError(f"kappa: the noise variance must be a finite number > 0, got {self.kappa!r}")
+        for name in ("g_w", "g_b"):  # per-layer values as tuples: the spec stays hashable
+            if np.ndim(getattr(self, name)) > 0:
+                object.__setattr__(self, name, tuple(float(v) for v in np.ravel(getattr(self, name))))
         object.__setattr__(self, "act", act)
         object.__setattr__(self, "gains", _per_layer("g_w", self.g_w, depth, allow_zero=False))
         object.__setattr__(self, "bias_vars", _per_layer("g_b", self.g_b, depth + 1, allow_zero=True))

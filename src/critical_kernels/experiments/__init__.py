@@ -1,7 +1,8 @@
 """Experiments: configs, runs, run folders and reports."""
 
 from .config import ExperimentConfig, load_config
-from .output import load_results, write_report, write_run, write_sweep_report
+from .io import load_results, write_run
+from .report import write_report, write_sweep_report
 from .run import run
 from .sweep import Sweep, load_point, load_sweep, load_sweep_results, merge, run_sweep
 

@@ -1,4 +1,8 @@
-"""Run one experiment: NNGP, first-order, MAP and sampled kernels of every layer, as a Dataset."""
+"""Run one experiment: NNGP, first-order, MAP and sampled kernels of every layer, as a Dataset.
+
+The experiment layer computes the NNGP stack, the CKA and the test predictions once per run; the
+estimators only estimate kernels (DESIGN: one estimator convention).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,25 @@ import xarray as xr
 from .. import datasets
 from ..criticality import critical_gain
 from ..errors import InputError
-from ..map_solver import solve_map
-from ..metrics import cka_layers
+from ..estimators import (
+    SAMPLERS,
+    Chains,
+    ExactGaussian,
+    Fallback,
+    ImportanceSampling,
+    KernelEstimate,
+    MonteCarlo,
+    Result,
+    SecondCumulant,
+    perturbative_kernels,
+    sample_posterior,
+    solve_map,
+)
+from ..likelihood import kernel_predict
+from ..metrics import cka_layers, cka_layers_se, test_error
 from ..nngp import nngp_kernels
-from ..perturbative import perturbative_kernels
-from ..predict import kernel_predict, test_error
-from ..sampling import sample_posterior
 from ..spec import NetworkSpec
-from .config import ExperimentConfig
+from .config import ExperimentConfig, MethodsConfig
 
 
 def load_data(config: ExperimentConfig) -> datasets.Dataset:
@@ -47,18 +62,77 @@ def make_spec(config: ExperimentConfig) -> NetworkSpec:
     return NetworkSpec(**fields)
 
 
+def tilted_option(m: MethodsConfig, spec: NetworkSpec):
+    """The tilted-average option of `methods.map_method`; "auto" is exact for linear phi, else
+    importance sampling with the second-cumulant fallback."""
+    if m.map_method == "linear" or (m.map_method == "auto" and spec.act.name == "linear"):
+        return ExactGaussian()
+    importance, cumulant = ImportanceSampling(m.n_samples), SecondCumulant(m.n_samples)
+    return {"importance": importance, "cumulant": cumulant}.get(m.map_method, Fallback(importance, cumulant))
+
+
+def estimate_all(
+    config: ExperimentConfig, spec: NetworkSpec, data, nngp, timed, progress: bool
+) -> dict[str, KernelEstimate]:
+    """Every estimator the config asks for, failures returned (throw=False), not raised."""
+    m, seed = config.methods, config.seed
+    out = {}
+    if m.perturbative:
+        out["perturbative"] = timed(
+            "perturbative",
+            lambda: perturbative_kernels(
+                spec,
+                data.X,
+                data.Y,
+                data.X_test,
+                options=MonteCarlo(m.n_samples),
+                key=seed,
+                nngp=nngp,
+                throw=False,
+            ),
+        )
+    if m.map:
+        out["map"] = timed(
+            "map",
+            lambda: solve_map(
+                spec, data.X, data.Y, data.X_test, tilted=tilted_option(m, spec), key=seed, throw=False
+            ),
+        )
+    if m.sampled:
+        chains = Chains(chains=m.chains, warmup=m.warmup, n_samples=m.samples, thin=m.thin)
+        out["sampled"] = timed(
+            "sampled",
+            lambda: sample_posterior(
+                spec,
+                data.X,
+                data.Y,
+                data.X_test,
+                sampler=SAMPLERS[m.sampler](),
+                chains=chains,
+                key=seed,
+                progress=progress,
+                throw=False,
+            ),
+        )
+    return out
+
+
+def usable(estimate: KernelEstimate) -> bool:
+    """Kernels fit to measure: a success, or sampled chains that are flagged but finished."""
+    return estimate.result in (Result.success, Result.diagnostics_failed)
+
+
 def run(
     config: ExperimentConfig, status: Callable[[str], None] = lambda message: None, progress: bool = True
 ) -> xr.Dataset:
     """Compute every requested kernel of every layer and collect them in one Dataset.
 
-    Variables: kernel (method, layer, row, col) on train + test inputs, cka and cka_se
-    (method, layer), test_error and test_mse (method); attrs: convergence, diagnostics, timings.
+    Variables: kernel (estimator, layer, row, col) on train + test inputs, cka and cka_se
+    (estimator, layer), test_error and test_mse (estimator); attrs: convergence, diagnostics, timings.
     """
     data = load_data(config)
     spec = make_spec(config)
-    m, seed = config.methods, config.seed
-    kernels, cka_se, attrs, timings = {}, {}, {}, {}
+    timings = {}
 
     def timed(name, fn):
         status(f"{name} ...")
@@ -67,98 +141,72 @@ def run(
         timings[name] = time.perf_counter() - start
         return out
 
-    kernels["nngp"] = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))
-    if m.perturbative:
-        res = timed(
-            "perturbative",
-            lambda: perturbative_kernels(spec, data.X, data.Y, data.X_test, key=seed, n_samples=m.n_samples),
-        )
-        kernels["perturbative"] = res.kernels
-    if m.map:
-        res = timed(
-            "map",
-            lambda: solve_map(
-                spec, data.X, data.Y, data.X_test, m.map_method, key=seed, n_samples=m.n_samples, throw=False
-            ),
-        )
-        kernels["map"] = res.kernels
-        attrs.update(
-            map_converged=int(res.converged),
-            map_method=res.method,
-            map_n_iter=res.n_iter,
-            map_residual=res.residual,
-            map_message=res.message,
-        )
-    if m.sampled:
-        post = timed(
-            "sampled",
-            lambda: sample_posterior(
-                spec,
-                data.X,
-                data.Y,
-                data.X_test,
-                m.sampler,
-                chains=m.chains,
-                warmup=m.warmup,
-                samples=m.samples,
-                thin=m.thin,
-                key=seed,
-                progress=progress,
-            ),
-        )
-        kernels["sampled"] = post.kernels
-        cka_se["sampled"] = post.cka_mcse
-        attrs.update(
-            sampler=post.sampler,
-            sampled_ok=int(post.ok),
-            sampled_warnings="; ".join(post.warnings),
-            rhat_cka=float(np.nanmax(post.rhat_cka)),
-            acceptance=float(post.acceptance.mean()),
-        )
-        if post.f_test is not None and data.Y_test is not None:  # the sampled networks' own predictions
-            attrs["sampled_networks_test_error"] = test_error(post.f_test, data.Y_test).get(
-                "class_error", np.nan
-            )
-    methods = list(kernels)
-    P = data.n_train
-    unusable = {"map"} if not attrs.get("map_converged", 1) else set()  # an unconverged iterate
-    errors = {name: _errors(None if name in unusable else K, data, spec.kappa) for name, K in kernels.items()}
-    ds = xr.Dataset(
+    nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))  # the one NNGP stack of the run
+    estimates = estimate_all(config, spec, data, nngp, timed, progress)
+    kernels = {"nngp": nngp, **{name: e.kernels for name, e in estimates.items()}}
+    ok = {"nngp": True, **{name: usable(e) for name, e in estimates.items()}}
+    cka_se = {name: np.zeros(spec.depth + 1) for name in kernels}
+    if "sampled" in estimates:
+        cka_se["sampled"] = cka_layers_se(estimates["sampled"].info.batch_kernels, data.Y)
+    names = list(kernels)
+    errors = {name: _errors(kernels[name] if ok[name] else None, data, spec.kappa) for name in names}
+    nan = np.full(spec.depth + 1, np.nan)
+    return xr.Dataset(
         {
-            "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in methods])),
+            "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in names])),
             "cka": (
                 ("estimator", "layer"),
-                np.stack([_cka(kernels[k], data.Y, k in unusable) for k in methods]),
+                np.stack([cka_layers(kernels[k], data.Y) if ok[k] else nan for k in names]),
             ),
-            "cka_se": (
-                ("estimator", "layer"),
-                np.stack([cka_se.get(k, np.zeros(spec.depth + 1)) for k in methods]),
-            ),
-            "test_error": (("estimator",), [errors[k]["class_error"] for k in methods]),
-            "test_mse": (("estimator",), [errors[k]["mse"] for k in methods]),
+            "cka_se": (("estimator", "layer"), np.stack([cka_se[k] for k in names])),
+            "test_error": (("estimator",), [errors[k]["class_error"] for k in names]),
+            "test_mse": (("estimator",), [errors[k]["mse"] for k in names]),
             "Y": (("train", "output"), data.Y),
         },
         coords={
-            "estimator": methods,
+            "estimator": names,
             "layer": np.arange(spec.depth + 1),
-            "row": np.arange(len(kernels["nngp"][0])),
-            "col": np.arange(len(kernels["nngp"][0])),
+            "row": np.arange(len(nngp[0])),
+            "col": np.arange(len(nngp[0])),
         },
         attrs={
-            **attrs,
+            **_diagnostics(estimates, data),
             "name": config.name,
             "data": data.name,
-            "n_train": P,
+            "n_train": data.n_train,
             "timings": json.dumps(timings),
             "config": config.model_dump_json(),
         },
     )
-    return ds
 
 
-def _cka(kernels, Y, unusable: bool) -> np.ndarray:
-    """CKA of every layer; NaN for an unconverged MAP iterate (its kernels stay in the Dataset)."""
-    return np.full(len(kernels), np.nan) if unusable else cka_layers(kernels, Y)
+def _diagnostics(estimates: dict, data) -> dict:
+    """Convergence and sampler diagnostics as flat Dataset attributes."""
+    attrs = {}
+    if "map" in estimates:
+        est = estimates["map"]
+        attrs.update(
+            map_converged=int(est.ok),
+            map_method=est.info.tilted + (" (ESS fallback)" if est.info.fallback else ""),
+            map_n_iter=est.info.n_iter,
+            map_residual=est.info.residual,
+            map_message=est.message or est.info.fallback or "converged",
+        )
+    if "sampled" in estimates:
+        est = estimates["sampled"]
+        info = est.info
+        attrs.update(
+            sampler=type(info.sampler).__name__.lower(),
+            sampled_ok=int(est.ok),
+            sampled_warnings="; ".join(info.warnings),
+            rhat_cka=float(np.nanmax(info.rhat_cka)),
+            acceptance=float(info.acceptance.mean()),
+        )
+        if info.f_test is not None and data.Y_test is not None:  # the sampled networks' own predictions
+            attrs["sampled_networks_test_error"] = test_error(info.f_test, data.Y_test).get(
+                "class_error", np.nan
+            )
+    return attrs
 
 
 def _errors(kernels, data, kappa) -> dict:

@@ -31,7 +31,7 @@ import xarray as xr
 
 from ..errors import InputError
 from .config import ExperimentConfig, apply_overrides, read_toml, set_field, validate
-from .output import atomic_write, read_netcdf
+from .io import atomic_write, read_netcdf
 
 EXECUTORS = ("local", "dask", "serial")
 CACHE_FORMAT = 1  # bump when the Dataset a point stores changes, so old caches are recomputed

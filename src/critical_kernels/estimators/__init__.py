@@ -1,0 +1,49 @@
+"""Estimators of the kernels of every layer, all returning KernelEstimate (DESIGN.md)."""
+
+from .base import KernelEstimate, Result
+from .exact_tiny import ExactInfo, exact_posterior_kernels
+from .map import MAPInfo, solve_map
+from .network import Network
+from .options import (
+    HMC,
+    MALA,
+    NUTS,
+    SAMPLERS,
+    Anderson,
+    Chains,
+    ExactGaussian,
+    Fallback,
+    ImportanceSampling,
+    Langevin,
+    MonteCarlo,
+    SecondCumulant,
+)
+from .perturbative import PerturbativeInfo, linear_output_shift, perturbative_kernels
+from .sampled import SamplingInfo, sample_posterior
+
+__all__ = [
+    "KernelEstimate",
+    "Result",
+    "perturbative_kernels",
+    "PerturbativeInfo",
+    "linear_output_shift",
+    "solve_map",
+    "MAPInfo",
+    "sample_posterior",
+    "SamplingInfo",
+    "exact_posterior_kernels",
+    "ExactInfo",
+    "Network",
+    "MonteCarlo",
+    "ExactGaussian",
+    "ImportanceSampling",
+    "SecondCumulant",
+    "Fallback",
+    "Anderson",
+    "MALA",
+    "HMC",
+    "NUTS",
+    "Langevin",
+    "SAMPLERS",
+    "Chains",
+]

@@ -1,0 +1,73 @@
+"""The Gaussian likelihood of the output kernel (T8, T11): one implementation for every estimator.
+
+ln p(Y | C) = -1/2 tr(Y^T K^-1 Y) - (D/2) ln det K - (PD/2) ln 2 pi,  K = C + kappa I,
+its gradient G = d ln p / dC = (1/2)(K^-1 Y Y^T K^-1 - D K^-1) (T11, T13), and the kernel
+predictor f_* = C_{*,tr} K^-1 Y (THEORY section 4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .numerics import Cholesky, check_targets, cho_solve, psd_cholesky
+
+
+def output_cholesky(C_train, kappa: float) -> Cholesky:
+    """Cholesky factor of K = C + kappa I on the training block, with its recorded jitter."""
+    C_train = np.asarray(C_train)
+    return psd_cholesky(C_train + kappa * np.eye(len(C_train)), "output kernel + kappa I")
+
+
+@jax.jit
+def log_evidence(C_train, Y, kappa):
+    """ln N(Y; 0, C + kappa I) (T8), batched over leading axes of C_train (..., P, P); Y (P, D).
+
+    K = C + kappa I is positive definite for any PSD C and kappa > 0, so no jitter is needed.
+    """
+    K = C_train + kappa * jnp.eye(C_train.shape[-1])
+    chol = jnp.linalg.cholesky(K)
+    Yb = jnp.broadcast_to(Y, C_train.shape[:-2] + Y.shape)
+    alpha = jax.scipy.linalg.cho_solve((chol, True), Yb)
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    P, D = Y.shape
+    return -0.5 * jnp.sum(Yb * alpha, axis=(-2, -1)) - 0.5 * D * logdet - 0.5 * P * D * math.log(2 * math.pi)
+
+
+class Gradient(NamedTuple):
+    """G = d ln p(Y|C) / dC (P, P) and the Cholesky jitter K needed."""
+
+    G: np.ndarray
+    jitter: float
+
+
+def likelihood_gradient(C_train, Y, kappa: float) -> Gradient:
+    """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1), K = C + kappa I (T11, T13).
+
+    Args:
+      C_train: output kernel on the training inputs (P, P); Y: (P, D); kappa: noise variance.
+    """
+    chol = output_cholesky(C_train, kappa)
+    alpha = cho_solve(chol, Y)
+    return Gradient(0.5 * (alpha @ alpha.T - Y.shape[1] * cho_solve(chol, np.eye(len(alpha)))), chol.jitter)
+
+
+def kernel_predict(C, Y, kappa: float) -> np.ndarray:
+    """Posterior-mean predictor f_* = C_{*,tr} (C_tr,tr + kappa I)^-1 Y (THEORY section 4).
+
+    Args:
+      C: kernel on train + test inputs, (P + P_test, P + P_test), training rows first.
+      Y: training targets (P,) or (P, D); kappa: noise variance.
+
+    Returns:
+      (P_test, D) predictions.
+    """
+    C = np.asarray(C)
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = check_targets(Y, Y.shape[0])
+    P = Y.shape[0]
+    return C[P:, :P] @ cho_solve(output_cholesky(C[:P, :P], kappa), Y)
