@@ -1,3 +1,6 @@
 import jax
+import threadpoolctl
 
 jax.config.update("jax_enable_x64", True)
+# one BLAS thread for the whole session, as the package's entry points use (numerics.blas_threads)
+_BLAS_LIMIT = threadpoolctl.threadpool_limits(limits=1, user_api="blas")

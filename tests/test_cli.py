@@ -23,7 +23,7 @@ def test_demo_runs_and_writes(tmp_path):
     assert result.exit_code == 0, result.output
     assert "digits 0 vs 3" in result.output and "xor" in result.output and "MAP importance" in result.output
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
-    assert len(rows) == 19 and rows[0].startswith("task,kernel,g_w")  # 2 tasks x 3 gains x 3 kernels
+    assert len(rows) == 19 and rows[0].startswith("task,estimator,g_w")  # 2 tasks x 3 gains x 3 kernels
     assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
     for name in ("figures/cka_per_layer.png", "figures/cka_vs_g_w_over_g_c.png", "sweep.nc", "report.md"):
         assert (tmp_path / name).stat().st_size > 500, name

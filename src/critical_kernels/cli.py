@@ -14,6 +14,7 @@ from rich.table import Table
 from . import plots
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
+from .numerics import limit_blas_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 140)  # pipes and logs: no truncation
@@ -89,7 +90,7 @@ def demo(
     from .experiments import load_point, load_sweep, run_sweep, write_run, write_sweep_report
 
     start = time.perf_counter()
-    rows = []  # (task, g_w, g_w/g_c, chi_1, kernel, CKA per layer, test error)
+    rows = []  # (task, g_w, g_w/g_c, chi_1, estimator, CKA per layer, test error)
     try:
         grid = load_sweep(_demo_sweep(depth, width, g_b, kappa, seed))
         with console.status("demo") as status:
@@ -129,7 +130,7 @@ def demo(
     title = f"CKA per layer, erf, L = {depth}, g_b = {g_b}, kappa = {kappa} (g_c = {g_c:.4f})"
     caption = f"first order (T13) and MAP (T8-T12) at width N = {width}; test error of the kernel predictor"
     table = Table(title=title, box=box.SIMPLE, padding=(0, 1), caption=caption)
-    for name in ("task", "kernel"):
+    for name in ("task", "estimator"):
         table.add_column(name, no_wrap=True)
     for name in ("g/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)], "test err"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -137,7 +138,7 @@ def demo(
         cells = [f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas], f"{error:.3f}"]
         table.add_row(name, method, *cells)
     console.print(table)
-    header = "task,kernel,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
+    header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
     lines = [header + ",test_error"]
     lines += [
         f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
@@ -168,7 +169,7 @@ def run_command(
     except CriticalKernelsError as err:
         _fail(str(err))
     table = Table(title=f"{cfg.name}: CKA per layer and test error", box=box.SIMPLE)
-    table.add_column("kernel", no_wrap=True)
+    table.add_column("estimator", no_wrap=True)
     for l in ds.layer.values:
         table.add_column(f"C{l}", justify="right")
     table.add_column("test err", justify="right")
@@ -257,7 +258,7 @@ def report(
 def main() -> None:
     """Console entry point: bad input exits 2 with one line, never a traceback."""
     try:
-        app(standalone_mode=True)
+        limit_blas_threads(app)(standalone_mode=True)  # numerics.blas_threads: 1 unless overridden
     except CriticalKernelsError as err:  # pragma: no cover - commands catch their own
         Console(stderr=True).print(f"error: {err}")
         sys.exit(2)

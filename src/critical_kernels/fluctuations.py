@@ -17,7 +17,7 @@ import numpy as np
 from .activations import gaussian_moments
 from .errors import InputError
 from .nngp import Response, input_kernel, layer_responses, mu, nngp_stack
-from .numerics import as_key, check_inputs, psd_sqrt
+from .numerics import as_key, check_inputs, limit_blas_threads, psd_sqrt
 from .spec import NetworkSpec
 
 
@@ -174,6 +174,7 @@ def _layer_noise(act, g, width, root, second, key, n):
     return jax.lax.map(one, jax.random.split(key, n), batch_size=16)
 
 
+@limit_blas_threads
 def kernel_covariance(
     spec: NetworkSpec, X, X_test=None, *, key=0, n_samples: int = 4096, nngp=None
 ) -> KernelCovariance:
@@ -232,6 +233,7 @@ def _prior_networks(act, depth, width, n, X, g_in, gains, bias_vars, key):
     return jax.lax.map(one, jax.random.split(key, n), batch_size=max(1, min(n, 2**24 // per_network)))
 
 
+@limit_blas_threads
 def sample_prior_kernels(spec: NetworkSpec, X, n: int, key=0, X_test=None) -> np.ndarray:
     """Empirical kernels of n random finite networks drawn from the prior, batched.
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .activations import Activation, gaussian_moments
 from .errors import InputError
-from .numerics import check_inputs
+from .numerics import check_inputs, limit_blas_threads
 from .spec import NetworkSpec
 
 
@@ -29,6 +29,7 @@ def input_kernel(spec: NetworkSpec, X) -> np.ndarray:
 _mu_inplace = jax.jit(mu, static_argnums=0, donate_argnums=3)  # reuses C's buffer
 
 
+@limit_blas_threads
 def nngp_kernels(spec: NetworkSpec, X, X_test=None) -> np.ndarray:
     """NNGP kernels of every layer (T1) on training plus test inputs.
 

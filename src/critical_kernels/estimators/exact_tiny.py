@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..fluctuations import sample_prior_kernels
 from ..likelihood import log_evidence
-from ..numerics import as_key, check_inputs, check_targets
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 
@@ -31,6 +31,7 @@ class ExactInfo(NamedTuple):
     seconds: float
 
 
+@limit_blas_threads
 def exact_posterior_kernels(
     spec: NetworkSpec,
     X,

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InputError, NotPositiveDefiniteError
 from ..likelihood import likelihood_gradient
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, psd_cholesky
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
@@ -195,6 +195,7 @@ def _tilted_chain(spec: NetworkSpec, tilted) -> list:
     return chain
 
 
+@limit_blas_threads
 def solve_map(
     spec: NetworkSpec,
     X,

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
-from ..numerics import check_targets, cho_solve
+from ..numerics import check_targets, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, finish
 from .options import MonteCarlo
@@ -28,6 +28,7 @@ class PerturbativeInfo(NamedTuple):
     seconds: float
 
 
+@limit_blas_threads
 def perturbative_kernels(
     spec: NetworkSpec,
     X,

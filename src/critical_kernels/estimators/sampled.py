@@ -22,7 +22,7 @@ from rich.progress import Progress
 
 from ..errors import InputError
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .diagnostics import batch_mcse, chain_diagnostics
@@ -159,6 +159,7 @@ def _programs(spec: NetworkSpec, sampler, d: int, P: int, prior: bool, warmup: i
     return _Programs(init, warm, batch)
 
 
+@limit_blas_threads
 def sample_posterior(
     spec: NetworkSpec,
     X,

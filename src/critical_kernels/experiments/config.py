@@ -49,7 +49,9 @@ class MethodsConfig(_Strict):
     perturbative: bool = True
     map: bool = True
     sampled: bool = False
-    n_samples: int = Field(4096, ge=16, description="Monte Carlo samples per layer (V, tilted averages)")
+    n_samples: int = Field(
+        4096, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
+    )
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
     chains: int = Field(4, ge=1)

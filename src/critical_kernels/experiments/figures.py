@@ -13,18 +13,18 @@ from .. import plots
 
 def run_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
     """CKA per layer for every estimator, and the kernel heat maps of every layer."""
-    methods = [str(m) for m in ds.estimator.values]
+    estimators = [str(m) for m in ds.estimator.values]
     P = int(ds.attrs["n_train"])
     return [
         plots.cka_by_method(
             ds.layer.values,
-            dict(zip(methods, ds.cka.values, strict=True)),
-            dict(zip(methods, ds.cka_se.values, strict=True)),
+            dict(zip(estimators, ds.cka.values, strict=True)),
+            dict(zip(estimators, ds.cka_se.values, strict=True)),
             figures / "cka_per_layer.png",
             title=f"{ds.attrs['name']}: {ds.attrs['data']}",
         ),
         plots.kernel_heatmaps(
-            dict(zip(methods, ds.kernel.values[:, :, :P, :P], strict=True)),
+            dict(zip(estimators, ds.kernel.values[:, :, :P, :P], strict=True)),
             figures / "kernels.png",
             order=np.argsort(ds.Y.values[:, 0], kind="stable"),
         ),
@@ -35,14 +35,14 @@ def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
     """CKA and adaptation against every swept parameter, |ΔCKA| against 1/N when the width alone is
     swept, and theory against sampled adaptation (and relative miss against N) when networks are sampled."""
     fields = json.loads(ds.attrs["fields"])
-    methods = [str(m) for m in ds.estimator.values]
+    estimators = [str(m) for m in ds.estimator.values]
     images = []
     for dim in (d for d in fields if ds.sizes[d] > 1):
         if not set(fields[dim]) <= {"seed", "data.seed"}:  # replicates are averaged, not plotted
             images.append(_sweep_figure(ds, dim, fields[dim][0], figures / f"cka_vs_{dim}.png"))
-        if fields[dim] == ["network.width"] and "nngp" in methods:  # width alone: fixed P
+        if fields[dim] == ["network.width"] and "nngp" in estimators:  # width alone: fixed P
             images.append(_width_figure(ds, dim, figures / "delta_cka_vs_inv_width.png"))
-    if "sampled" in methods and "nngp" in methods:
+    if "sampled" in estimators and "nngp" in estimators:
         images.append(_theory_vs_sampled(ds, figures / "theory_vs_sampled.png"))
         for dim in fields:
             if fields[dim][0] == "network.width" and ds.sizes[dim] > 1:

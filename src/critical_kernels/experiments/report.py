@@ -17,14 +17,14 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
     """Figures and report.md / report.html from a results Dataset."""
     out = Path(out)
     run_figures(ds, out / "figures")
-    methods = [str(m) for m in ds.estimator.values]
+    estimators = [str(m) for m in ds.estimator.values]
     P = int(ds.attrs["n_train"])
-    cka, errors = ds.cka.values, ds.test_error.values  # rows follow `methods`
+    cka, errors = ds.cka.values, ds.test_error.values  # rows follow `estimators`
     rows = [
         f"| {m} | " + " | ".join(f"{c:.4f}" for c in cka[i]) + f" | {errors[i]:.3f} |"
-        for i, m in enumerate(methods)
+        for i, m in enumerate(estimators)
     ]
-    header = "| kernel | " + " | ".join(f"C{l}" for l in ds.layer.values) + " | test error |"
+    header = "| estimator | " + " | ".join(f"C{l}" for l in ds.layer.values) + " | test error |"
     lines = [
         f"# {ds.attrs['name']}",
         "",
@@ -129,11 +129,11 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
     out = Path(out)
     fields = json.loads(ds.attrs["fields"])
     dims = list(fields)
-    methods = [str(m) for m in ds.estimator.values]
+    estimators = [str(m) for m in ds.estimator.values]
     images = sweep_figures(ds, out / "figures")
     counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "failed", "missing")}
     flat = ds.stack(point=dims) if dims else ds
-    header = "| " + " | ".join(dims) + " | " + " | ".join(f"CKA out: {m}" for m in methods) + " | status |"
+    header = "| " + " | ".join(dims) + " | " + " | ".join(f"CKA out: {m}" for m in estimators) + " | status |"
     rows = []
     for j in range(flat.sizes["point"]):
         p = flat.isel(point=j)
@@ -149,7 +149,7 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
         "## CKA of the output kernel with YY^T (T16)",
         "",
         header,
-        "|" + "---|" * (len(dims) + len(methods) + 1),
+        "|" + "---|" * (len(dims) + len(estimators) + 1),
         *rows,
         "",
         *[f"![{p.stem}](figures/{p.name})" for p in images],

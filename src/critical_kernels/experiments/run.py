@@ -33,6 +33,7 @@ from ..estimators import (
 from ..likelihood import kernel_predict
 from ..metrics import cka_layers, cka_layers_se, test_error
 from ..nngp import nngp_kernels
+from ..numerics import limit_blas_threads
 from ..spec import NetworkSpec
 from .config import ExperimentConfig, MethodsConfig
 
@@ -122,6 +123,7 @@ def usable(estimate: KernelEstimate) -> bool:
     return estimate.result in (Result.success, Result.diagnostics_failed)
 
 
+@limit_blas_threads
 def run(
     config: ExperimentConfig, status: Callable[[str], None] = lambda message: None, progress: bool = True
 ) -> xr.Dataset:
