@@ -34,6 +34,9 @@ ESTIMATORS = {
         spec, d.X, d.Y, d.X_test, sampler=ck.HMC(), chains=ck.Chains(warmup=300, n_samples=2000), **kw
     ),
     "exact": lambda spec, d, **kw: ck.exact_posterior_kernels(spec, d.X, d.Y, d.X_test, n_samples=8192, **kw),
+    "linear_exact": lambda spec, d, key, **kw: ck.linear_posterior_kernels(
+        spec.replace(activation="linear"), d.X, d.Y, d.X_test, **kw
+    ),
 }
 
 # settings under which each estimator that can fail does fail
@@ -53,6 +56,9 @@ FAILING = {
     "exact": lambda spec, d, **kw: ck.exact_posterior_kernels(
         spec, d.X, d.Y, d.X_test, n_samples=64, batch=64, min_ess=1e6, **kw
     ),
+    "linear_exact": lambda spec, d, key, **kw: ck.linear_posterior_kernels(
+        spec.replace(activation="linear"), d.X, d.Y, d.X_test, n_quad=3, **kw
+    ),
 }
 
 
@@ -68,6 +74,8 @@ def test_every_estimator_returns_a_kernel_estimate(tiny, name):
         assert est.se.shape == est.kernels.shape and np.all(est.se >= 0)
     assert np.all(np.isfinite(est.kernels))
     np.testing.assert_allclose(est.kernels[0], ck.nngp_kernels(spec, data.X, data.X_test)[0], rtol=1e-12)
+    if name == "linear_exact":
+        assert est.info.quad_error < 1e-6  # se is the quadrature error bound
     assert np.allclose(est.kernels, np.swapaxes(est.kernels, 1, 2))
     assert hasattr(est.info, "_fields")  # a NamedTuple
 

@@ -2,6 +2,7 @@
 
 from .base import KernelEstimate, Result
 from .exact_tiny import ExactInfo, exact_posterior_kernels
+from .linear_exact import LinearExactInfo, linear_posterior_kernels
 from .map import MAPInfo, solve_map
 from .network import Network
 from .options import (
@@ -33,6 +34,8 @@ __all__ = [
     "SamplingInfo",
     "exact_posterior_kernels",
     "ExactInfo",
+    "linear_posterior_kernels",
+    "LinearExactInfo",
     "Network",
     "MonteCarlo",
     "ExactGaussian",

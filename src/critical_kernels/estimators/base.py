@@ -33,6 +33,7 @@ class Result(enum.Enum):
         "a kernel left the positive-definite cone: add annealing stages, lower damping, or increase the "
         "width or kappa"
     )
+    quadrature_inaccurate = "the quadrature error bound exceeds its tolerance: raise n_quad"
     diagnostics_failed = (
         "the chains failed their diagnostics (R-hat, acceptance): run more warm-up and samples, more "
         "chains, or another sampler (HMC, NUTS)"
