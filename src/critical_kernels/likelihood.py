@@ -45,15 +45,24 @@ class Gradient(NamedTuple):
     jitter: float
 
 
+def gradient_from_factor(factor, Y):
+    """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1) from the lower Cholesky factor of K (T11, T13); JAX,
+    so the compiled MAP sweep and NumPy callers share it."""
+    alpha = jax.scipy.linalg.cho_solve((factor, True), Y)
+    K_inv = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(factor.shape[-1]))
+    return 0.5 * (alpha @ alpha.T - Y.shape[1] * K_inv)
+
+
 def likelihood_gradient(C_train, Y, kappa: float) -> Gradient:
-    """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1), K = C + kappa I (T11, T13).
+    """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1), K = C + kappa I (T11, T13), with recorded jitter.
 
     Args:
       C_train: output kernel on the training inputs (P, P); Y: (P, D); kappa: noise variance.
     """
     chol = output_cholesky(C_train, kappa)
-    alpha = cho_solve(chol, Y)
-    return Gradient(0.5 * (alpha @ alpha.T - Y.shape[1] * cho_solve(chol, np.eye(len(alpha)))), chol.jitter)
+    return Gradient(
+        np.asarray(gradient_from_factor(chol.factor, np.asarray(Y, dtype=np.float64))), chol.jitter
+    )
 
 
 def kernel_predict(C, Y, kappa: float) -> np.ndarray:

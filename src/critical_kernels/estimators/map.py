@@ -11,7 +11,7 @@ zero on test rows).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -19,13 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, NotPositiveDefiniteError
-from ..likelihood import likelihood_gradient
+from ..likelihood import gradient_from_factor
 from ..nngp import input_kernel
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
-from .tilted import layer_backward, layer_forward, method_name
+from .tilted import layer_backward, layer_forward, layer_samples, method_name
 
 
 class MAPInfo(NamedTuple):
@@ -33,8 +33,9 @@ class MAPInfo(NamedTuple):
     tilted: the tilted-average method that produced the kernels ("linear", "importance",
     "cumulant"); fallback: why an earlier method was abandoned ("" if none); n_iter: sweeps over
     all stages; residual: final relative residual; ess: (L,) smallest effective sample fraction per
-    layer in the last sweep (1 where exact); widths: annealing schedule; timings: seconds per stage;
-    jitter: largest Cholesky jitter of K."""
+    layer in the last sweep (1 where exact); widths: annealing schedule; timings: seconds per stage
+    (the first includes compilation); jitter: 0 (the compiled sweep uses no jitter: K = C + kappa I
+    that is not positive definite fails the solve as not_positive_definite)."""
 
     conj_kernels: np.ndarray
     tilted: str
@@ -47,63 +48,59 @@ class MAPInfo(NamedTuple):
     jitter: float
 
 
-@dataclass
-class _Problem:
+class _Equations(NamedTuple):
     """The equations on the training inputs, possibly in reduced coordinates (linear phi)."""
 
-    spec: NetworkSpec
-    method: str
-    C0: jnp.ndarray
-    Y: np.ndarray
-    z: jnp.ndarray | None  # (L, M, P) common random numbers
+    C0: jnp.ndarray  # (r, r) input kernel
+    Y: jnp.ndarray  # (r, D) targets
+    z: jnp.ndarray | None  # (L, M, r) common random numbers (None for linear phi)
     ones: jnp.ndarray  # the all-ones vector in these coordinates
-    jitter: float = 0.0  # largest Cholesky jitter of K seen
 
-    def forward(self, conj, C0=None, z=None, ones=None):
-        """Kernels C(0..L) from C~(1..L) (T9), and the health (ESS) of each layer."""
-        spec, z = self.spec, self.z if z is None else z
-        ones = self.ones if ones is None else ones
-        kernels, health = [self.C0 if C0 is None else C0], []
-        for l in range(1, spec.depth + 1):
-            C, h = layer_forward(
-                spec.act,
-                self.method,
-                spec.gains[l - 1],
-                spec.bias_vars[l],
-                conj[l - 1],
-                kernels[-1],
-                None if z is None else z[l - 1],
-                ones,
-            )
-            kernels.append(C)
-            health.append(h)
-        return kernels, health
 
-    def backward(self, kernels, width):
-        """C~(1..L) from kernels C(0..L): output (T11) and backward (T10) equations."""
-        spec = self.spec
-        out, health = [None] * spec.depth, [jnp.ones(())] * spec.depth
-        grad = likelihood_gradient(np.asarray(kernels[-1]), self.Y, spec.kappa)
-        self.jitter = max(self.jitter, grad.jitter)
-        out[-1] = jnp.asarray(grad.G / width)
-        for l in range(spec.depth, 1, -1):
-            out[l - 2], health[l - 1] = layer_backward(
-                spec.act,
-                self.method,
-                spec.gains[l - 1],
-                out[l - 1],
-                kernels[l - 1],
-                None if self.z is None else self.z[l - 1],
-            )
-        return out, health
+def _forward(spec: NetworkSpec, method: str, conj, eq: _Equations):
+    """Kernels C(0..L) from C~(1..L) (T9), the samples of every layer, and each layer's ESS."""
+    kernels, samples, health = [eq.C0], [], []
+    for l in range(1, spec.depth + 1):
+        drawn = None if method == "linear" else layer_samples(spec.act, kernels[-1], eq.z[l - 1])
+        C, h = layer_forward(
+            spec.act, method, spec.gains[l - 1], spec.bias_vars[l], conj[l - 1], kernels[-1], drawn, eq.ones
+        )
+        kernels.append(C)
+        samples.append(drawn)
+        health.append(h)
+    return kernels, samples, jnp.stack(health)
 
-    def sweep(self, conj, width):
-        """New conjugate kernels C~(1..L) from old ones: forward (T9), output (T11), backward (T10)."""
-        kernels, health = self.forward(conj)
-        if not all(bool(jnp.isfinite(C).all()) for C in kernels):  # a variance went negative inside T9
-            raise NotPositiveDefiniteError("MAP iterate: a forward kernel is not finite")
-        out, back_health = self.backward(kernels, width)
-        return out, np.array([float(jnp.minimum(a, b)) for a, b in zip(health, back_health, strict=True)])
+
+def _backward(spec: NetworkSpec, method: str, kernels, samples, Y, width):
+    """C~(1..L) from kernels C(0..L): output (T11, NaN if K is not PD) and backward (T10) equations."""
+    K = kernels[-1] + spec.kappa * jnp.eye(kernels[-1].shape[0])
+    out, health = [None] * spec.depth, [jnp.ones(())] * spec.depth
+    out[-1] = gradient_from_factor(jnp.linalg.cholesky(K), Y) / width
+    for l in range(spec.depth, 1, -1):
+        out[l - 2], health[l - 1] = layer_backward(
+            spec.act, method, spec.gains[l - 1], out[l - 1], kernels[l - 1], samples[l - 1]
+        )
+    return out, jnp.stack(health)
+
+
+def _sweep(spec: NetworkSpec, method: str, x, eq: _Equations, width):
+    """F(x): new stacked C~(1..L) from old ones, forward (T9), output (T11), backward (T10), and
+    each layer's health (smallest ESS fraction; NaN where a kernel is not finite)."""
+    r = eq.C0.shape[0]
+    kernels, samples, forward_health = _forward(spec, method, x.reshape((spec.depth, r, r)), eq)
+    out, backward_health = _backward(spec, method, kernels, samples, eq.Y, width)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(C)) for C in kernels]))
+    health = jnp.where(finite, jnp.minimum(forward_health, backward_health), jnp.nan)
+    return jnp.stack(out).ravel(), health
+
+
+_RUNNING, _CONVERGED, _NOT_PD, _ESS = 0, 1, 2, 3
+_STATUS = {
+    _RUNNING: Result.max_steps_reached,
+    _CONVERGED: Result.success,
+    _NOT_PD: Result.not_positive_definite,
+    _ESS: Result.ess_collapsed,
+}
 
 
 class _Stage(NamedTuple):
@@ -114,48 +111,69 @@ class _Stage(NamedTuple):
     health: np.ndarray
 
 
-def _anderson_solve(problem: _Problem, conj, width, solver: Anderson, min_health: float) -> _Stage:
-    """Damped Anderson iteration x <- F(x) on the stacked C~ (T12)."""
-    shape = (problem.spec.depth,) + problem.C0.shape
-    x = np.stack([np.asarray(c) for c in conj]).ravel()
-    dx_hist, df_hist = [], []
-    prev_x = prev_f = None
-    residual, health = np.inf, np.ones(problem.spec.depth)
-    for step in range(1, solver.max_steps + 1):
-        try:
-            new, health = problem.sweep(list(jnp.asarray(x.reshape(shape))), width)
-        except NotPositiveDefiniteError:  # the iterate left the PD cone: a failed solve, with advice
-            return _Stage(x, Result.not_positive_definite, step, np.inf, np.full(problem.spec.depth, np.nan))
-        if not np.all(np.isfinite(health)):
-            return _Stage(x, Result.not_positive_definite, step, residual, health)
-        if health.min() < min_health:
-            return _Stage(x, Result.ess_collapsed, step, residual, health)
-        fx = np.stack([np.asarray(c) for c in new]).ravel()
-        f = fx - x
-        if not np.all(np.isfinite(f)):
-            return _Stage(x, Result.not_positive_definite, step, np.inf, health)
-        residual = np.linalg.norm(f) / max(np.linalg.norm(fx), 1e-300)
-        if np.linalg.norm(f) <= solver.rtol * np.linalg.norm(fx) + solver.atol:
-            return _Stage(fx, Result.success, step, residual, health)
-        if prev_x is not None:
-            dx_hist.append(x - prev_x)
-            df_hist.append(f - prev_f)
-            dx_hist, df_hist = dx_hist[-solver.memory :], df_hist[-solver.memory :]
-        prev_x, prev_f = x, f
-        x_next = x + solver.damping * f
-        if dx_hist:
-            dF = np.stack(df_hist, axis=1)
-            gamma = np.linalg.lstsq(dF, f, rcond=None)[0]
-            x_next = x_next - (np.stack(dx_hist, axis=1) + solver.damping * dF) @ gamma
-        x = x_next
-    return _Stage(x, Result.max_steps_reached, solver.max_steps, residual, health)
+@partial(jax.jit, static_argnames=("spec", "method", "memory"))
+def _anderson(spec, method, memory, x, eq, width, rtol, atol, max_steps, damping, min_health):
+    """Damped Anderson iteration x <- F(x) on the stacked C~ (T12), one compiled while loop: no
+    host round trips inside an annealing stage. Returns (x, status, steps, residual, health)."""
+    n = x.size
+    init = dict(
+        step=0, x=x, prev_x=x, prev_f=jnp.zeros(n), dX=jnp.zeros((memory, n)), dF=jnp.zeros((memory, n)),
+        count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(spec.depth),
+    )  # fmt: skip
+
+    def body(c):
+        fx, health = _sweep(spec, method, c["x"], eq, width)
+        f = fx - c["x"]
+        norm_f, norm_fx = jnp.linalg.norm(f), jnp.linalg.norm(fx)
+        not_pd = ~jnp.all(jnp.isfinite(health)) | ~jnp.all(jnp.isfinite(f))
+        status = jnp.select(
+            [not_pd, jnp.min(health) < min_health, norm_f <= rtol * norm_fx + atol],
+            [_NOT_PD, _ESS, _CONVERGED],
+            _RUNNING,
+        )
+        residual = jnp.where(not_pd, jnp.inf, norm_f / jnp.maximum(norm_fx, 1e-300))
+        # history of differences, a ring buffer of `memory` columns (zero columns do not count)
+        push = c["step"] > 0
+        slot = c["count"] % memory
+        dX = jnp.where(push, c["dX"].at[slot].set(c["x"] - c["prev_x"]), c["dX"])
+        dF = jnp.where(push, c["dF"].at[slot].set(f - c["prev_f"]), c["dF"])
+        gamma = jnp.linalg.lstsq(dF.T, f)[0]  # minimal norm: unused (zero) columns get zero weight
+        x_next = c["x"] + damping * f - (dX + damping * dF).T @ gamma
+        x_new = jnp.where(status == _CONVERGED, fx, jnp.where(status == _RUNNING, x_next, c["x"]))
+        return dict(
+            step=c["step"] + 1, x=x_new, prev_x=c["x"], prev_f=f, dX=dX, dF=dF,
+            count=c["count"] + push, status=status, residual=residual, health=health,
+        )  # fmt: skip
+
+    def running(c):
+        return (c["status"] == _RUNNING) & (c["step"] < max_steps)
+
+    out = jax.lax.while_loop(running, body, init)
+    return out["x"], out["status"], out["step"], out["residual"], out["health"]
 
 
-def _normalisable(problem: _Problem, conj) -> bool:
+def _anderson_solve(spec, method, eq: _Equations, conj, width, solver: Anderson, min_health: float) -> _Stage:
+    """One annealing stage at `width`, compiled once per (spec, method, memory, shapes)."""
+    x, status, steps, residual, health = _anderson(
+        spec, method, solver.memory, jnp.stack(conj).ravel(), eq, float(width),
+        solver.rtol, solver.atol, solver.max_steps, solver.damping, min_health,
+    )  # fmt: skip
+    return _Stage(np.asarray(x), _STATUS[int(status)], int(steps), float(residual), np.asarray(health))
+
+
+_forward_compiled = jax.jit(_forward, static_argnums=(0, 1))
+
+
+def _kernels(spec, method, conj, eq: _Equations) -> list:
+    """The forward kernels C(0..L) only."""
+    return _forward_compiled(spec, method, conj, eq)[0]
+
+
+def _normalisable(spec: NetworkSpec, eq: _Equations, conj) -> bool:
     """Linear phi: every tilted Gaussian has a positive definite covariance, C(l) - g_b o o^T > 0."""
-    kernels, _ = problem.forward(conj)
-    for l in range(1, problem.spec.depth + 1):
-        tilted = np.asarray(kernels[l] - problem.spec.bias_vars[l] * jnp.outer(problem.ones, problem.ones))
+    kernels = _kernels(spec, "linear", conj, eq)
+    for l in range(1, spec.depth + 1):
+        tilted = np.asarray(kernels[l] - spec.bias_vars[l] * jnp.outer(eq.ones, eq.ones))
         try:
             psd_cholesky(tilted, f"tilted covariance of layer {l}")
         except NotPositiveDefiniteError:
@@ -251,14 +269,16 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
     keys = jax.random.split(as_key(key), 2)
     C0_all = jnp.asarray(input_kernel(spec, X_all))
     z_all = jax.random.normal(keys[0], (spec.depth, n_samples, X_all.shape[0]))
-    full = _Problem(spec, method, C0_all[:P, :P], Y, z_all[:, :, :P], jnp.ones(P))
-    problem, basis = full, None
+    full = _Equations(
+        C0_all[:P, :P], jnp.asarray(Y), None if method == "linear" else z_all[:, :, :P], jnp.ones(P)
+    )
+    eq, basis = full, None
     if method == "linear":
         basis = _range_basis(X_all[:P])
         if basis.shape[1] < P:  # exact reduction to r = rank([X, 1]) coordinates
             B = jnp.asarray(basis)
-            problem = _Problem(spec, method, B.T @ full.C0 @ B, basis.T @ Y, None, B.T @ full.ones)
-    r = problem.C0.shape[0]
+            eq = _Equations(B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
+    r = eq.C0.shape[0]
 
     conj = [jnp.zeros((r, r))] * spec.depth
     timings, n_iter, detail = {}, 0, ""
@@ -268,7 +288,7 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
     for width in schedule:
         start = time.perf_counter()
         conj = [c * (prev_width / width) for c in conj]  # C~ scales as 1/N: predictor for the stage
-        stage = _anderson_solve(problem, conj, width, solver, min_health)
+        stage = _anderson_solve(spec, method, eq, conj, width, solver, min_health)
         n_iter += stage.steps
         timings[f"N={width}"] = time.perf_counter() - start
         conj = list(jnp.asarray(stage.x.reshape((spec.depth, r, r))))
@@ -277,17 +297,18 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
             detail = _detail(stage, width, min_health)
             break
     result = stage.result
-    if method == "linear" and result.ok and not _normalisable(problem, conj):
+    if method == "linear" and result.ok and not _normalisable(spec, eq, conj):
         result = Result.not_positive_definite
         detail = f"the tilted Gaussian is not normalisable (C'^-1 - 2g C~ not > 0) at N={schedule[-1]}"
-    if problem is not full:  # back to the original coordinates: C = U S U^T, then T11 and T10 there
+    if eq is not full:  # back to the original coordinates: C = U S U^T, then T11 and T10 there
         B = jnp.asarray(basis)
-        reduced, _ = problem.forward(conj)
-        conj, _ = full.backward([full.C0] + [B @ S @ B.T for S in reduced[1:]], schedule[-1])
+        lifted = [full.C0] + [B @ S @ B.T for S in _kernels(spec, method, conj, eq)[1:]]
+        conj = _backward(spec, method, lifted, [None] * spec.depth, full.Y, schedule[-1])[0]
     # final forward pass on train + test inputs, C~ zero on test rows
     conj_all = [jnp.zeros(C0_all.shape).at[:P, :P].set(c) for c in conj]
     z_joint = jax.random.normal(keys[1], z_all.shape).at[:, :, :P].set(z_all[:, :, :P])
-    kernels, _ = full.forward(conj_all, C0=C0_all, z=z_joint, ones=jnp.ones(len(C0_all)))
+    joint = _Equations(C0_all, full.Y, None if method == "linear" else z_joint, jnp.ones(len(C0_all)))
+    kernels = _kernels(spec, method, conj_all, joint)
     info = MAPInfo(
         conj_kernels=np.concatenate([np.zeros((1,) + C0_all.shape), np.asarray(jnp.stack(conj_all))]),
         tilted=method,
@@ -297,17 +318,10 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
         ess=stage.health if method == "importance" else np.ones(spec.depth),
         widths=schedule,
         timings=timings,
-        jitter=max(full.jitter, problem.jitter),
+        jitter=0.0,
     )
     return finish(
-        "map",
-        np.asarray(jnp.stack(kernels)),
-        None,
-        info,
-        result=result,
-        detail=detail,
-        throw=False,
-        jitter=info.jitter,
+        "map", np.asarray(jnp.stack(kernels)), None, info, result=result, detail=detail, throw=False
     )
 
 

@@ -5,11 +5,12 @@ dP_l(h) ∝ N(h; 0, C(l-1)) exp(g phi^T C~(l) phi). Methods (static argument `me
   "importance" self-normalised importance sampling with common random numbers z (h = z sqrt(C)),
                the closed-form untilted averages as control variates, and the effective sample fraction;
   "cumulant"   second-cumulant approximation: exp(s) linearised about its mean (THEORY section 4).
+Plain functions: map.py compiles them into one sweep (forward, output, backward) and one stage.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +34,20 @@ def _linear_factor(g, C_prev, Ct):
     return jnp.eye(len(Ct)) - 2.0 * g * C_prev @ Ct
 
 
-def _samples(act: Activation, C_prev, z):
+class LayerSamples(NamedTuple):
+    """The common random numbers of one layer at C_prev: phi, phi', phi'' of h = z sqrt(C_prev)
+    (M, P) each, and the exact untilted <phi phi^T> (P, P), the control variate."""
+
+    phi: jnp.ndarray
+    d1: jnp.ndarray
+    d2: jnp.ndarray
+    second: jnp.ndarray
+
+
+def layer_samples(act: Activation, C_prev, z) -> LayerSamples:
+    """One square root of C_prev per layer and sweep, shared by the forward and backward averages."""
     h = z @ psd_sqrt(C_prev)
-    return act.fn(h), act.d1(h), act.d2(h)
+    return LayerSamples(act.fn(h), act.d1(h), act.d2(h), gaussian_moments(act, "pp", C_prev))
 
 
 def _weights(method, s, s_mean):
@@ -48,30 +60,26 @@ def _weights(method, s, s_mean):
     return (s - s_mean) / M, jnp.full(M, 1.0 / M), jnp.ones(())
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def layer_forward(act: Activation, method: str, g, g_b, Ct, C_prev, z, ones):
+def layer_forward(act: Activation, method: str, g, g_b, Ct, C_prev, samples: LayerSamples | None, ones):
     """C(l) = g <phi phi^T>_tilted + g_b o o^T (T9), o = ones in the original coordinates;
-    returns (C, effective sample fraction)."""
+    returns (C, effective sample fraction). `samples` is None for the linear (exact) method."""
     bias = g_b * jnp.outer(ones, ones)
     if method == "linear":
         C = symmetrize(g * jnp.linalg.solve(_linear_factor(g, C_prev, Ct), C_prev)) + bias
         return C, jnp.where(jnp.all(jnp.isfinite(C)), 1.0, jnp.nan)
-    phi, _, _ = _samples(act, C_prev, z)
-    second = gaussian_moments(act, "pp", C_prev)
+    phi, second = samples.phi, samples.second
     s = g * jnp.einsum("mp,pq,mq->m", phi, Ct, phi)
     a, _, ess = _weights(method, s, g * jnp.sum(Ct * second))
     tilt = (phi * a[:, None]).T @ phi - second * jnp.sum(a)  # control variate: exact <phi phi^T>
     return symmetrize(g * (second + tilt)) + bias, ess
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def layer_backward(act: Activation, method: str, g, A, C_prev, z):
+def layer_backward(act: Activation, method: str, g, A, C_prev, samples: LayerSamples | None):
     """C~(l-1) from A = C~(l) in the tilted measure at C(l-1) (T10); returns (C~, ESS fraction)."""
     if method == "linear":
         At = symmetrize(g * jnp.linalg.solve(_linear_factor(g, C_prev, A).T, A).T)
         return At, jnp.where(jnp.all(jnp.isfinite(At)), 1.0, jnp.nan)
-    phi, d1, d2 = _samples(act, C_prev, z)
-    second = gaussian_moments(act, "pp", C_prev)
+    phi, d1, d2, second = samples
     A_phi = phi @ A
     s = g * jnp.sum(phi * A_phi, axis=1)
     a, b, ess = _weights(method, s, g * jnp.sum(A * second))
