@@ -158,3 +158,15 @@ def test_importing_plots_keeps_the_matplotlib_backend():
         "assert matplotlib.get_backend() == before, matplotlib.get_backend()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_map_stage_compiles_once_for_every_gain_and_kappa(tiny):
+    from critical_kernels.estimators import map as map_module
+
+    spec, data = tiny
+    tilted = ck.ImportanceSampling(256)
+    ck.solve_map(spec, data.X, data.Y, tilted=tilted)
+    size = map_module._anderson._cache_size()
+    for changes in (dict(g_w=1.2), dict(g_b=0.3, kappa=0.2), dict(width=40)):
+        ck.solve_map(spec.replace(**changes), data.X, data.Y, tilted=tilted)
+    assert map_module._anderson._cache_size() == size  # gains, biases, kappa and width are traced

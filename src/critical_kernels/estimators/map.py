@@ -49,21 +49,30 @@ class MAPInfo(NamedTuple):
 
 
 class _Equations(NamedTuple):
-    """The equations on the training inputs, possibly in reduced coordinates (linear phi)."""
+    """The equations on the training inputs, possibly in reduced coordinates (linear phi). Traced
+    arrays, so one compiled stage serves every gain, bias and kappa of the same shapes."""
 
     C0: jnp.ndarray  # (r, r) input kernel
     Y: jnp.ndarray  # (r, D) targets
     z: jnp.ndarray | None  # (L, M, r) common random numbers (None for linear phi)
     ones: jnp.ndarray  # the all-ones vector in these coordinates
+    gains: jnp.ndarray  # (L,) g_1..g_L
+    bias_vars: jnp.ndarray  # (L+1,) g_b of b0..bL
+    kappa: jnp.ndarray  # ()
 
 
-def _forward(spec: NetworkSpec, method: str, conj, eq: _Equations):
+def _equations(spec: NetworkSpec, C0, Y, z, ones) -> _Equations:
+    gains, bias_vars = jnp.asarray(spec.gains), jnp.asarray(spec.bias_vars)
+    return _Equations(C0, Y, z, ones, gains, bias_vars, jnp.asarray(spec.kappa))
+
+
+def _forward(act, depth: int, method: str, conj, eq: _Equations):
     """Kernels C(0..L) from C~(1..L) (T9), the samples of every layer, and each layer's ESS."""
     kernels, samples, health = [eq.C0], [], []
-    for l in range(1, spec.depth + 1):
-        drawn = None if method == "linear" else layer_samples(spec.act, kernels[-1], eq.z[l - 1])
+    for l in range(1, depth + 1):
+        drawn = None if method == "linear" else layer_samples(act, kernels[-1], eq.z[l - 1])
         C, h = layer_forward(
-            spec.act, method, spec.gains[l - 1], spec.bias_vars[l], conj[l - 1], kernels[-1], drawn, eq.ones
+            act, method, eq.gains[l - 1], eq.bias_vars[l], conj[l - 1], kernels[-1], drawn, eq.ones
         )
         kernels.append(C)
         samples.append(drawn)
@@ -71,24 +80,24 @@ def _forward(spec: NetworkSpec, method: str, conj, eq: _Equations):
     return kernels, samples, jnp.stack(health)
 
 
-def _backward(spec: NetworkSpec, method: str, kernels, samples, Y, width):
+def _backward(act, depth: int, method: str, kernels, samples, eq: _Equations, width):
     """C~(1..L) from kernels C(0..L): output (T11, NaN if K is not PD) and backward (T10) equations."""
-    K = kernels[-1] + spec.kappa * jnp.eye(kernels[-1].shape[0])
-    out, health = [None] * spec.depth, [jnp.ones(())] * spec.depth
-    out[-1] = gradient_from_factor(jnp.linalg.cholesky(K), Y) / width
-    for l in range(spec.depth, 1, -1):
+    K = kernels[-1] + eq.kappa * jnp.eye(kernels[-1].shape[0])
+    out, health = [None] * depth, [jnp.ones(())] * depth
+    out[-1] = gradient_from_factor(jnp.linalg.cholesky(K), eq.Y) / width
+    for l in range(depth, 1, -1):
         out[l - 2], health[l - 1] = layer_backward(
-            spec.act, method, spec.gains[l - 1], out[l - 1], kernels[l - 1], samples[l - 1]
+            act, method, eq.gains[l - 1], out[l - 1], kernels[l - 1], samples[l - 1]
         )
     return out, jnp.stack(health)
 
 
-def _sweep(spec: NetworkSpec, method: str, x, eq: _Equations, width):
+def _sweep(act, depth: int, method: str, x, eq: _Equations, width):
     """F(x): new stacked C~(1..L) from old ones, forward (T9), output (T11), backward (T10), and
     each layer's health (smallest ESS fraction; NaN where a kernel is not finite)."""
     r = eq.C0.shape[0]
-    kernels, samples, forward_health = _forward(spec, method, x.reshape((spec.depth, r, r)), eq)
-    out, backward_health = _backward(spec, method, kernels, samples, eq.Y, width)
+    kernels, samples, forward_health = _forward(act, depth, method, x.reshape((depth, r, r)), eq)
+    out, backward_health = _backward(act, depth, method, kernels, samples, eq, width)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(C)) for C in kernels]))
     health = jnp.where(finite, jnp.minimum(forward_health, backward_health), jnp.nan)
     return jnp.stack(out).ravel(), health
@@ -111,18 +120,18 @@ class _Stage(NamedTuple):
     health: np.ndarray
 
 
-@partial(jax.jit, static_argnames=("spec", "method", "memory"))
-def _anderson(spec, method, memory, x, eq, width, rtol, atol, max_steps, damping, min_health):
+@partial(jax.jit, static_argnames=("act", "depth", "method", "memory"))
+def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, damping, min_health):
     """Damped Anderson iteration x <- F(x) on the stacked C~ (T12), one compiled while loop: no
     host round trips inside an annealing stage. Returns (x, status, steps, residual, health)."""
     n = x.size
     init = dict(
         step=0, x=x, prev_x=x, prev_f=jnp.zeros(n), dX=jnp.zeros((memory, n)), dF=jnp.zeros((memory, n)),
-        count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(spec.depth),
+        count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(depth),
     )  # fmt: skip
 
     def body(c):
-        fx, health = _sweep(spec, method, c["x"], eq, width)
+        fx, health = _sweep(act, depth, method, c["x"], eq, width)
         f = fx - c["x"]
         norm_f, norm_fx = jnp.linalg.norm(f), jnp.linalg.norm(fx)
         not_pd = ~jnp.all(jnp.isfinite(health)) | ~jnp.all(jnp.isfinite(f))
@@ -153,20 +162,20 @@ def _anderson(spec, method, memory, x, eq, width, rtol, atol, max_steps, damping
 
 
 def _anderson_solve(spec, method, eq: _Equations, conj, width, solver: Anderson, min_health: float) -> _Stage:
-    """One annealing stage at `width`, compiled once per (spec, method, memory, shapes)."""
+    """One annealing stage at `width`, compiled once per (activation, depth, method, memory, shapes)."""
     x, status, steps, residual, health = _anderson(
-        spec, method, solver.memory, jnp.stack(conj).ravel(), eq, float(width),
+        spec.act, spec.depth, method, solver.memory, jnp.stack(conj).ravel(), eq, float(width),
         solver.rtol, solver.atol, solver.max_steps, solver.damping, min_health,
     )  # fmt: skip
     return _Stage(np.asarray(x), _STATUS[int(status)], int(steps), float(residual), np.asarray(health))
 
 
-_forward_compiled = jax.jit(_forward, static_argnums=(0, 1))
+_forward_compiled = jax.jit(_forward, static_argnums=(0, 1, 2))
 
 
 def _kernels(spec, method, conj, eq: _Equations) -> list:
     """The forward kernels C(0..L) only."""
-    return _forward_compiled(spec, method, conj, eq)[0]
+    return _forward_compiled(spec.act, spec.depth, method, conj, eq)[0]
 
 
 def _normalisable(spec: NetworkSpec, eq: _Equations, conj) -> bool:
@@ -269,15 +278,14 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
     keys = jax.random.split(as_key(key), 2)
     C0_all = jnp.asarray(input_kernel(spec, X_all))
     z_all = jax.random.normal(keys[0], (spec.depth, n_samples, X_all.shape[0]))
-    full = _Equations(
-        C0_all[:P, :P], jnp.asarray(Y), None if method == "linear" else z_all[:, :, :P], jnp.ones(P)
-    )
+    z_train = None if method == "linear" else z_all[:, :, :P]
+    full = _equations(spec, C0_all[:P, :P], jnp.asarray(Y), z_train, jnp.ones(P))
     eq, basis = full, None
     if method == "linear":
         basis = _range_basis(X_all[:P])
         if basis.shape[1] < P:  # exact reduction to r = rank([X, 1]) coordinates
             B = jnp.asarray(basis)
-            eq = _Equations(B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
+            eq = _equations(spec, B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
     r = eq.C0.shape[0]
 
     conj = [jnp.zeros((r, r))] * spec.depth
@@ -303,11 +311,12 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
     if eq is not full:  # back to the original coordinates: C = U S U^T, then T11 and T10 there
         B = jnp.asarray(basis)
         lifted = [full.C0] + [B @ S @ B.T for S in _kernels(spec, method, conj, eq)[1:]]
-        conj = _backward(spec, method, lifted, [None] * spec.depth, full.Y, schedule[-1])[0]
+        conj = _backward(spec.act, spec.depth, method, lifted, [None] * spec.depth, full, schedule[-1])[0]
     # final forward pass on train + test inputs, C~ zero on test rows
     conj_all = [jnp.zeros(C0_all.shape).at[:P, :P].set(c) for c in conj]
     z_joint = jax.random.normal(keys[1], z_all.shape).at[:, :, :P].set(z_all[:, :, :P])
-    joint = _Equations(C0_all, full.Y, None if method == "linear" else z_joint, jnp.ones(len(C0_all)))
+    z_joint = None if method == "linear" else z_joint
+    joint = _equations(spec, C0_all, full.Y, z_joint, jnp.ones(len(C0_all)))
     kernels = _kernels(spec, method, conj_all, joint)
     info = MAPInfo(
         conj_kernels=np.concatenate([np.zeros((1,) + C0_all.shape), np.asarray(jnp.stack(conj_all))]),
