@@ -19,9 +19,14 @@ def test_criticality_with_g_w_reports_phase():
 
 
 def test_demo_runs_and_writes(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path), "--depth", "2"], env={"COLUMNS": "80"}, terminal_width=80
+    )
     assert result.exit_code == 0, result.output
-    assert "digits 0 vs 3" in result.output and "xor" in result.output and "MAP importance" in result.output
+    assert "digits 0 vs 3" in result.output and "xor" in result.output and "MAP (importance)" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80, result.output  # fits a terminal
+    assert "…" not in result.output  # no truncated numbers
+    assert f"report: {tmp_path / 'report.md'}" in result.output.replace("\n", "")
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
     assert len(rows) == 19 and rows[0].startswith("task,estimator,g_w")  # 2 tasks x 3 gains x 3 kernels
     assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
@@ -30,7 +35,10 @@ def test_demo_runs_and_writes(tmp_path):
     for task in ("digits", "xor"):  # a run folder with kernel heat maps per task at g_c
         for name in ("results.nc", "report.html", "figures/kernels.png", "meta.json"):
             assert (tmp_path / f"{task}_at_g_c" / name).exists(), (task, name)
-    again = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])
+    refused = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])  # never recompute silently
+    assert refused.exit_code == 2 and "--resume" in refused.output and "--force" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1, refused.output
+    again = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2", "--resume"])
     assert again.exit_code == 0 and (tmp_path / "cka.csv").read_text().splitlines() == rows
 
 

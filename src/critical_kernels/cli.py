@@ -2,28 +2,107 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from . import plots
+from . import __version__, plots
 from .criticality import criticality as _criticality
 from .errors import CriticalKernelsError
 from .numerics import limit_blas_threads
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(width=None if sys.stdout.isatty() else 140)  # pipes and logs: no truncation
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+    from typer.exceptions import Abort
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import Abort, ClickException, UsageError
+
+HELP = (
+    "Kernels of finite-width Bayesian deep networks, layer by layer: the infinite-width NNGP, the "
+    "first-order finite-width theory, the MAP kernels and networks sampled from the posterior, with "
+    "the CKA of every layer with the task and the test error (Fischer et al., ICML 2024). "
+    "Start with `critical-kernels demo`."
+)
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, an unknown option, a missing argument) as one line on
+    stderr with exit status 2, like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as err:
+            hint = " (see --help)" if isinstance(err, UsageError) else ""
+            _print_error(err.format_message().replace("\n", " ") + hint)
+            sys.exit(2 if isinstance(err, UsageError) else err.exit_code)
+        except Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP, cls=_OneLineErrors)
+
+
+def _console() -> Console:
+    """Terminals and COLUMNS as they are; pipes and logs 140 wide (no truncation)."""
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console(width=None if wide else 140)
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr; the message is printed as it is (no rich markup: `[sweep]` stays)."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def _warn(console: Console, message: str) -> None:
+    console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2, no traceback."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _print_error(message)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _bad_input():
+    """Bad input and unwritable files as one line and exit status 2."""
+    try:
+        yield
+    except CriticalKernelsError as err:
+        _fail(str(err))
+    except OSError as err:  # a file that cannot be written or read half-way through
+        where = f"{err.filename}: " if err.filename else ""
+        _fail(f"{where}{err.strerror or err}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"critical-kernels {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """Kernels of finite-width Bayesian deep networks (see the commands below)."""
 
 
 @app.command()
@@ -40,6 +119,7 @@ def criticality(
     table = Table(title=f"criticality: {point.activation}, g_b = {point.g_b:g}, g_w = {point.g_w:.6g}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
+    console = _console()
     labels = {
         "g_c": "g_c (edge of chaos)",
         "q_star": "q*",
@@ -73,6 +153,9 @@ def _demo_sweep(depth: int, width: int, g_b: float, kappa: float, seed: int) -> 
     }
 
 
+FORCE = typer.Option(False, "--force", help="write into an existing folder, replacing what is there")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="output folder"),
@@ -81,6 +164,8 @@ def demo(
     g_b: float = typer.Option(0.1, "--g-b", help="bias variance"),
     kappa: float = typer.Option(0.1, help="observation noise variance"),
     seed: int = typer.Option(0, help="data split and Monte Carlo seed"),
+    resume: bool = typer.Option(False, "--resume", help="continue the demo in OUT, keeping finished points"),
+    force: bool = FORCE,
 ) -> None:
     """Main job on the embedded default data: CKA of every layer and test error for the NNGP, the
     first-order and the MAP kernels, below, at and above the edge of chaos.
@@ -88,68 +173,126 @@ def demo(
     Writes OUT/cka.csv, OUT/sweep.nc, OUT/report.md|html, OUT/figures/ and a run folder (results.nc,
     kernel heat maps, report) per task at g_c."""
     from .experiments import load_point, load_sweep, run_sweep, write_run, write_sweep_report
+    from .experiments.io import output_folder
+    from .experiments.labels import estimator_label
 
+    console = _console()
     start = time.perf_counter()
     rows = []  # (task, g_w, g_w/g_c, chi_1, estimator, CKA per layer, test error)
-    try:
+    notes = set()
+    with _bad_input():
         grid = load_sweep(_demo_sweep(depth, width, g_b, kappa, seed))
-        with console.status("demo") as status:
-            merged = run_sweep(
-                grid,
-                out,
-                executor="serial",
-                on_point=lambda point, state: status.update(f"{point.config.data.task}: {state}"),
-            )
-        write_sweep_report(out, merged)
         g_c = _criticality("erf", g_b=g_b).g_c
-        for point in grid.points:
-            ds = load_point(out, point.key)
-            if ds is None:
-                _fail(f"demo: {merged.error.values[point.index]}")
-            ratio = point.config.network.g_w_over_g_c
-            chi1 = _criticality("erf", g_b=g_b, g_w=ratio * g_c).chi_1
-            converged = "" if ds.attrs["map_converged"] else " (unconverged)"
-            labels = {"nngp": "NNGP", "perturbative": "first order", "map": f"MAP {ds.attrs['map_method']}"}
-            for k, name in enumerate(str(e) for e in ds.estimator.values):
-                label = labels[name] + (converged if name == "map" else "")
-                rows.append(
-                    (
-                        ds.attrs["data"],
-                        ratio * g_c,
-                        ratio,
-                        chi1,
-                        label,
-                        ds.cka.values[k],
-                        ds.test_error.values[k],
-                    )
+        with output_folder(out, "demo", force=force, resume=resume):
+            with console.status("demo") as status:
+                merged = run_sweep(
+                    grid,
+                    out,
+                    resume=resume,
+                    executor="serial",
+                    on_point=lambda point, state: status.update(f"{point.config.data.task}: {state}"),
                 )
-            if ratio == 1.0:
-                write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
-    except CriticalKernelsError as err:
-        _fail(str(err))
-    title = f"CKA per layer, erf, L = {depth}, g_b = {g_b}, kappa = {kappa} (g_c = {g_c:.4f})"
-    caption = f"first order (T13) and MAP (T8-T12) at width N = {width}; test error of the kernel predictor"
-    table = Table(title=title, box=box.SIMPLE, padding=(0, 1), caption=caption)
-    for name in ("task", "estimator"):
-        table.add_column(name, no_wrap=True)
-    for name in ("g/g_c", "chi_1", *[f"C{l}" for l in range(depth + 1)], "test err"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for name, _, ratio, chi1, method, ckas, error in rows:
-        cells = [f"{ratio:.2f}", f"{chi1:.3f}", *[f"{c:.4f}" for c in ckas], f"{error:.3f}"]
-        table.add_row(name, method, *cells)
-    console.print(table)
-    header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
-    lines = [header + ",test_error"]
-    lines += [
-        f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
-        for n, g, r, c, m, k, e in rows
-    ]
-    (out / "cka.csv").write_text("\n".join(lines) + "\n")
-    plots.cka_per_layer(
-        [(n, r, m, k) for n, _, r, _, m, k, _ in rows], out / "figures" / "cka_per_layer.png", title=title
+            write_sweep_report(out, merged)
+            for point in grid.points:
+                ds = load_point(out, point.key)
+                if ds is None:
+                    _fail(f"demo: {merged.error.values[point.index]}")
+                ratio = point.config.network.g_w_over_g_c
+                chi1 = _criticality("erf", g_b=g_b, g_w=ratio * g_c).chi_1
+                notes.update(_run_notes(ds.attrs, f"{ds.attrs['data']}, g_w = {ratio:g} g_c"))
+                for k, name in enumerate(str(e) for e in ds.estimator.values):
+                    rows.append(
+                        (
+                            ds.attrs["data"],
+                            ratio * g_c,
+                            ratio,
+                            chi1,
+                            estimator_label(name, ds.attrs),
+                            ds.cka.values[k],
+                            ds.test_error.values[k],
+                        )
+                    )
+                if ratio == 1.0:
+                    write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
+            header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
+            lines = [header + ",test_error"]
+            lines += [
+                f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
+                for n, g, r, c, m, k, e in rows
+            ]
+            (out / "cka.csv").write_text("\n".join(lines) + "\n")
+            title = (
+                f"CKA per layer: erf, $L = {depth}$, $N = {width}$, $g_b = {g_b:g}$, $\\kappa = {kappa:g}$, "
+                f"$g_c = {g_c:.4f}$"
+            )
+            plots.cka_per_layer(
+                [(n, r, m, k) for n, _, r, _, m, k, _ in rows],
+                out / "figures" / "cka_per_layer.png",
+                title=title,
+            )
+    console.print(
+        f"CKA(C^(l), YY^T) per layer l, erf, L = {depth}, N = {width}, g_b = {g_b}, kappa = {kappa}, "
+        f"g_c = {g_c:.4f}",
+        highlight=False,
     )
-    console.print(f"wrote {out}: cka.csv, sweep.nc, report.md, figures/, and a run folder per task at g_c")
+    for table in _demo_tables(rows, depth):
+        console.print(table)
+    console.print(
+        "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the kernel predictor's "
+        "class error. Full precision in cka.csv.",
+        highlight=False,
+    )
+    for note in sorted(notes):
+        _warn(console, note)
+    console.print(f"report: {out / 'report.md'} and {out / 'report.html'}", highlight=False)
+    console.print(
+        f"wrote {out}: cka.csv, sweep.nc, figures/, and a run folder per task at g_c "
+        f"({', '.join(sorted({p.config.data.task + '_at_g_c' for p in grid.points}))})",
+        highlight=False,
+    )
     console.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
+    """The demo's numbers in tables that fit 80 columns: one per task (and per group of at most
+    `per_table` layers when the network is deep), three decimals."""
+    tables = []
+    layers = list(range(depth + 1))
+    chunks = [layers[i : i + per_table] for i in range(0, len(layers), per_table)]
+    for task in dict.fromkeys(r[0] for r in rows):
+        for chunk in chunks:
+            part = "" if len(chunks) == 1 else f", layers {chunk[0]}-{chunk[-1]}"
+            table = Table(title=f"{task}{part}", box=box.SIMPLE, padding=(0, 1), title_justify="left")
+            table.add_column("g/g_c", justify="right", no_wrap=True)
+            table.add_column("chi_1", justify="right", no_wrap=True)
+            table.add_column("estimator", no_wrap=True)
+            for l in chunk:
+                table.add_column(f"C{l}", justify="right", no_wrap=True)
+            last = chunk[-1] == layers[-1]
+            if last:
+                table.add_column("test err", justify="right", no_wrap=True)
+            previous = None
+            for name, _, ratio, chi1, method, ckas, error in rows:
+                if name != task:
+                    continue
+                first = ratio != previous
+                previous = ratio
+                cells = [f"{ratio:g}" if first else "", f"{chi1:.3f}" if first else "", method]
+                cells += [f"{ckas[l]:.3f}" if np.isfinite(ckas[l]) else "NaN" for l in chunk]
+                if last:
+                    cells.append(f"{error:.3f}" if np.isfinite(error) else "NaN")
+                table.add_row(*cells, end_section=False)
+            tables.append(table)
+    return tables
+
+
+def _run_notes(attrs, where: str = "") -> list[str]:
+    """Warning lines for a run: failed sampler diagnostics, an unconverged MAP, a MAP from the
+    second-cumulant approximation."""
+    from .experiments.report import run_warnings
+
+    prefix = f"{where}: " if where else ""
+    return [prefix + line for line in run_warnings(attrs)]
 
 
 @app.command("run")
@@ -157,42 +300,52 @@ def run_command(
     config: Path = typer.Argument(..., help="experiment config (TOML)"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set network.width=200"),
     out: Path = typer.Option(None, help="run folder (default runs/NAME)"),
+    force: bool = FORCE,
 ) -> None:
     """One experiment: NNGP, first-order, MAP and sampled kernels of every layer; writes a run folder."""
     from .experiments import load_config, run, write_run
+    from .experiments.io import output_folder
+    from .experiments.labels import estimator_label, fmt_se
 
-    try:
+    console = _console()
+    with _bad_input():
         cfg = load_config(config, set_)
-        with console.status("running") as status:
-            ds = run(cfg, status=lambda message: status.update(message))
-        folder = write_run(ds, cfg, out or Path("runs") / cfg.name)
-    except CriticalKernelsError as err:
-        _fail(str(err))
-    table = Table(title=f"{cfg.name}: CKA per layer and test error", box=box.SIMPLE)
+        folder = Path(out) if out is not None else Path("runs") / cfg.name
+        with output_folder(folder, "run", force=force):
+            with console.status("running") as status:
+                ds = run(cfg, status=lambda message: status.update(message))
+            write_run(ds, cfg, folder)
+    table = Table(title=f"{cfg.name}: CKA(C^(l), YY^T) per layer l, test error", box=box.SIMPLE)
     table.add_column("estimator", no_wrap=True)
     for l in ds.layer.values:
-        table.add_column(f"C{l}", justify="right")
+        table.add_column(f"C{l}", justify="right", no_wrap=True)
     table.add_column("test err", justify="right")
     for m, ckas, errs, test in zip(
         ds.estimator.values, ds.cka.values, ds.cka_se.values, ds.test_error.values, strict=True
     ):
-        cells = [f"{c:.4f}" + (f"±{e:.4f}" if e > 0 else "") for c, e in zip(ckas, errs, strict=True)]
-        table.add_row(str(m), *cells, f"{test:.3f}")
+        cells = [fmt_se(c, e) for c, e in zip(ckas, errs, strict=True)]
+        table.add_row(
+            estimator_label(str(m), ds.attrs), *cells, f"{test:.3f}" if np.isfinite(test) else "NaN"
+        )
     console.print(table)
     if "map_converged" in ds.attrs:
         console.print(
             f"MAP: {ds.attrs['map_method']}, converged={bool(ds.attrs['map_converged'])}, "
-            f"{ds.attrs['map_n_iter']} sweeps, residual {ds.attrs['map_residual']:.1e}"
+            f"{ds.attrs['map_n_iter']} sweeps, residual {ds.attrs['map_residual']:.1e}",
+            highlight=False,
         )
-    console.print(f"wrote {folder}")
+    for note in _run_notes(ds.attrs):
+        _warn(console, note)
+    console.print(f"wrote {folder} (report: {folder / 'report.html'})", highlight=False)
 
 
 @app.command()
 def sweep(
-    config: Path = typer.Argument(..., help="experiment config (TOML) with a [sweep] table of lists"),
+    config: Path = typer.Argument(..., help=escape("experiment config (TOML) with a [sweep] table of lists")),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set methods.sampled=false"),
     out: Path = typer.Option(None, help="sweep folder (default runs/NAME)"),
-    resume: bool = typer.Option(False, help="skip points already finished in the folder"),
+    resume: bool = typer.Option(False, "--resume", help="continue the sweep in OUT, keeping finished points"),
+    force: bool = typer.Option(False, "--force", help="recompute every point in an existing sweep folder"),
     workers: int = typer.Option(1, help="worker processes, one core each"),
     executor: str = typer.Option("local", help="local (processes), dask or serial (in this process)"),
     scheduler: str = typer.Option(None, help="address of a running Dask scheduler (implies dask)"),
@@ -201,39 +354,62 @@ def sweep(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .experiments import load_sweep, run_sweep, write_sweep_report
+    from .experiments.io import output_folder
+    from .experiments.labels import sampled_failed
+    from .experiments.sweep import EXECUTORS
 
-    try:
+    console = _console()
+    with _bad_input():
+        if executor not in EXECUTORS:
+            raise CriticalKernelsError(
+                f"--executor: must be one of {', '.join(EXECUTORS)} (got {executor!r})"
+            )
+        if workers < 1:
+            raise CriticalKernelsError(f"--workers: must be at least 1 (got {workers})")
         grid = load_sweep(config, set_)
-        folder = out or Path("runs") / grid.name
+        folder = Path(out) if out is not None else Path("runs") / grid.name
         counts = {"cached": 0, "ok": 0, "failed": 0}
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("points", total=len(grid.points))
+        with output_folder(folder, "sweep", force=force, resume=resume):
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task("points", total=len(grid.points))
 
-            def on_point(point, status):
-                counts[status] += 1
-                bar.update(task, advance=1, description=", ".join(f"{k} {v}" for k, v in counts.items()))
+                def on_point(point, status):
+                    counts[status] += 1
+                    bar.update(task, advance=1, description=", ".join(f"{k} {v}" for k, v in counts.items()))
 
-            ds = run_sweep(
-                grid,
-                folder,
-                resume=resume,
-                executor=executor,
-                workers=workers,
-                scheduler=scheduler,
-                on_point=on_point,
-            )
-        write_sweep_report(folder, ds)
-    except CriticalKernelsError as err:
-        _fail(str(err))
+                ds = run_sweep(
+                    grid,
+                    folder,
+                    resume=resume,
+                    executor=executor,
+                    workers=workers,
+                    scheduler=scheduler,
+                    on_point=on_point,
+                )
+            write_sweep_report(folder, ds)
     shape = " x ".join(f"{d} {n}" for d, n in zip(ds.status.dims, ds.status.shape, strict=True))
     console.print(
         f"{len(grid.points)} points ({shape}): {counts['ok']} computed, {counts['cached']} cached, "
-        f"{counts['failed']} failed"
+        f"{counts['failed']} failed",
+        highlight=False,
     )
+    ok = ds.status.values == "ok"
+    if "sampled" in ds.estimator.values and "sampled_ok" in ds:
+        keys = ("sampled_ok", "rhat_cka", "acceptance")
+        failed = sum(
+            sampled_failed({k: float(ds[k].values[i]) for k in keys})
+            for i in zip(*np.nonzero(ok), strict=True)
+        )
+        if failed:
+            _warn(console, f"the sampled networks of {failed} point(s) are not converged; see report.md")
+    if "map_method" in ds:
+        cumulant = int(sum("cumulant" in str(m) for m in ds.map_method.values[ok].ravel()))
+        if cumulant:
+            _warn(console, f"the MAP of {cumulant} point(s) used the second-cumulant approximation")
     for message in sorted({e for e in ds.error.values.ravel() if e}):
-        console.print(f"[red]failed:[/] {message}", highlight=False)
-    console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures")
+        console.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures", highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -244,15 +420,17 @@ def report(
 ) -> None:
     """Rebuild figures, report.md and report.html from a run or sweep folder."""
     from .experiments import load_results, load_sweep_results, write_report, write_sweep_report
+    from .experiments.io import folder_kind
 
-    try:
-        if (folder / "sweep.nc").exists():
+    with _bad_input():
+        if not folder.is_dir():
+            raise CriticalKernelsError(f"DIR: {folder} is not a folder; give a run or sweep folder")
+        kind = folder_kind(folder)
+        if kind in ("sweep", "demo") or (folder / "sweep.nc").exists():
             write_sweep_report(folder, load_sweep_results(folder))
         else:
             write_report(folder, load_results(folder))
-    except CriticalKernelsError as err:
-        _fail(str(err))
-    console.print(f"wrote {folder / 'report.md'}, {folder / 'report.html'} and figures")
+    _console().print(f"wrote {folder / 'report.md'}, {folder / 'report.html'} and figures", highlight=False)
 
 
 def main() -> None:
@@ -260,7 +438,7 @@ def main() -> None:
     try:
         limit_blas_threads(app)(standalone_mode=True)  # numerics.blas_threads: 1 unless overridden
     except CriticalKernelsError as err:  # pragma: no cover - commands catch their own
-        Console(stderr=True).print(f"error: {err}")
+        _print_error(str(err))
         sys.exit(2)
 
 

@@ -8,6 +8,8 @@ kernel C0 = g_in X X^T / d then has mean diagonal g_in).
 from __future__ import annotations
 
 import gzip
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +57,29 @@ def from_arrays(X, Y, X_test=None, Y_test=None, *, standardise: bool = True, nam
     return Dataset(X, Y, X_test, Y_test, name)
 
 
+def _count(value) -> int:
+    """An integer count (not a bool, float or string), else InputError naming the value."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputError(f"expected an integer count, got {value!r}")
+    return int(value)
+
+
 def _split(X, labels, classes, n_train, n_test, seed, name) -> Dataset:
     """Keep two classes, label them +1 / -1, shuffle with `seed` and split."""
     if len(classes) != 2 or classes[0] == classes[1]:
         raise InputError(f"classes: need two different labels, got {classes}")
+    missing = [c for c in classes if not np.any(labels == c)]
+    if missing:
+        present = np.unique(labels)
+        raise InputError(
+            f"classes: {name.split()[0]} has no label {missing[0]} (its labels are "
+            f"{present.min()}..{present.max()}); choose two of them"
+        )
     keep = np.isin(labels, classes)
     X, y = X[keep].astype(np.float64), np.where(labels[keep] == classes[0], 1.0, -1.0)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) - n_train if n_test is None else n_test
-    if n_train < 2 or n_test < 0 or n_train + n_test > len(y):
+    if _count(n_train) < 2 or _count(n_test) < 0 or n_train + n_test > len(y):
         raise InputError(f"n_train + n_test: {n_train} + {n_test} exceeds the {len(y)} samples of {name}")
     tr, te = order[:n_train], order[n_train : n_train + n_test]
     X_test = X[te] if n_test else None
@@ -77,8 +93,14 @@ def xor(n_train: int = 40, n_test: int = 200, dim: int = 10, noise: float = 0.2,
     mu = e1, nu = e2 in `dim` dimensions, isotropic cluster noise of std `noise`. Odd
     activations need biases on this task (C(x, -x) = -C(x, x) otherwise).
     """
-    if dim < 2:
+    if _count(dim) < 2:
         raise InputError(f"dim: XOR needs at least 2 dimensions, got {dim}")
+    if _count(n_train) < 2:
+        raise InputError(f"n_train: need at least 2 training points, got {n_train}")
+    if _count(n_test) < 0:
+        raise InputError(f"n_test: must be >= 0, got {n_test}")
+    if not (isinstance(noise, int | float | np.floating) and np.isfinite(noise) and noise >= 0):
+        raise InputError(f"noise: must be a finite number >= 0, got {noise!r}")
     rng = np.random.default_rng(seed)
     n = n_train + n_test
     cluster = rng.permutation(np.arange(n) % 4)
@@ -102,11 +124,17 @@ def digits_binary(classes=(0, 3), n_train: int = 100, n_test: int | None = None,
 def _read_idx(path: Path) -> np.ndarray:
     """Read an idx file (optionally gzipped) as in the MNIST distribution."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a cut-off .gz is an EOFError
+        kind = "gzip" if opener is gzip.open else "idx"
+        raise InputError(f"{path}: cannot be read as {kind} ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
         raise InputError(f"{path}: not an unsigned-byte idx file")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise InputError(f"{path}: truncated idx header")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -143,14 +171,28 @@ def from_file(path, *, standardise: bool = True) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise InputError(f"path: {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"path: {path} is a directory; give an .npz or .csv file")
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            missing = {"X", "Y"} - set(z.files)
-            if missing:
-                raise InputError(f"{path}: missing arrays {sorted(missing)}")
-            parts = {k: z[k] for k in ("X", "Y", "X_test", "Y_test") if k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = {"X", "Y"} - set(z.files)
+                if missing:
+                    raise InputError(f"{path}: missing arrays {sorted(missing)}; save X and Y with np.savez")
+                parts = {k: z[k] for k in ("X", "Y", "X_test", "Y_test") if k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            if isinstance(err, InputError):
+                raise
+            raise InputError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
         return from_arrays(**parts, standardise=standardise, name=path.stem)
     if path.suffix == ".csv":
-        table = np.loadtxt(path, delimiter=",", ndmin=2)
+        try:
+            with warnings.catch_warnings():  # an empty file warns; it is rejected below
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (OSError, ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: not a numeric CSV file ({err})") from None
+        if table.size == 0 or table.shape[1] < 2:
+            raise InputError(f"{path}: need comma-separated rows: features, then a label ({table.shape})")
         return from_arrays(table[:, :-1], table[:, -1], standardise=standardise, name=path.stem)
     raise InputError(f"path: unsupported file type {path.suffix!r}; use .npz or .csv")

@@ -33,6 +33,10 @@ def cka(K, Y) -> float:
     Y = Y[:, None] if Y.ndim == 1 else Y
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] != Y.shape[0]:
         raise InputError(f"cka: K must be (P, P) with P = len(Y) = {Y.shape[0]}, got {K.shape}")
+    if not np.isfinite(K).all():
+        raise InputError(f"cka: K is not finite ({int((~np.isfinite(K)).sum())} NaN/inf entries)")
+    if not np.isfinite(Y).all():
+        raise InputError(f"cka: Y is not finite ({int((~np.isfinite(Y)).sum())} NaN/inf entries)")
     Kc, Tc = _centre(K), _centre(Y @ Y.T)
     norm = np.linalg.norm(Kc) * np.linalg.norm(Tc)
     if norm == 0:
@@ -44,7 +48,8 @@ def cka_layers(kernels, Y) -> np.ndarray:
     """CKA of every layer of a stack (L+1, P', P') against Y (P, D), on the first P rows.
 
     NaN for a layer where CKA is undefined (a centred kernel or the centred targets vanish,
-    e.g. P = 1), so result objects can always carry it.
+    e.g. P = 1) or whose kernel is not finite (a failed estimate), so result objects can always
+    carry it; `cka` itself raises InputError for both.
     """
     kernels = np.asarray(kernels)
     P = np.shape(Y)[0]
@@ -53,7 +58,7 @@ def cka_layers(kernels, Y) -> np.ndarray:
         try:
             out[l] = cka(K[:P, :P], Y)
         except InputError as err:
-            if "is zero" not in str(err):
+            if "is zero" not in str(err) and "K is not finite" not in str(err):
                 raise
     return out
 
@@ -75,9 +80,22 @@ def cka_layers_se(batch_kernels, Y) -> np.ndarray:
 
 
 def test_error(f_test, Y_test) -> dict:
-    """Mean squared error and, for +-1 targets, the sign classification error."""
-    f_test = np.asarray(f_test).reshape(len(f_test), -1)
-    Y_test = np.asarray(Y_test, dtype=np.float64).reshape(len(f_test), -1)
+    """Mean squared error and, for +-1 targets, the sign classification error.
+
+    Args:
+      f_test: predictions, (P_test,) or (P_test, D).
+      Y_test: targets of the same shape.
+    """
+    f_test = np.asarray(f_test, dtype=np.float64)
+    Y_test = np.asarray(Y_test, dtype=np.float64)
+    f_test = f_test.reshape(len(f_test), -1) if f_test.ndim else f_test
+    Y_test = Y_test.reshape(len(Y_test), -1) if Y_test.ndim else Y_test
+    if f_test.ndim != 2 or f_test.shape != Y_test.shape:
+        raise InputError(
+            f"test_error: f_test {np.shape(f_test)} and Y_test {np.shape(Y_test)} must have the same shape"
+        )
+    if f_test.size == 0:
+        raise InputError("test_error: no test points")
     out = {"mse": float(np.mean((f_test - Y_test) ** 2))}
     if np.all(np.isin(Y_test, (-1.0, 1.0))):
         out["class_error"] = float(np.mean(np.sign(f_test) != Y_test))

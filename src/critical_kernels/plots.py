@@ -12,11 +12,24 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib.figure import Figure
 
+CKA_LABEL = r"$\mathrm{CKA}(C^{(\ell)}, YY^\top)$"
+ADAPTATION_LABEL = r"$\mathrm{CKA} - \mathrm{CKA}_\mathrm{NNGP}$"
+LAYER_LABEL = r"layer $\ell$"
 
-def _subplots(rows: int, columns: int, figsize, **kwargs):
+
+def _subplots(rows: int, columns: int, figsize, layout=None, **kwargs):
     """A pyplot-free Figure and its (rows, columns) array of axes."""
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(rows, columns, squeeze=False, **kwargs)
+
+
+def _integer_axis(ax, values) -> None:
+    """Integer ticks only (layers): every value when there are few, else integer locations."""
+    values = list(values)
+    if len(values) <= 12:
+        ax.set_xticks(values)
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
 def cka_per_layer(rows, path: Path, title: str = "") -> Path:
@@ -34,69 +47,94 @@ def cka_per_layer(rows, path: Path, title: str = "") -> Path:
     for task, ratio, label, ckas in rows:
         ax = axes[tasks.index(task)][ratios.index(ratio)]
         ax.plot(range(len(ckas)), ckas, marker="o", ms=3, label=label)
-        ax.set_title(f"{task}, g_w = {ratio:g} g_c", fontsize=9)
+        ax.set_title(f"{task}, $g_w = {ratio:g}\\,g_c$", fontsize=9)
+        _integer_axis(ax, range(len(ckas)))
     for ax in axes[-1]:
-        ax.set_xlabel("layer l")
+        ax.set_xlabel(LAYER_LABEL)
     for row in axes:
-        row[0].set_ylabel("CKA with YY^T")
-    axes[0][0].legend(fontsize=7)
+        row[0].set_ylabel(CKA_LABEL)
+    for row in axes:  # every panel's own methods (a MAP may fall back to the second cumulant in one)
+        for ax in row:
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
 def cka_by_method(layers, ckas: dict, errors: dict, path: Path, title: str = "") -> Path:
-    """CKA against layer for each method, with error bars where a method has them."""
-    fig, axes = _subplots(1, 1, (4.5, 3.2))
+    """CKA against layer for each method (legend: the dict keys), with error bars where a method's
+    errors are positive somewhere (sampled networks)."""
+    fig, axes = _subplots(1, 1, (5.0, 3.6))
     ax = axes[0][0]
     for name, values in ckas.items():
-        ax.errorbar(layers, values, yerr=errors.get(name), marker="o", ms=3, capsize=2, label=name)
-    ax.set_xticks(list(layers))
-    ax.set_xlabel("layer l")
-    ax.set_ylabel("CKA with YY^T")
+        err = errors.get(name)
+        err = None if err is None or not np.any(np.nan_to_num(np.asarray(err, float)) > 0) else err
+        ax.errorbar(layers, values, yerr=err, marker="o", ms=3, capsize=2, label=name)
+    _integer_axis(ax, layers)
+    ax.set_xlabel(LAYER_LABEL)
+    ax.set_ylabel(CKA_LABEL)
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     return _save(fig, path)
 
 
-def kernel_heatmaps(kernels: dict, path: Path, order=None) -> Path:
+def kernel_heatmaps(kernels: dict, path: Path, order=None, *, title: str = "", boundaries=()) -> Path:
     """Heat maps of every layer's kernel (rows) for every estimator, then of each estimator's
-    adaptation K - K_NNGP; one colour scale per row for the kernels and one for the adaptations.
+    adaptation K - K_NNGP; one colour scale (with its colour bar) per row for the kernels and one
+    for the adaptations; lines between the classes.
 
     Args:
-      kernels: estimator name -> (L+1, P, P) training-block kernels; "nngp" first if present.
+      kernels: label -> (L+1, P, P) training-block kernels; the first entry is the NNGP baseline.
       order: optional permutation of the P inputs (e.g. sorted by label) to show block structure.
+      title: figure title (e.g. L, N, P, alpha and g_w/g_c).
+      boundaries: positions (in the ordered inputs) where a new class starts; drawn as lines.
     """
     names = list(kernels)
     stacks = {
         k: np.asarray(v) if order is None else np.asarray(v)[:, order][:, :, order]
         for k, v in kernels.items()
     }
-    deltas = {f"{k} - nngp": stacks[k] - stacks["nngp"] for k in names if k != "nngp" and "nngp" in names}
-    n_layers = len(stacks[names[0]])
+    base = names[0]
+    deltas = {f"{k} $-$ {base}": stacks[k] - stacks[base] for k in names[1:]}
+    n_layers = len(stacks[base])
     columns = len(names) + len(deltas)
-    fig, axes = _subplots(n_layers, columns, (2.0 * columns, 2.0 * n_layers))
+    fig, axes = _subplots(
+        n_layers, columns, (2.1 * columns + 1.4, 2.0 * n_layers + 0.6), layout="constrained"
+    )
     for l in range(n_layers):
         lo = min(stacks[k][l].min() for k in names)
         hi = max(stacks[k][l].max() for k in names)
         top = max([np.abs(d[l]).max() for d in deltas.values()] + [1e-300])
         panels = [(k, stacks[k][l], "viridis", lo, hi) for k in names]
         panels += [(k, d[l], "RdBu_r", -top, top) for k, d in deltas.items()]
+        images = []
         for j, (name, image, cmap, vmin, vmax) in enumerate(panels):
             ax = axes[l][j]
-            ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+            images.append(ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"))
+            for b in boundaries:
+                ax.axhline(b - 0.5, color="w" if cmap == "viridis" else "k", lw=0.7)
+                ax.axvline(b - 0.5, color="w" if cmap == "viridis" else "k", lw=0.7)
             ax.set_xticks([])
             ax.set_yticks([])
             if l == 0:
-                ax.set_title(name, fontsize=8)
+                ax.set_title(name, fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"C{l}", fontsize=9)
+                ax.set_ylabel(f"$C^{{({l})}}$", fontsize=10)
+        cbar = fig.colorbar(images[0], ax=list(axes[l][: len(names)]), shrink=0.85, pad=0.01)
+        cbar.ax.tick_params(labelsize=6)
+        if deltas:
+            cbar = fig.colorbar(images[-1], ax=list(axes[l][len(names) :]), shrink=0.85, pad=0.01)
+            cbar.ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
     """Write the figure as PNG and, beside it, PDF."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -105,7 +143,18 @@ def _save(fig, path: Path) -> Path:
 
 
 def line_panels(
-    panels, path: Path, xlabel: str, *, logx=False, logy=False, xticks=None, vline=None, hline=None, title=""
+    panels,
+    path: Path,
+    xlabel: str,
+    *,
+    logx=False,
+    logy=False,
+    xticks=None,
+    vline=None,
+    hline=None,
+    title="",
+    categorical=False,
+    integer=False,
 ) -> Path:
     """Side-by-side panels of lines with optional error bars.
 
@@ -113,11 +162,18 @@ def line_panels(
       panels: list of (panel title, y label, curves); a curve is (label, x, y, yerr or None, style),
         style a dict of matplotlib keyword arguments.
       xticks: optional (positions, labels) for categorical x; vline, hline: dashed marker lines.
+      categorical: x is a category (e.g. the task): points, no lines, each curve shifted a little.
+      integer: x takes integer values only (e.g. the depth): integer ticks.
     """
-    fig, axes = _subplots(1, len(panels), (4.4 * len(panels), 3.4))
+    fig, axes = _subplots(1, len(panels), (4.6 * len(panels), 3.6))
     for ax, (name, ylabel, curves) in zip(axes[0], panels, strict=True):
-        for label, x, y, yerr, style in curves:
+        for k, (label, x, y, yerr, style) in enumerate(curves):
+            if categorical:
+                style = {**style, "fmt": style.get("fmt", "o")[:1]}  # a marker, no line
+                x = np.asarray(x, float) + 0.06 * (k - (len(curves) - 1) / 2)
             ax.errorbar(x, y, yerr=yerr, capsize=2, ms=4, label=label, **style)
+        if integer and xticks is None:
+            _integer_axis(ax, sorted({int(v) for c in curves for v in np.asarray(c[1]).ravel()}))
         ax.set_xscale("log" if logx else "linear")
         ax.set_yscale("log" if logy else "linear")
         if xticks is not None:
@@ -154,8 +210,8 @@ def adaptation_scatter(sampled, sampled_se, theory: dict, path: Path, title: str
     if positive:
         ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.set_xlabel("sampled networks: CKA - CKA_NNGP")
-    ax.set_ylabel("theory: CKA - CKA_NNGP")
+    ax.set_xlabel("sampled networks: " + ADAPTATION_LABEL)
+    ax.set_ylabel("theory: " + ADAPTATION_LABEL)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import InputError
+
+
+def _not_bool(value):
+    """Numbers only: TOML `true` is not a width, a seed or a variance."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+LABELS = {"digits": range(10), "mnist": range(10)}  # the class labels each bundled data set has
 
 
 class _Strict(BaseModel):
@@ -19,55 +42,73 @@ class DataConfig(_Strict):
     """Which data set, how many points, which split."""
 
     task: Literal["xor", "digits", "mnist", "file"] = "digits"
-    n_train: int = Field(100, ge=2)
-    n_test: int = Field(100, ge=0)
-    classes: tuple[int, int] = (0, 3)
-    dim: int = Field(10, ge=2, description="XOR input dimension")
-    noise: float = Field(0.2, ge=0, description="XOR cluster noise")
+    n_train: Int = Field(100, ge=2)
+    n_test: Int = Field(100, ge=0)
+    classes: tuple[Int, Int] = (0, 3)
+    dim: Int = Field(10, ge=2, description="XOR input dimension")
+    noise: Float = Field(0.2, ge=0, description="XOR cluster noise")
     path: str | None = Field(None, description="MNIST folder or .npz/.csv file")
-    seed: int = 0
+    seed: Int = 0
+
+    @model_validator(mode="after")
+    def _classes_exist(self):
+        labels = LABELS.get(self.task)
+        if self.classes[0] == self.classes[1]:
+            raise ValueError(f"classes: need two different labels (got {list(self.classes)})")
+        if labels is not None and not set(self.classes) <= set(labels):
+            raise ValueError(
+                f"classes: {self.task} has the labels {labels[0]}..{labels[-1]} (got {list(self.classes)})"
+            )
+        return self
 
 
 class NetworkConfig(_Strict):
     """Architecture and prior (NetworkSpec)."""
 
-    depth: int = Field(2, ge=1)
-    width: int = Field(100, ge=1)
+    depth: Int = Field(2, ge=1)
+    width: Int = Field(100, ge=1)
     activation: Literal["erf", "relu", "linear", "tanh", "gelu"] = "erf"
-    g_in: float = Field(1.0, gt=0)
-    g_w: float | list[float] = 1.5
-    g_b: float | list[float] = 0.1
-    g_w_over_g_c: float | None = Field(
+    g_in: Float = Field(1.0, gt=0)
+    g_w: Float | list[Float] = 1.5
+    g_b: Float | list[Float] = 0.1
+    g_w_over_g_c: Float | None = Field(
         None, gt=0, description="if set, g_w is this multiple of the critical g_c(activation, g_b)"
     )
-    kappa: float = Field(0.1, gt=0)
+    kappa: Float = Field(0.1, gt=0)
 
 
 class MethodsConfig(_Strict):
     """Which kernels to compute, with their numerical settings."""
 
-    perturbative: bool = True
-    map: bool = True
-    sampled: bool = False
-    n_samples: int = Field(
+    perturbative: StrictBool = True
+    map: StrictBool = True
+    sampled: StrictBool = False
+    n_samples: Int = Field(
         4096, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
     )
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
-    chains: int = Field(4, ge=1)
-    warmup: int = Field(1000, ge=0)
-    samples: int = Field(2000, ge=1)
-    thin: int = Field(10, ge=1)
+    chains: Int = Field(4, ge=1)
+    warmup: Int = Field(1000, ge=0)
+    samples: Int = Field(2000, ge=1)
+    thin: Int = Field(10, ge=1)
 
 
 class ExperimentConfig(_Strict):
     """One experiment: data, network, methods."""
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", description="names the default folder runs/NAME")
+    seed: Int = 0
     data: DataConfig = DataConfig()
     network: NetworkConfig = NetworkConfig()
     methods: MethodsConfig = MethodsConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not _NAME.fullmatch(name) or name in (".", ".."):
+            raise ValueError("use letters, digits and - _ . only (it names the folder runs/NAME)")
+        return name
 
 
 def _parse_value(text: str):
@@ -80,10 +121,14 @@ def _parse_value(text: str):
 
 def _first_error(err: ValidationError) -> str:
     item = err.errors()[0]
-    field = ".".join(str(p) for p in item["loc"])
-    message = item["msg"]
+    loc = [str(p) for p in item["loc"] if not re.search(r"[\[\]-]", str(p))]  # drop union branch names
+    field = ".".join(loc)
+    message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "literal_error":
         message = f"must be one of {item['ctx']['expected']}"
+    if message.startswith("classes: "):  # a model validator names its field itself
+        field, message = ".".join([*loc, "classes"]), message.removeprefix("classes: ")
+        return f"{field}: {message}"
     return f"{field}: {message} (got {item.get('input')!r})"
 
 
@@ -95,8 +140,14 @@ def read_toml(source: str | Path | dict) -> dict:
         path = Path(source)
         if not path.exists():
             raise InputError(f"config: {path} does not exist")
+        if not path.is_file():
+            raise InputError(f"config: {path} is a directory, not a TOML file")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(f"config: {path} is not a UTF-8 text file (expected TOML)") from None
+        except OSError as err:
+            raise InputError(f"config: cannot read {path} ({err.strerror})") from None
         except tomllib.TOMLDecodeError as err:
             raise InputError(f"config: {path} is not valid TOML ({err})") from None
     return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
@@ -105,6 +156,8 @@ def read_toml(source: str | Path | dict) -> dict:
 def set_field(raw: dict, key: str, value) -> None:
     """Set the dotted field `section.key` of a raw config table."""
     *sections, leaf = key.strip().split(".")
+    if not all([*sections, leaf]):
+        raise InputError(f"--set: {key!r} is not a dotted field name such as network.width")
     target = raw
     for section in sections:
         target = target.setdefault(section, {})

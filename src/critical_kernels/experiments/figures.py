@@ -9,26 +9,89 @@ import numpy as np
 import xarray as xr
 
 from .. import plots
+from .labels import (
+    ADAPTATION_LABEL,
+    CKA_OUT_LABEL,
+    estimator_label,
+    field_label,
+    field_symbol,
+    map_is_cumulant,
+    sampled_failed,
+)
+
+
+def run_title(ds: xr.Dataset) -> str:
+    """ "name: data, L, N, P, alpha = P/N, g_w/g_c" of a run, in mathtext."""
+    from .config import ExperimentConfig
+    from .run import derived
+
+    title = f"{ds.attrs['name']}: {ds.attrs['data']}"
+    try:
+        config = ExperimentConfig.model_validate_json(ds.attrs["config"])
+        values = derived(config, int(ds.attrs["n_train"]))
+    except Exception:  # a results file without a readable config: the short title
+        return title
+    net = config.network
+    parts = [
+        f"$L = {net.depth}$",
+        f"$N = {net.width}$",
+        f"$P = {values['P']}$",
+        f"$\\alpha = {values['alpha']:.3g}$",
+    ]
+    if np.ndim(values["g_w"]) == 0 and np.isfinite(values["g_c"]):
+        parts.append(f"$g_w/g_c = {values['g_w'] / values['g_c']:.3g}$")
+    return title + "\n" + ", ".join(parts)
 
 
 def run_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
-    """CKA per layer for every estimator, and the kernel heat maps of every layer."""
+    """CKA per layer for every estimator (error bars where it has an SE), and the kernel heat maps
+    of every layer with the inputs sorted by class and lines between the classes."""
     estimators = [str(m) for m in ds.estimator.values]
+    labels = [estimator_label(m, ds.attrs) for m in estimators]
     P = int(ds.attrs["n_train"])
+    y = ds.Y.values[:, 0]
+    order = np.argsort(y, kind="stable")
+    changes = np.flatnonzero(np.diff(y[order]) != 0) + 1
+    boundaries = tuple(changes) if len(changes) < 10 else ()  # classes, not a continuous target
+    title = run_title(ds)
     return [
         plots.cka_by_method(
             ds.layer.values,
-            dict(zip(estimators, ds.cka.values, strict=True)),
-            dict(zip(estimators, ds.cka_se.values, strict=True)),
+            dict(zip(labels, ds.cka.values, strict=True)),
+            dict(zip(labels, ds.cka_se.values, strict=True)),
             figures / "cka_per_layer.png",
-            title=f"{ds.attrs['name']}: {ds.attrs['data']}",
+            title=title,
         ),
         plots.kernel_heatmaps(
-            dict(zip(estimators, ds.kernel.values[:, :, :P, :P], strict=True)),
+            dict(zip(labels, ds.kernel.values[:, :, :P, :P], strict=True)),
             figures / "kernels.png",
-            order=np.argsort(ds.Y.values[:, 0], kind="stable"),
+            order=order,
+            title=title + ", inputs sorted by class",
+            boundaries=boundaries,
         ),
     ]
+
+
+def _method_labels(ds: xr.Dataset) -> dict:
+    """Legend names of the estimators of a sweep: the MAP's method where every point used the same,
+    the sampled networks flagged where some point failed its diagnostics."""
+    ok = ds.status.values == "ok"
+    methods = set(ds.map_method.values[ok].ravel()) if "map_method" in ds else set()
+    attrs = {"map_method": next(iter(methods))} if len(methods) == 1 else {}
+    if "sampler" in ds:
+        samplers = set(ds.sampler.values[ok].ravel())
+        attrs["sampler"] = next(iter(samplers)) if len(samplers) == 1 else ""
+    labels = {str(m): estimator_label(str(m), attrs, flag=False) for m in ds.estimator.values}
+    if "map" in labels and len(methods) > 1 and any(map_is_cumulant({"map_method": m}) for m in methods):
+        labels["map"] = "MAP (importance / second cumulant)"
+    if "sampled" in labels and "sampled_ok" in ds:
+        failed = sum(
+            sampled_failed({k: float(ds[k].values[i]) for k in ("sampled_ok", "rhat_cka", "acceptance")})
+            for i in zip(*np.nonzero(ok), strict=True)
+        )
+        if failed:
+            labels["sampled"] += f", not converged at {failed} point(s)"
+    return labels
 
 
 def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
@@ -59,17 +122,22 @@ def _curves(ds: xr.Dataset, dim: str, x, value) -> list:
     group = next((d for d in others if ds.sizes[d] > 1), None)
     fixed = {d: 0 for d in others if d != group}
     styles = ["o-", "s--", "^:", "d-.", "v-"]
+    names = _method_labels(ds)
     curves = []
     for k, method in enumerate(str(m) for m in ds.estimator.values):
         for g in range(ds.sizes[group]) if group else [None]:
             sub = ds[["cka_out", "cka_out_se"]].isel({**fixed, **({group: g} if group else {})})
             y, yerr = value(sub.mean(replicates) if replicates else sub, method)
-            label = method + (f", {group}={ds[group].values[g]}" if group else "")
+            label = names[method] + (f", {_symbol(fields, group)} = {ds[group].values[g]}" if group else "")
             style = {"fmt": styles[k % len(styles)], "color": f"C{g or 0}"}
-            curves.append((label, x, y, yerr, style))
-    note = [f"{d}={ds[d].values[0]}" for d in fixed if ds.sizes[d] > 1]
-    note += [f"mean over {ds.sizes[d]} {d}s" for d in replicates]
+            curves.append((method, label, x, y, yerr, style))
+    note = [f"{_symbol(fields, d)} = {ds[d].values[0]}" for d in fixed if ds.sizes[d] > 1]
+    note += [f"mean over {ds.sizes[d]} {field_label(fields[d][0])}s" for d in replicates]
     return curves, ", ".join(note)
+
+
+def _symbol(fields: dict, dim: str) -> str:
+    return field_symbol(fields[dim][0])
 
 
 def _x_of(ds: xr.Dataset, dim: str, field: str):
@@ -77,33 +145,40 @@ def _x_of(ds: xr.Dataset, dim: str, field: str):
     values = ds[dim].values
     if field == "network.g_w" and np.issubdtype(values.dtype, np.number):
         g_c = ds.g_c.mean([d for d in ds.g_c.dims if d != dim]).values
-        return values / g_c, "g_w / g_c", None
+        return values / g_c, "$g_w/g_c$", None
     if field == "network.g_w_over_g_c":
-        return values, "g_w / g_c", None
-    if np.issubdtype(values.dtype, np.number):
-        return values, field, None
+        return values, "$g_w/g_c$", None
+    if np.issubdtype(values.dtype, np.number) and not np.issubdtype(values.dtype, np.bool_):
+        return values, field_label(field), None
     positions = np.arange(len(values))
-    return positions, field, (positions, [str(v) for v in values])
+    return positions, field_label(field), (positions, [str(v) for v in values])
 
 
 def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
     x, xlabel, ticks = _x_of(ds, dim, field)
-    cka, note = _curves(
-        ds,
-        dim,
-        x,
-        lambda sub, m: (sub.cka_out.sel(estimator=m).values, _finite(sub.cka_out_se.sel(estimator=m))),
-    )
-    delta, _ = _curves(ds, dim, x, lambda sub, m: (_adaptation(sub, m), None))
-    panels = [("CKA of the output kernel", "CKA with YY^T", cka)]
+    se = lambda sub, m: _finite(sub.cka_out_se.sel(estimator=m))  # noqa: E731
+    cka, note = _curves(ds, dim, x, lambda sub, m: (sub.cka_out.sel(estimator=m).values, se(sub, m)))
+    delta, _ = _curves(ds, dim, x, lambda sub, m: (_adaptation(sub, m), se(sub, m)))
+    panels = [("CKA of the output kernel", CKA_OUT_LABEL, [c[1:] for c in cka])]
     if "nngp" in ds.estimator.values:
-        panels.append(("adaptation", "CKA - CKA_NNGP", [c for c in delta if not c[0].startswith("nngp")]))
-    gain = xlabel == "g_w / g_c"  # across the edge of chaos: log axis, g_c marked
+        panels.append(
+            ("adaptation of the output kernel", ADAPTATION_LABEL, [c[1:] for c in delta if c[0] != "nngp"])
+        )
+    gain = xlabel == "$g_w/g_c$"  # across the edge of chaos: log axis, g_c marked
     if gain:
         ticks = (x, [f"{v:.3g}" for v in x])
     title = f"{ds.attrs['name']} {note}".strip()
+    integer = field in ("network.depth", "network.width", "data.n_train", "seed", "data.seed")
     return plots.line_panels(
-        panels, path, xlabel, xticks=ticks, logx=gain, vline=1.0 if gain else None, title=title
+        panels,
+        path,
+        xlabel,
+        xticks=ticks,
+        logx=gain,
+        vline=1.0 if gain else None,
+        title=title,
+        categorical=ticks is not None and not gain,
+        integer=integer,
     )
 
 
@@ -122,13 +197,14 @@ def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     """|ΔCKA| of the output kernel against 1/N on log axes, with a 1/N reference line."""
     inv = 1.0 / ds[dim].values.astype(float)
     curves, note = _curves(ds, dim, inv, lambda sub, m: (np.abs(_adaptation(sub, m)), None))
-    curves = [c for c in curves if not c[0].startswith("nngp")]
+    curves = [c[1:] for c in curves if c[0] != "nngp"]
     if curves:
         y0 = np.nanmax(curves[0][2])
         ref = y0 * inv / inv.max()
-        curves.append(("∝ 1/N", inv, ref, None, {"fmt": "k:"}))
-    panel = [("adaptation of the output kernel", "|CKA - CKA_NNGP|", curves)]
-    return plots.line_panels(panel, path, "1 / N", logx=True, logy=True, title=note)
+        curves.append(("$\\propto 1/N$", inv, ref, None, {"fmt": "k:"}))
+    panel = [("adaptation of the output kernel", f"$|${ADAPTATION_LABEL}$|$", curves)]
+    title = f"{ds.attrs['name']} {note}".strip()
+    return plots.line_panels(panel, path, "$1/N$", logx=True, logy=True, title=title)
 
 
 def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
@@ -140,10 +216,11 @@ def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
 
     widths = ds[dim].values.astype(float)
     curves, note = _curves(ds, dim, widths, relative_miss)
-    curves = [c for c in curves if not c[0].startswith(("nngp", "sampled"))]
+    curves = [c[1:] for c in curves if c[0] not in ("nngp", "sampled")]
     panel = [("theory against sampled networks, output kernel", "miss / sampled adaptation", curves)]
     ticks = (widths, [f"{w:g}" for w in widths])
-    return plots.line_panels(panel, path, "width N", logx=True, xticks=ticks, hline=0.15, title=note)
+    title = f"{ds.attrs['name']} {note}".strip()
+    return plots.line_panels(panel, path, "width $N$", logx=True, xticks=ticks, hline=0.15, title=title)
 
 
 def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:
@@ -152,8 +229,9 @@ def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:
     sampled = (ds.cka.sel(estimator="sampled") - nngp).values[..., 1:].ravel()
     se = ds.cka_se.sel(estimator="sampled").values[..., 1:].ravel()
     keep = np.isfinite(sampled)
+    names = _method_labels(ds)
     theory = {
-        str(m): (ds.cka.sel(estimator=m) - nngp).values[..., 1:].ravel()[keep]
+        names[str(m)]: (ds.cka.sel(estimator=m) - nngp).values[..., 1:].ravel()[keep]
         for m in ds.estimator.values
         if str(m) not in ("nngp", "sampled")
     }

@@ -7,15 +7,17 @@ estimators only estimate kernels (DESIGN: one estimator convention).
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections.abc import Callable
+from importlib import metadata
 
 import numpy as np
 import xarray as xr
 
 from .. import datasets
-from ..criticality import critical_gain
-from ..errors import InputError
+from ..criticality import critical_gain, criticality
+from ..errors import CriticalKernelsError, InputError
 from ..estimators import (
     SAMPLERS,
     Chains,
@@ -61,6 +63,42 @@ def make_spec(config: ExperimentConfig) -> NetworkSpec:
             raise InputError("network.g_w_over_g_c: needs one scalar g_b (got per-layer g_b)")
         fields["g_w"] = ratio * critical_gain(fields["activation"], fields["g_b"])
     return NetworkSpec(**fields)
+
+
+def derived(config: ExperimentConfig, n_train: int | None = None) -> dict:
+    """Values a config implies: the g_w used (from `network.g_w_over_g_c` where set), the critical
+    g_c of the activation and g_b, chi_1 = g_w <phi'^2> (1 at the edge of chaos) and alpha = P/N.
+
+    g_c and chi_1 are NaN where g_w or g_b vary per layer, or the activation has no g_c.
+    """
+    spec = make_spec(config)
+    P = config.data.n_train if n_train is None else int(n_train)
+    scalar = np.ndim(spec.g_w) == 0 and np.ndim(spec.g_b) == 0
+    g_c = chi_1 = np.nan
+    if scalar:
+        try:
+            point = criticality(config.network.activation, g_b=float(spec.g_b), g_w=float(spec.g_w))
+            g_c, chi_1 = float(point.g_c), float(point.chi_1)
+        except CriticalKernelsError:
+            pass
+    g_w = float(spec.g_w) if np.ndim(spec.g_w) == 0 else [float(v) for v in spec.g_w]
+    return {"g_w": g_w, "g_c": g_c, "chi_1": chi_1, "P": P, "alpha": P / spec.width}
+
+
+PACKAGES = ("critical_kernels", "jax", "jaxlib", "blackjax", "numpy", "xarray")
+
+
+def versions() -> dict:
+    """Versions of Python and of the packages that make the numbers."""
+    from .. import __version__
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = __version__ if name == "critical_kernels" else metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover - every one is a dependency
+            out[name] = "not installed"
+    return out
 
 
 def tilted_option(m: MethodsConfig, spec: NetworkSpec):
@@ -178,6 +216,7 @@ def run(
             "n_train": data.n_train,
             "timings": json.dumps(timings),
             "config": config.model_dump_json(),
+            "versions": json.dumps(versions()),
         },
     )
 

@@ -11,12 +11,14 @@ whose file is missing, truncated or altered is not finished and is computed agai
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import itertools
 import json
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -31,7 +33,7 @@ import xarray as xr
 
 from ..errors import InputError
 from .config import ExperimentConfig, apply_overrides, read_toml, set_field, validate
-from .io import atomic_write, read_netcdf
+from .io import atomic_write, check_kind, mark_folder, read_netcdf
 
 EXECUTORS = ("local", "dask", "serial")
 CACHE_FORMAT = 1  # bump when the Dataset a point stores changes, so old caches are recomputed
@@ -86,6 +88,13 @@ def load_sweep(source: str | Path | dict, overrides: list[str] = ()) -> Sweep:
     if not isinstance(table, dict) or not table:
         raise InputError('sweep: the config needs a [sweep] table of lists, e.g. "network.g_w" = [1, 2]')
     axes = [_axis(key, values) for key, values in table.items()]
+    seen = {}
+    for key, axis in zip(table, axes, strict=True):
+        for field in axis.fields:
+            if field in seen:
+                where = f'in "{key}"' if seen[field] == key else f'in "{seen[field]}" and "{key}"'
+                raise InputError(f"sweep.{field}: swept twice ({where}); sweep each field in one key only")
+            seen[field] = key
     names = [axis.name for axis in axes]
     if len(set(names)) < len(names):  # two fields with the same leaf name: use full paths
         axes = [Axis(a.fields[0].replace(".", "_"), a.fields, a.values) for a in axes]
@@ -226,24 +235,48 @@ def _pin_dask_worker(dask_worker) -> None:
     pin_to_one_core(cpus[int(dask_worker.name) % len(cpus)])
 
 
-def _run_dask(jobs: dict, workers: int, scheduler: str | None) -> Iterator[tuple[str, tuple]]:
-    """Dask distributed: an existing scheduler, or a LocalCluster of single-threaded worker processes."""
+CONNECT_TIMEOUT_S = 3  # an unreachable --scheduler fails after this long, with one line
+
+
+def _dask_client(workers: int, scheduler: str | None):
+    """A Dask client: on a scheduler address (InputError within CONNECT_TIMEOUT_S if it cannot be
+    reached), or on a LocalCluster of single-threaded worker processes; and that cluster or None."""
     try:
         from dask.distributed import Client, LocalCluster
-        from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise InputError(
             "--executor dask: install the dask extra (pip install 'critical-kernels[dask]')"
         ) from None
-    cluster = None
     if scheduler is None:
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
+        client = Client(cluster)
+        client.run(_pin_dask_worker)
+        return client, cluster
+    failure = None
+    hook = sys.unraisablehook  # a Client that failed to connect complains when it is collected
+    sys.unraisablehook = lambda _: None
     try:
-        with Client(scheduler or cluster) as client:
-            if cluster is not None:
-                client.run(_pin_dask_worker)
+        try:
+            return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
+        except Exception as err:  # OSError (timeout), ValueError (address), anything from the transport
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise InputError(
+        f"--scheduler: no Dask scheduler reachable at {scheduler!r} within {CONNECT_TIMEOUT_S} s "
+        f"({failure}); start one (`dask scheduler`) or leave out --scheduler"
+    )
+
+
+def _run_dask(jobs: dict, client, cluster) -> Iterator[tuple[str, tuple]]:
+    """Dask distributed: run the jobs on `client`, then close it (and `cluster`, if any)."""
+    from dask.distributed import as_completed as dask_completed
+
+    try:
+        with client:
             futures = {client.submit(compute_point, text, pure=False): key for key, text in jobs.items()}
             for future in dask_completed(futures):
                 try:
@@ -279,9 +312,13 @@ def run_sweep(
     """
     if executor not in EXECUTORS:
         raise InputError(f"--executor: must be one of {EXECUTORS} (got {executor!r})")
-    if workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers: must be at least 1 (got {workers})")
     out = Path(out)
+    check_kind(out, "sweep")
+    dask = executor == "dask" or scheduler is not None
+    client, cluster = _dask_client(workers, scheduler) if dask else (None, None)  # fails before writing
+    mark_folder(out, "sweep")
     for stale in (out / "points").glob(".*"):  # temporary files of writes cut short by a kill
         stale.unlink(missing_ok=True)
     atomic_write(
@@ -296,8 +333,8 @@ def run_sweep(
     jobs = {key: point.config.model_dump_json() for key, point in todo.items()}
     if executor == "serial":
         results = _run_serial(jobs)
-    elif executor == "dask" or scheduler is not None:
-        results = _run_dask(jobs, workers, scheduler)
+    elif dask:
+        results = _run_dask(jobs, client, cluster)
     else:
         results = _run_local(jobs, workers)
     for key, (status, payload, seconds) in results:
@@ -330,12 +367,15 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     cka, cka_se = full(len(methods), n_layers), full(len(methods), n_layers)
     cka_out, cka_out_se = full(len(methods)), full(len(methods))
     test_err, test_mse = full(len(methods)), full(len(methods))
-    scalars = {name: full() for name in ("map_converged", "rhat_cka", "acceptance", "g_c", "seconds")}
+    names = ("map_converged", "sampled_ok", "rhat_cka", "acceptance", "g_c", "g_w_used", "seconds")
+    scalars = {name: full() for name in names}
     status = np.full(shape, "missing", dtype=object)
     error = np.full(shape, "", dtype=object)
+    texts = {name: np.full(shape, "", dtype=object) for name in ("map_method", "sampler", "sampled_warnings")}
     for point in sweep.points:
         i, ds = point.index, loaded[point.index]
         scalars["g_c"][i] = _g_c(point.config)
+        scalars["g_w_used"][i] = _g_w_used(point.config, scalars["g_c"][i])
         if ds is None:
             message = _error_of(out, point.key)
             if message is not None:
@@ -350,8 +390,10 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
         cka_out_se[i][rows] = ds.cka_se.values[:, -1]
         test_err[i][rows] = ds.test_error.values
         test_mse[i][rows] = ds.test_mse.values
-        for name in ("map_converged", "rhat_cka", "acceptance"):
+        for name in ("map_converged", "sampled_ok", "rhat_cka", "acceptance"):
             scalars[name][i] = float(ds.attrs.get(name, np.nan))
+        for name in texts:
+            texts[name][i] = str(ds.attrs.get(name, ""))
         scalars["seconds"][i] = sum(json.loads(ds.attrs["timings"]).values())
     dims = tuple(axis.name for axis in sweep.axes)
     coords = {axis.name: [_label(v[0]) for v in axis.values] for axis in sweep.axes}
@@ -371,11 +413,16 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
         "status": (dims, status.astype(str)),
         "error": (dims, error.astype(str)),
         **{name: (dims, values) for name, values in scalars.items()},
+        **{name: (dims, values.astype(str)) for name, values in texts.items()},
     }
     return xr.Dataset(
         variables,
         coords=coords,
-        attrs={"name": sweep.name, "fields": json.dumps({a.name: list(a.fields) for a in sweep.axes})},
+        attrs={
+            "name": sweep.name,
+            "fields": json.dumps({a.name: list(a.fields) for a in sweep.axes}),
+            **({"versions": done[0].attrs["versions"]} if done and "versions" in done[0].attrs else {}),
+        },
     )
 
 
@@ -393,6 +440,18 @@ def _g_c(config: ExperimentConfig) -> float:
         return np.nan
 
 
+def _g_w_used(config: ExperimentConfig, g_c: float) -> float:
+    """The scalar g_w a point ran with (NaN where it varies per layer)."""
+    net = config.network
+    if net.g_w_over_g_c is not None:
+        return net.g_w_over_g_c * g_c
+    return float(net.g_w) if np.isscalar(net.g_w) else np.nan
+
+
 def load_sweep_results(out: Path) -> xr.Dataset:
     """The merged Dataset of a sweep folder."""
-    return read_netcdf(Path(out) / "sweep.nc", "run a sweep first")
+    return read_netcdf(
+        Path(out) / "sweep.nc",
+        "run the sweep again (critical-kernels sweep CONFIG --out DIR --resume)",
+        required=("cka", "cka_se", "cka_out", "status", "error", "name", "fields"),
+    )
