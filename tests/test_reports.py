@@ -1,0 +1,119 @@
+"""Reports and folders a reader can trust: flags for failed references and the second-cumulant MAP,
+numbers with their SE, the resolved config with derived values, versions, and no silent overwrite."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from typer.testing import CliRunner
+
+import critical_kernels as ck
+from critical_kernels.cli import app
+from critical_kernels.experiments import load_config, run, write_run
+from critical_kernels.experiments.labels import estimator_label, field_label, fmt_se
+from critical_kernels.experiments.report import agreement, agreement_lines
+from critical_kernels.experiments.run import make_spec
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
+NNGP_ONLY = ["methods.perturbative=false", "methods.map=false", "methods.sampled=false"]
+
+
+def _flagged_run(ratio: float | None = None) -> tuple[xr.Dataset, object]:
+    """An NNGP-only run of the tiny config, with MAP and sampled rows added by hand: the MAP from
+    the second cumulant, the sampled networks failing their R-hat check."""
+    overrides = NNGP_ONLY + ([f"network.g_w_over_g_c={ratio}"] if ratio else [])
+    cfg = load_config(TINY, overrides)
+    ds = run(cfg)
+    extra = ds.isel(estimator=[0, 0]).assign_coords(estimator=["map", "sampled"])
+    ds = xr.concat(
+        [ds, extra],
+        dim="estimator",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+        combine_attrs="override",
+    )
+    ds["cka"][1:, 1] += [0.03, 0.032]
+    ds["cka_se"][2, 1] = 0.00123
+    ds.attrs.update(
+        map_converged=1,
+        map_method="cumulant (ESS fallback)",
+        map_n_iter=3,
+        map_residual=1e-9,
+        map_message="importance-sampling ESS fell to 0.001 (< min_ess=0.05) at N=50; use more n_samples",
+        sampler="hmc",
+        sampled_ok=0,
+        sampled_warnings="R-hat of the CKA 1.200 > 1.01",
+        rhat_cka=1.2,
+        acceptance=0.7,
+    )
+    return ds, cfg
+
+
+def test_report_flags_failed_reference_and_cumulant_map_and_shows_config(tmp_path):
+    ds, cfg = _flagged_run(ratio=1.0)
+    write_run(ds, cfg, tmp_path / "r")
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "sampled (HMC), not converged" in report and "MAP (second cumulant)" in report
+    assert "reference failed" in report and "| yes |" not in report  # no verdict against a failed reference
+    assert "0.1628 ± 0.0012" in report or "± 0.0012" in report  # the SE's two significant digits
+    assert "**Warning:** the sampled networks are not converged" in report
+    for text in ("g_w used", "g_c (edge of chaos", "χ₁", "α = P/N", "κ", "jaxlib", "blackjax"):
+        assert text in report, text
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "<table>" in html and "reference failed" in html
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert set(meta["versions"]) >= {
+        "critical_kernels",
+        "jax",
+        "jaxlib",
+        "blackjax",
+        "numpy",
+        "xarray",
+        "python",
+    }
+    g_c = ck.criticality("erf", g_b=0.1).g_c
+    np.testing.assert_allclose(meta["derived"]["g_w"], g_c, rtol=1e-12)
+    written = (tmp_path / "r" / "config.toml").read_text()
+    assert "g_w_over_g_c" in written and "# " in written  # the ratio kept as a comment
+    again = load_config(tmp_path / "r" / "config.toml")
+    assert again.network.g_w_over_g_c is None and make_spec(again) == make_spec(cfg)  # same network
+
+
+def test_cli_run_warns_and_flags_when_the_sampler_failed(tmp_path, monkeypatch):
+    ds, _ = _flagged_run()
+    monkeypatch.setattr("critical_kernels.experiments.run", lambda cfg, status=None: ds)
+    runner = CliRunner()
+    args = ["run", str(TINY), "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, args, env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "warning: the sampled networks are not converged" in result.output
+    assert "second-cumulant" in result.output and "not converged" in result.output
+    assert "MAP (second cumulant)" in result.output
+    refused = runner.invoke(app, args)  # a second run into the same folder needs --force
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_agreement_against_a_failed_reference_has_no_verdict():
+    est = ["nngp", "map", "sampled"]
+    cka = xr.DataArray(
+        [[0.5, 0.1], [0.5, 0.13], [0.5, 0.13]], dims=("estimator", "layer"), coords={"estimator": est}
+    )
+    se = xr.zeros_like(cka)
+    assert [r["within"] for r in agreement(cka, se)] == [True]
+    assert [r["within"] for r in agreement(cka, se, reference_ok=False)] == [None]
+    text = "\n".join(agreement_lines([("p", cka, se, False)]))
+    assert "reference failed" in text and "| yes |" not in text
+
+
+def test_labels_and_numbers_with_their_se():
+    assert fmt_se(0.030712, 0.000123) == "0.03071 ± 0.00012"
+    assert fmt_se(0.5, 0.0) == "0.5000" and fmt_se(0.13, 4e-18) == "0.1300" and fmt_se(np.nan, 0.1) == "NaN"
+    assert (
+        field_label("network.width") == "width $N$" and field_label("network.width", math=False) == "width N"
+    )
+    assert estimator_label("map", {"map_method": "cumulant"}) == "MAP (second cumulant)"
+    assert estimator_label("map", {"map_method": "importance", "map_converged": 0}).endswith("not converged")
+    assert estimator_label("sampled", {"sampler": "nuts", "sampled_ok": 1}) == "sampled (NUTS)"
