@@ -33,7 +33,7 @@ def _seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def one_size(P: int, sampling: bool, mnist: Path) -> dict:
+def one_size(P: int, sampling: bool, warm: bool, mnist: Path) -> dict:
     """Every timing at one P (called in a fresh process)."""
     import jax
     import jax.numpy as jnp
@@ -56,6 +56,8 @@ def one_size(P: int, sampling: bool, mnist: Path) -> dict:
     out["map"] = time.perf_counter() - start
     out["map_first_stage"] = est.info.timings[f"N={100 * N}"]  # includes compilation
     out.update(map_ok=est.ok, map_sweeps=est.info.n_iter, map_tilted=est.info.tilted)
+    if warm:  # a second solve with the compiled stage: the time against the floor without compilation
+        out["map_warm"] = _seconds(lambda: ck.solve_map(spec, data.X, data.Y, throw=False))
     # compute floor: the three (M x P)(P x P) products of one forward/backward pair, per layer and sweep
     phi = jax.random.normal(jax.random.PRNGKey(0), (4096, P))
     A = jnp.eye(P)
@@ -91,33 +93,26 @@ def fit(P, t) -> float:
     return float(np.polyfit(np.log(P), np.log(t), 1)[0])
 
 
-def figure(rows: list[dict], path: Path) -> None:
+def figure(rows: list[dict], path: Path, overlay: list[dict] | None = None) -> None:
+    """Log-log wall time against P; `overlay` (e.g. the same benchmark on a GPU) drawn dashed."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0, 3.8))
+    fig = Figure(figsize=(8.0, 4.2))
     ax = fig.subplots()
+    series = (("nngp", "NNGP"), ("first_order", "first order"), ("map", "MAP"), ("gradient", "one gradient"))
+    for runs, style in ((rows, "o-"), (overlay or [], "s--")):
+        for k, (key, label) in enumerate(series):
+            points = [(r["P"], r[key]) for r in runs if key in r]
+            if len(points) >= 2:
+                P, t = zip(*points, strict=True)
+                name = f"{label}, {runs[0]['backend']} (slope {fit(P, t):.2f})"
+                ax.loglog(P, t, style, color=f"C{k}", ms=4, label=name)
     P = [r["P"] for r in rows]
-    for key, label in (
-        ("nngp", "NNGP"),
-        ("first_order", "first order"),
-        ("map", "MAP"),
-        ("floor", "MAP floor"),
-    ):
-        t = [r[key] for r in rows]
-        ax.loglog(P, t, "o-" if key != "floor" else "k:", label=f"{label} (slope {fit(P, t):.2f})")
-    sampled = [r for r in rows if "gradient" in r]
-    if len(sampled) >= 2:
-        t = [r["gradient"] for r in sampled]
-        ax.loglog(
-            [r["P"] for r in sampled],
-            t,
-            "s--",
-            label=f"one gradient (slope {fit([r['P'] for r in sampled], t):.2f})",
-        )
-    ax.set_xlabel("training inputs P  (N = P / 0.3)")
+    ax.loglog(P, [r["floor"] for r in rows], "k:", label=f"MAP compute floor, {rows[0]['backend']}")
+    ax.set_xlabel(r"training inputs $P$  ($N = P/0.3$)")
     ax.set_ylabel("wall time [s]")
-    ax.set_title(f"erf, L = 2, 4096 samples per layer, {rows[0]['backend']}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(r"erf, $L = 2$, 4096 samples per layer; slopes over the 3 largest $P$", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -126,20 +121,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400, 800, 2000])
     parser.add_argument("--sampling-max", type=int, default=400, help="largest P for the gradient timing")
+    parser.add_argument("--warm-max", type=int, default=400, help="largest P for a second, warm MAP solve")
     parser.add_argument("--mnist", type=Path, default=MNIST)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--figure", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "scaling.png"
     )
+    parser.add_argument("--overlay", type=Path, default=None, help="another run's --json, drawn dashed")
+    parser.add_argument("--plot-only", type=Path, default=None, help="replot a --json file, run nothing")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:  # the child process
-        print(json.dumps(one_size(args.one, args.one <= args.sampling_max, args.mnist)))
+        print(
+            json.dumps(
+                one_size(args.one, args.one <= args.sampling_max, args.one <= args.warm_max, args.mnist)
+            )
+        )
+        return
+    overlay = json.loads(args.overlay.read_text()) if args.overlay else None
+    if args.plot_only:
+        figure(json.loads(args.plot_only.read_text()), args.figure, overlay)
         return
     print(blas_report())
     rows = []
     for P in args.sizes:
         child = [sys.executable, __file__, "--one", str(P), "--sampling-max", str(args.sampling_max)]
+        child += ["--warm-max", str(args.warm_max)]
         done = subprocess.run(
             child + ["--mnist", str(args.mnist)], capture_output=True, text=True, check=True
         )
@@ -152,6 +159,11 @@ def main() -> None:
             f"stage incl. compile {r['map_first_stage']:.2f} s), floor {r['floor']:6.2f} s, "
             f"MAP / floor {r['map'] / r['floor']:5.2f}"
             + (
+                f", warm MAP {r['map_warm']:6.2f} s ({r['map_warm'] / r['floor']:4.2f} x floor)"
+                if "map_warm" in r
+                else ""
+            )
+            + (
                 f", gradient {r['gradient'] * 1e3:8.2f} ms ({r['parameters']} parameters)"
                 if "gradient" in r
                 else ""
@@ -163,7 +175,7 @@ def main() -> None:
     if len(rows) >= 2:
         slopes = {k: round(fit(P, [r[k] for r in rows]), 2) for k in ("nngp", "first_order", "map")}
         print(f"log-log slopes over the largest sizes: {slopes}")
-        figure(rows, args.figure)
+        figure(rows, args.figure, overlay)
         print(f"wrote {args.figure}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
