@@ -48,3 +48,23 @@ def test_bad_input_exits_2_with_one_line():
         assert result.exit_code == 2
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and "Traceback" not in result.output, result.output
+
+
+def test_demo_tables_fit_80_columns_at_the_default_depth():
+    """The default demo (L = 4, the longest estimator label) renders in 80 columns untruncated."""
+    from rich.console import Console
+
+    from critical_kernels.cli import _demo_tables
+
+    rows = [
+        (task, 1.0, ratio, 0.612345, label, [0.123456] * 5, 0.25)
+        for task in ("digits 0 vs 3", "xor")
+        for ratio in (0.5, 1.0, 2.0)
+        for label in ("NNGP", "first order", "MAP (second cumulant)")
+    ]
+    console = Console(width=80, record=True)
+    for table in _demo_tables(rows, depth=4):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    assert text.count("0.123") == 2 * 3 * 3 * 5  # every CKA printed in full

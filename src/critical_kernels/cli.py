@@ -255,16 +255,26 @@ def demo(
 
 def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
     """The demo's numbers in tables that fit 80 columns: one per task (and per group of at most
-    `per_table` layers when the network is deep), three decimals."""
+    `per_table` layers when the network is deep), three decimals, chi_1 of each gain in the title."""
     tables = []
     layers = list(range(depth + 1))
     chunks = [layers[i : i + per_table] for i in range(0, len(layers), per_table)]
     for task in dict.fromkeys(r[0] for r in rows):
+        chis = dict.fromkeys((ratio, chi1) for name, _, ratio, chi1, *_ in rows if name == task)
+        chi_text = ", ".join(f"{chi1:.3f}" for _, chi1 in chis)
+        ratios = ", ".join(f"{ratio:g}" for ratio, _ in chis)
         for chunk in chunks:
             part = "" if len(chunks) == 1 else f", layers {chunk[0]}-{chunk[-1]}"
-            table = Table(title=f"{task}{part}", box=box.SIMPLE, padding=(0, 1), title_justify="left")
+            title = f"{task}{part}: chi_1 = {chi_text} at g/g_c = {ratios}"
+            table = Table(
+                title=title,
+                box=box.SIMPLE,
+                padding=(0, 1),
+                pad_edge=False,
+                collapse_padding=True,
+                title_justify="left",
+            )
             table.add_column("g/g_c", justify="right", no_wrap=True)
-            table.add_column("chi_1", justify="right", no_wrap=True)
             table.add_column("estimator", no_wrap=True)
             for l in chunk:
                 table.add_column(f"C{l}", justify="right", no_wrap=True)
@@ -272,12 +282,11 @@ def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
             if last:
                 table.add_column("test err", justify="right", no_wrap=True)
             previous = None
-            for name, _, ratio, chi1, method, ckas, error in rows:
+            for name, _, ratio, _, method, ckas, error in rows:
                 if name != task:
                     continue
-                first = ratio != previous
+                cells = [f"{ratio:g}" if ratio != previous else "", method]
                 previous = ratio
-                cells = [f"{ratio:g}" if first else "", f"{chi1:.3f}" if first else "", method]
                 cells += [f"{ckas[l]:.3f}" if np.isfinite(ckas[l]) else "NaN" for l in chunk]
                 if last:
                     cells.append(f"{error:.3f}" if np.isfinite(error) else "NaN")
