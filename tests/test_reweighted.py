@@ -41,6 +41,10 @@ def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
     assert np.abs(z_map).max() > 8.0, np.abs(z_map).max()
     assert np.abs(saddle.kernels - exact).max() > 3 * np.abs(est.kernels - exact).max()
     assert est.info.ess > 1000 and np.all(est.info.acceptance == 1.0) and est.info.saddle_ok
+    loo = est.info.jackknife_kernels  # leave-one-batch-out estimates reproduce the jackknife SE
+    assert loo.shape == (32, depth + 1, 10, 10)
+    jack = np.sqrt(31 / 32 * ((loo - loo.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose(jack, est.se, rtol=1e-10, atol=1e-12)
 
 
 def _erf_check(depth, n_samples):

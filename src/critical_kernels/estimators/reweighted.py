@@ -69,7 +69,10 @@ class ReweightedInfo(NamedTuple):
     var_log_weight: Var R over the drawn networks; n_samples: networks used (a multiple of n_batches);
     n_batches: jackknife batches; acceptance: (L,) Metropolis-Hastings acceptance rate per layer
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
-    seconds: wall time (including the saddle solve when it was not passed in).
+    seconds: wall time (including the saddle solve when it was not passed in);
+    jackknife_kernels: (n_batches, L+1, P', P') leave-one-batch-out estimates K_(-b) (None on failure):
+    the SE of any smooth function f of the kernels (e.g. the CKA) is
+    sqrt((B-1)/B sum_b (f(K_(-b)) - mean_b f(K_(-b)))^2), B = n_batches.
     """
 
     ess: float
@@ -79,6 +82,7 @@ class ReweightedInfo(NamedTuple):
     acceptance: np.ndarray
     saddle_ok: bool
     seconds: float
+    jackknife_kernels: np.ndarray | None = None
 
 
 def _tilt(phi, A_tt, P):
@@ -231,9 +235,10 @@ def reweighted_kernels(
             f"got {None if conj is None else np.shape(conj)}"
         )
 
-    def info(ess=float("nan"), var=float("nan"), n=0, acc=None):
+    def info(ess=float("nan"), var=float("nan"), n=0, acc=None, loo=None):
         acc = np.full(L, np.nan) if acc is None else acc
-        return ReweightedInfo(ess, var, n, n_batches, acc, bool(saddle.ok), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        return ReweightedInfo(ess, var, n, n_batches, acc, bool(saddle.ok), seconds, loo)
 
     if not saddle.ok:
         nan = np.full((L + 1, Pa, Pa), np.nan)
@@ -294,7 +299,7 @@ def reweighted_kernels(
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
         loo = (swk_b.sum(axis=0)[None] - swk_b) / (sw_b.sum() - sw_b)[:, None, None, None]
     se = np.sqrt((n_batches - 1) / n_batches * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
-    kernels[0], se[0] = np.asarray(C0), 0.0
+    kernels[0], se[0], loo[:, 0] = np.asarray(C0), 0.0, np.asarray(C0)
 
     w = np.exp(R_all - R_all.max())
     ess = float(w.sum() ** 2 / np.sum(w**2))
@@ -310,7 +315,7 @@ def reweighted_kernels(
         "reweighted",
         kernels,
         se,
-        info(ess, var_R, n_used, acceptance),
+        info(ess, var_R, n_used, acceptance, loo),
         result=result,
         detail=detail,
         throw=throw,
