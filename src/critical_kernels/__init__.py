@@ -38,6 +38,7 @@ from .estimators import (  # noqa: E402
     exact_posterior_kernels,
     linear_posterior_kernels,
     perturbative_kernels,
+    reweighted_kernels,
     sample_posterior,
     solve_map,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "sample_posterior",
     "exact_posterior_kernels",
     "linear_posterior_kernels",
+    "reweighted_kernels",
     "MonteCarlo",
     "ExactGaussian",
     "ImportanceSampling",

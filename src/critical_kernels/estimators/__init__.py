@@ -20,6 +20,7 @@ from .options import (
     SecondCumulant,
 )
 from .perturbative import PerturbativeInfo, linear_output_shift, perturbative_kernels
+from .reweighted import ReweightedInfo, reweighted_kernels
 from .sampled import SamplingInfo, sample_posterior
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "ExactInfo",
     "linear_posterior_kernels",
     "LinearExactInfo",
+    "reweighted_kernels",
+    "ReweightedInfo",
     "Network",
     "MonteCarlo",
     "ExactGaussian",
