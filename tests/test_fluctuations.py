@@ -58,6 +58,7 @@ def test_sampler_agrees_with_numpy_reference_networks():
         assert np.max(np.abs(a.mean(0) - b.mean(0))[1:] / se) < 4.0
 
 
+@pytest.mark.slow  # a rate over five widths and 15 000 networks: statistical validation
 def test_kernel_variance_falls_as_one_over_width():
     X, _ = _problem(P=4)
     widths = np.array([16, 32, 64, 128])

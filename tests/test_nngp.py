@@ -17,7 +17,9 @@ def _inputs(P=6, d=4, seed=0):
 
 
 @pytest.mark.parametrize("activation", ["erf", "relu", "linear"])
-@pytest.mark.parametrize("depth, width, n_nets", [(1, 50, 2000), (3, 2000, 100)])
+@pytest.mark.parametrize(
+    "depth, width, n_nets", [(1, 50, 2000), pytest.param(3, 2000, 100, marks=pytest.mark.slow)]
+)  # the deep, wide case is statistical validation (8 s each): slow tier
 def test_nngp_equals_mean_kernel_of_finite_networks(activation, depth, width, n_nets):
     X = _inputs()
     g_w = {"erf": 1.5, "relu": 1.8, "linear": 0.9}[activation]

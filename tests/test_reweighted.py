@@ -60,6 +60,7 @@ def _erf_check(depth, n_samples):
     return est
 
 
+@pytest.mark.slow  # statistical validation against 2^17 weighted networks
 def test_erf_matches_exact_posterior_one_layer():
     est = _erf_check(1, 8192)  # measured max|z| 2.65, ESS 5960 of 8192, MH acceptance 0.86
     assert est.info.ess > 1000
