@@ -77,7 +77,9 @@ def test_sharp_likelihood_collapses_ess(mnist8):
     kwargs = dict(n_samples=256, n_batches=8, min_ess=50)
     est = reweighted_kernels(spec, d.X, d.Y, d.X_test, **kwargs, throw=False)
     assert est.result is Result.ess_collapsed
-    assert "tempered SMC" in est.message and est.info.ess < 50
+    assert est.info.ess < 50
+    # the advice is reweighting's own (networks needed, or the sampler), not the MAP's SecondCumulant
+    assert ("networks" in est.message or "sample_posterior" in est.message) and "SecondCumulant" not in est.message
     with pytest.raises(ConvergenceError) as err:
         reweighted_kernels(spec, d.X, d.Y, d.X_test, **kwargs)
     assert err.value.estimate.result is Result.ess_collapsed

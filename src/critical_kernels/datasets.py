@@ -87,11 +87,20 @@ def _split(X, labels, classes, n_train, n_test, seed, name) -> Dataset:
     return Dataset(X_tr, y[tr, None], X_test, y[te, None] if n_test else None, name)
 
 
-def xor(n_train: int = 40, n_test: int = 200, dim: int = 10, noise: float = 0.2, seed: int = 0) -> Dataset:
+def xor(
+    n_train: int = 40,
+    n_test: int = 200,
+    dim: int = 10,
+    noise: float = 0.2,
+    seed: int = 0,
+    *,
+    standardise: bool = True,
+) -> Dataset:
     """Four Gaussian clusters: +-mu labelled +1, +-nu labelled -1, mu orthogonal to nu (THEORY 7).
 
     mu = e1, nu = e2 in `dim` dimensions, isotropic cluster noise of std `noise`. Odd
-    activations need biases on this task (C(x, -x) = -C(x, x) otherwise).
+    activations need biases on this task (C(x, -x) = -C(x, x) otherwise). standardise=False
+    keeps the raw inputs (mean |x|^2 / d = (1 + dim noise^2) / dim, 0.14 by default).
     """
     if _count(dim) < 2:
         raise InputError(f"dim: XOR needs at least 2 dimensions, got {dim}")
@@ -108,7 +117,9 @@ def xor(n_train: int = 40, n_test: int = 200, dim: int = 10, noise: float = 0.2,
     centres[0, 0], centres[1, 0], centres[2, 1], centres[3, 1] = 1.0, -1.0, 1.0, -1.0
     X = centres[cluster] + noise * rng.standard_normal((n, dim))
     y = np.where(cluster < 2, 1.0, -1.0)
-    X_tr, X_te = _standardise(X[:n_train], X[n_train:] if n_test else None)
+    X_tr, X_te = X[:n_train], X[n_train:] if n_test else None
+    if standardise:
+        X_tr, X_te = _standardise(X_tr, X_te)
     return Dataset(X_tr, y[:n_train, None], X_te, y[n_train:, None] if n_test else None, "xor")
 
 

@@ -63,20 +63,31 @@ def cka_layers(kernels, Y) -> np.ndarray:
     return out
 
 
-def cka_layers_se(batch_kernels, Y) -> np.ndarray:
-    """Standard error of the CKA of every layer from independent batch estimates of the kernels.
+_SE_SCALE = {  # SE of the estimate = spread (ddof 1) of the per-estimate CKA times this, B estimates
+    "batches": lambda B: 1 / np.sqrt(B),  # independent batch means, the estimate their mean
+    "jackknife": lambda B: (B - 1) / np.sqrt(B),  # leave-one-batch-out estimates K_(-b)
+    "replicas": lambda B: 1.0,  # full estimates with independent random numbers, the estimate one of them
+}
+
+
+def cka_layers_se(kernels, Y, *, kind: str = "batches") -> np.ndarray:
+    """Standard error of the CKA of every layer from B estimates of the kernels.
 
     Args:
-      batch_kernels: (..., L+1, P', P') batch means (leading axes flattened, e.g. chains x batches).
+      kernels: (..., L+1, P', P') estimates (leading axes flattened, e.g. chains x batches).
       Y: (P, D) targets.
+      kind: "batches" (independent batch means), "jackknife" (leave-one-batch-out estimates) or
+        "replicas" (independent full estimates).
 
     Returns:
-      (L+1,) standard deviation of the per-batch CKA over sqrt(number of batches).
+      (L+1,) the spread s (ddof 1) of the per-estimate CKA times 1/sqrt(B), (B - 1)/sqrt(B) or 1.
     """
-    batch_kernels = np.asarray(batch_kernels)
-    flat = batch_kernels.reshape((-1,) + batch_kernels.shape[-3:])
-    per_batch = np.array([cka_layers(b, Y) for b in flat])
-    return per_batch.std(axis=0, ddof=1) / np.sqrt(len(flat))
+    if kind not in _SE_SCALE:
+        raise InputError(f"kind: must be one of {sorted(_SE_SCALE)}, got {kind!r}")
+    kernels = np.asarray(kernels)
+    flat = kernels.reshape((-1,) + kernels.shape[-3:])
+    per_estimate = np.array([cka_layers(b, Y) for b in flat])
+    return per_estimate.std(axis=0, ddof=1) * _SE_SCALE[kind](len(flat))
 
 
 def test_error(f_test, Y_test) -> dict:

@@ -196,17 +196,18 @@ def line_panels(
 
 def adaptation_scatter(sampled, sampled_se, theory: dict, path: Path, title: str = "") -> Path:
     """Theory against sampled adaptation CKA - CKA_NNGP with the ±15 % band around y = x; log axes
-    when every adaptation is positive."""
+    when every adaptation is positive. `theory` maps a label to (values, error bars or None)."""
     fig, axes = _subplots(1, 1, (4.4, 4.0))
     ax = axes[0][0]
-    values = np.concatenate([np.asarray(sampled, float), *[np.asarray(v, float) for v in theory.values()]])
+    values = np.concatenate([np.asarray(sampled, float), *[np.asarray(v, float) for v, _ in theory.values()]])
+    values = values[np.isfinite(values)]
     positive = bool((values > 0).all())
     lo, hi = (values.min() / 1.5, values.max() * 1.5) if positive else (values.min(), values.max())
     line = np.geomspace(lo, hi, 50) if positive else np.linspace(lo, hi, 50)
     ax.plot(line, line, "k-", lw=0.8)
     ax.fill_between(line, 0.85 * line, 1.15 * line, color="0.85", label="±15 %")
-    for name, values in theory.items():
-        ax.errorbar(sampled, values, xerr=sampled_se, fmt="o", ms=4, capsize=2, label=name)
+    for name, (values, yerr) in theory.items():
+        ax.errorbar(sampled, values, xerr=sampled_se, yerr=yerr, fmt="o", ms=4, capsize=2, label=name)
     if positive:
         ax.set_xscale("log")
         ax.set_yscale("log")

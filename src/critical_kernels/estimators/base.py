@@ -95,17 +95,20 @@ def finish(
     *,
     result: Result = Result.success,
     detail: str = "",
+    advice: str | None = None,
     throw: bool = True,
     jitter: float = 0.0,
 ) -> KernelEstimate:
-    """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`."""
+    """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`.
+    `advice` replaces the result's generic advice where the estimator knows better."""
     if jitter > 0:
         warnings.warn(
             f"{estimator}: a kernel needed Cholesky jitter {jitter:.3g} to be positive definite "
             "(recorded in info.jitter)",
             stacklevel=3,
         )
-    message = "" if result.ok else f"{estimator}: {detail + '; ' if detail else ''}{result.advice}"
+    advice = result.advice if advice is None else advice
+    message = "" if result.ok else f"{estimator}: {detail + '; ' if detail else ''}{advice}"
     out = KernelEstimate(
         estimator, np.asarray(kernels), None if se is None else np.asarray(se), result, info, message
     )

@@ -10,6 +10,7 @@ zero on test rows).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from typing import NamedTuple
@@ -35,7 +36,9 @@ class MAPInfo(NamedTuple):
     all stages; residual: final relative residual; ess: (L,) smallest effective sample fraction per
     layer in the last sweep (1 where exact); widths: annealing schedule; timings: seconds per stage
     (the first includes compilation); jitter: 0 (the compiled sweep uses no jitter: K = C + kappa I
-    that is not positive definite fails the solve as not_positive_definite)."""
+    that is not positive definite fails the solve as not_positive_definite); replica_kernels:
+    (1 + se_replicas, L+1, P', P') the solution and its replicas with independent random numbers
+    (None without), so the SE of any function of the kernels is its spread over them."""
 
     conj_kernels: np.ndarray
     tilted: str
@@ -46,6 +49,7 @@ class MAPInfo(NamedTuple):
     widths: tuple
     timings: dict
     jitter: float
+    replica_kernels: np.ndarray | None = None
 
 
 class _Equations(NamedTuple):
@@ -232,6 +236,7 @@ def solve_map(
     tilted=None,
     solver: Anderson = Anderson(),
     widths=None,
+    se_replicas: int = 4,
     key=0,
     throw: bool = True,
 ) -> KernelEstimate:
@@ -245,11 +250,14 @@ def solve_map(
         the second-cumulant approximation if its effective sample size collapses; info says which ran).
       solver: Anderson(rtol, atol, max_steps, damping, memory), per annealing stage.
       widths: annealing schedule, descending to spec.width (default 100N, 10N, 3N, N) (T12).
+      se_replicas: Monte Carlo tilted averages only: this many extra solves at the final width with
+        independent random numbers, warm started from the solution; the SE of every kernel entry is
+        the spread (ddof 1) of the solution and its replicas (0: no SE).
       key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
     Returns:
-      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo; se is None
-      (exact for linear phi; the Monte Carlo error of the tilted averages is not estimated yet). A
+      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo; se from the
+      replicas (None for linear phi, exact, or without replicas; NaN where a replica failed). A
       failed solve keeps the last iterate's kernels and says what to change.
 
     Example:
@@ -261,17 +269,38 @@ def solve_map(
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
     schedule = _schedule(spec.width, widths)
+    if not (
+        isinstance(se_replicas, int | np.integer) and not isinstance(se_replicas, bool) and se_replicas >= 0
+    ):
+        raise InputError(f"se_replicas: must be an integer >= 0, got {se_replicas!r}")
     fallback = ""
     for i, option in enumerate(chain):
         estimate = _solve(spec, X_all, Y, option, solver, schedule, key, fallback)
         if estimate.result is not Result.ess_collapsed or i == len(chain) - 1:
             break
         fallback = f"{method_name(option)}: {estimate.message}"
+    if estimate.ok and estimate.info.tilted != "linear" and se_replicas > 0:
+        estimate = _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, se_replicas)
     return estimate.raise_for_result() if throw else estimate
 
 
-def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEstimate:
-    """One tilted-average method through the whole annealing schedule, then the test rows."""
+def _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, n) -> KernelEstimate:
+    """The estimate with se (and info.replica_kernels) from n solves at the final width with
+    independent common random numbers, warm started at its conjugate kernels."""
+    P = len(Y)
+    warm = [jnp.asarray(c[:P, :P]) for c in estimate.info.conj_kernels[1:]]
+    replicas = [estimate.kernels]
+    for k in jax.random.split(jax.random.fold_in(as_key(key), 1), n):
+        rep = _solve(spec, X_all, Y, option, solver, schedule[-1:], k, "", warm=warm)
+        replicas.append(rep.kernels if rep.ok else np.full_like(estimate.kernels, np.nan))
+    replicas = np.stack(replicas)
+    se = replicas.std(axis=0, ddof=1)  # NaN where a replica failed
+    return dataclasses.replace(estimate, se=se, info=estimate.info._replace(replica_kernels=replicas))
+
+
+def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -> KernelEstimate:
+    """One tilted-average method through the whole annealing schedule, then the test rows; `warm`
+    (nonlinear phi) starts the conjugate kernels there instead of at zero."""
     P = len(Y)
     method = method_name(option)
     n_samples = getattr(option, "n_samples", 1)
@@ -288,7 +317,7 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback) -> KernelEst
             eq = _equations(spec, B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
     r = eq.C0.shape[0]
 
-    conj = [jnp.zeros((r, r))] * spec.depth
+    conj = [jnp.zeros((r, r))] * spec.depth if warm is None else list(warm)
     timings, n_iter, detail = {}, 0, ""
     stage = _Stage(None, Result.success, 0, 0.0, np.ones(spec.depth))
     prev_width = schedule[0]

@@ -19,13 +19,16 @@ from .options import MonteCarlo
 class PerturbativeInfo(NamedTuple):
     """conj_kernels: (L+1, P', P') first-order conjugate kernels C~(l) = J_{L<-l}^T[G]/N (index 0
     unused, zero on test rows); n_samples, n_batches: Monte Carlo of V (T5; unused for linear phi);
-    jitter: Cholesky jitter of K; seconds."""
+    jitter: Cholesky jitter of K; seconds; batch_kernels: (n_batches, L+1, P', P') the estimate from
+    each disjoint block of the common random numbers alone (their mean is `kernels`; None for linear
+    phi), so the SE of any function of the kernels (e.g. the CKA) is their spread / sqrt(n_batches)."""
 
     conj_kernels: np.ndarray
     n_samples: int
     n_batches: int
     jitter: float
     seconds: float
+    batch_kernels: np.ndarray | None = None
 
 
 @limit_blas_threads
@@ -73,8 +76,10 @@ def perturbative_kernels(
     R = options.n_batches
     blocks = np.asarray(jnp.stack(cov.push_forward(back, n_batches=R), axis=1))  # (R, L+1, P', P')
     kernels = np.asarray(cov.kernels) + blocks.mean(axis=0)
-    se = None if cov.phi is None else blocks.std(axis=0, ddof=1) / np.sqrt(R)  # linear phi: V exact
-    info = PerturbativeInfo(conj, options.n_samples, R, grad.jitter, time.perf_counter() - start)
+    exact = cov.phi is None  # linear phi: V exact
+    se = None if exact else blocks.std(axis=0, ddof=1) / np.sqrt(R)
+    batches = None if exact else np.asarray(cov.kernels) + blocks
+    info = PerturbativeInfo(conj, options.n_samples, R, grad.jitter, time.perf_counter() - start, batches)
     return finish("perturbative", kernels, se, info, throw=throw, jitter=grad.jitter)
 
 

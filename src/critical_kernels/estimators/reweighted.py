@@ -59,7 +59,19 @@ from .map import solve_map
 # jackknife batches each batch then carries ~3 effective networks, so the delete-one-batch
 # jackknife is dominated by the few heaviest weights and understates the error.
 DEFAULT_MIN_ESS = 50.0
-_ADVICE = "use more n_samples, or tempered SMC (not yet available), or check the saddle point"
+
+
+def _ess_advice(ess: float, n_used: int, min_ess: float, var_R: float) -> str:
+    """What to do when the ESS is below min_ess. The ESS grows in proportion to the networks drawn,
+    so min_ess needs about n min_ess / ESS of them; past ~10^6 (log-normal weights: ESS/n ~ e^-Var R,
+    Var R >~ 10) the saddle point's measure is too far from the posterior for reweighting."""
+    need = math.ceil(n_used * min_ess / max(ess, 1e-300))
+    if need <= 1_000_000:
+        return f"draw about {need} networks (n_samples; the ESS grows in proportion)"
+    return (
+        f"about {need:.1e} networks would be needed (Var R = {var_R:.3g}): the saddle point is too far "
+        "from the posterior here; use the sampled networks (sample_posterior), a larger width or kappa"
+    )
 
 
 class ReweightedInfo(NamedTuple):
@@ -309,7 +321,7 @@ def reweighted_kernels(
         result = Result.ess_collapsed
         detail = (
             f"effective sample size {ess:.3g} < min_ess = {min_ess:.3g} of {n_used} networks "
-            f"(Var R = {var_R:.3g}): {_ADVICE}"
+            f"(Var R = {var_R:.3g})"
         )
     return finish(
         "reweighted",
@@ -318,5 +330,6 @@ def reweighted_kernels(
         info(ess, var_R, n_used, acceptance, loo),
         result=result,
         detail=detail,
+        advice=_ess_advice(ess, n_used, min_ess, var_R) if result is Result.ess_collapsed else None,
         throw=throw,
     )

@@ -82,9 +82,14 @@ class MethodsConfig(_Strict):
 
     perturbative: StrictBool = True
     map: StrictBool = True
+    reweighted: StrictBool = Field(False, description="networks from the saddle point, reweighted (T17)")
+    linear_exact: StrictBool = Field(False, description="exact posterior of a linear network (T18)")
     sampled: StrictBool = False
     n_samples: Int = Field(
         4096, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
+    )
+    reweighted_samples: Int = Field(
+        4096, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
     )
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
@@ -102,6 +107,15 @@ class ExperimentConfig(_Strict):
     data: DataConfig = DataConfig()
     network: NetworkConfig = NetworkConfig()
     methods: MethodsConfig = MethodsConfig()
+
+    @model_validator(mode="after")
+    def _linear_exact_is_linear(self):
+        if self.methods.linear_exact and self.network.activation != "linear":
+            raise ValueError(
+                f"methods.linear_exact: needs network.activation = 'linear' "
+                f"(got {self.network.activation!r}); use methods.reweighted or methods.sampled"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -126,9 +140,9 @@ def _first_error(err: ValidationError) -> str:
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "literal_error":
         message = f"must be one of {item['ctx']['expected']}"
-    if message.startswith("classes: "):  # a model validator names its field itself
-        field, message = ".".join([*loc, "classes"]), message.removeprefix("classes: ")
-        return f"{field}: {message}"
+    named = re.match(r"([a-z_.]+): (.*)", message, re.S)
+    if item["type"] == "value_error" and named:  # a model validator names its field itself
+        return f"{'.'.join([*loc, named[1]])}: {named[2]}"
     return f"{field}: {message} (got {item.get('input')!r})"
 
 

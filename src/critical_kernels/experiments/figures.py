@@ -127,13 +127,20 @@ def _curves(ds: xr.Dataset, dim: str, x, value) -> list:
     for k, method in enumerate(str(m) for m in ds.estimator.values):
         for g in range(ds.sizes[group]) if group else [None]:
             sub = ds[["cka_out", "cka_out_se"]].isel({**fixed, **({group: g} if group else {})})
-            y, yerr = value(sub.mean(replicates) if replicates else sub, method)
+            y, yerr = value(_replicate_mean(sub, replicates) if replicates else sub, method)
             label = names[method] + (f", {_symbol(fields, group)} = {ds[group].values[g]}" if group else "")
             style = {"fmt": styles[k % len(styles)], "color": f"C{g or 0}"}
             curves.append((method, label, x, y, yerr, style))
     note = [f"{_symbol(fields, d)} = {ds[d].values[0]}" for d in fixed if ds.sizes[d] > 1]
     note += [f"mean over {ds.sizes[d]} {field_label(fields[d][0])}s" for d in replicates]
     return curves, ", ".join(note)
+
+
+def _replicate_mean(sub: xr.Dataset, replicates: list[str]) -> xr.Dataset:
+    """Mean CKA over independent replicates, with the SE of that mean: sqrt(sum SE^2) / n."""
+    n = int(np.prod([sub.sizes[d] for d in replicates]))
+    se = np.sqrt((sub.cka_out_se**2).sum(replicates)) / n
+    return xr.Dataset({"cka_out": sub.cka_out.mean(replicates), "cka_out_se": se})
 
 
 def _symbol(fields: dict, dim: str) -> str:
@@ -188,7 +195,7 @@ def _adaptation(sub: xr.Dataset, estimator: str) -> np.ndarray:
 
 
 def _finite(values):
-    """Error bars only where a method has them (sampled)."""
+    """Error bars only where a method has them (not the exact NNGP or linear_exact)."""
     values = np.nan_to_num(np.asarray(values, dtype=float))
     return values if values.any() else None
 
@@ -196,7 +203,8 @@ def _finite(values):
 def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     """|ΔCKA| of the output kernel against 1/N on log axes, with a 1/N reference line."""
     inv = 1.0 / ds[dim].values.astype(float)
-    curves, note = _curves(ds, dim, inv, lambda sub, m: (np.abs(_adaptation(sub, m)), None))
+    se = lambda sub, m: _finite(sub.cka_out_se.sel(estimator=m))  # noqa: E731
+    curves, note = _curves(ds, dim, inv, lambda sub, m: (np.abs(_adaptation(sub, m)), se(sub, m)))
     curves = [c[1:] for c in curves if c[0] != "nngp"]
     if curves:
         y0 = np.nanmax(curves[0][2])
@@ -210,9 +218,10 @@ def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
 def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     """|CKA_theory - CKA_sampled| / |CKA_sampled - CKA_NNGP| of the output kernel against N."""
 
-    def relative_miss(sub, m):
+    def relative_miss(sub, m):  # error bar: combined SE of the miss over the sampled adaptation
         sampled = _adaptation(sub, "sampled")
-        return np.abs(_adaptation(sub, m) - sampled) / np.abs(sampled), None
+        se = np.hypot(*(np.nan_to_num(sub.cka_out_se.sel(estimator=e).values) for e in (m, "sampled")))
+        return np.abs(_adaptation(sub, m) - sampled) / np.abs(sampled), _finite(se / np.abs(sampled))
 
     widths = ds[dim].values.astype(float)
     curves, note = _curves(ds, dim, widths, relative_miss)
@@ -231,7 +240,10 @@ def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:
     keep = np.isfinite(sampled)
     names = _method_labels(ds)
     theory = {
-        names[str(m)]: (ds.cka.sel(estimator=m) - nngp).values[..., 1:].ravel()[keep]
+        names[str(m)]: (
+            (ds.cka.sel(estimator=m) - nngp).values[..., 1:].ravel()[keep],
+            _finite(2 * ds.cka_se.sel(estimator=m).values[..., 1:].ravel()[keep]),
+        )
         for m in ds.estimator.values
         if str(m) not in ("nngp", "sampled")
     }

@@ -90,8 +90,17 @@ def sampled_failed(attrs) -> bool:
 
 
 def map_failed(attrs) -> bool:
-    value = attrs.get("map_converged")
+    return _flag_failed(attrs, "map_converged")
+
+
+def _flag_failed(attrs, key: str) -> bool:
+    value = attrs.get(key)
     return value is not None and np.isfinite(float(value)) and not bool(int(value))
+
+
+def reweighted_failed(attrs) -> bool:
+    """The reweighted estimator failed (ESS below its threshold, or no converged saddle point)."""
+    return _flag_failed(attrs, "reweighted_ok")
 
 
 def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
@@ -108,6 +117,10 @@ def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
         sampler = _SAMPLERS.get(str(attrs.get("sampler", "")), "")
         label = f"sampled ({sampler})" if sampler else "sampled"
         return label + (f", {NOT_CONVERGED}" if flag and sampled_failed(attrs) else "")
+    if name == "reweighted":
+        return "reweighted" + (", failed" if flag and reweighted_failed(attrs) else "")
+    if name == "linear_exact":
+        return "exact (linear)" + (", failed" if flag and _flag_failed(attrs, "linear_exact_ok") else "")
     return name
 
 

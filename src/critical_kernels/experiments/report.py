@@ -20,6 +20,7 @@ from .labels import (
     fmt_se,
     map_failed,
     map_is_cumulant,
+    reweighted_failed,
     sampled_failed,
 )
 
@@ -50,7 +51,8 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
         "## CKA with the target kernel YYᵀ per layer (T16)",
         "",
         "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. ± one standard error "
-        "where the estimator has one (sampled networks: batch means).",
+        "where the estimator has one (first order: spread over 16 blocks of its random numbers; "
+        "reweighted: jackknife over 16 batches; sampled networks: batch means).",
         "",
         header,
         "|" + "---|" * (len(ds.layer) + 2),
@@ -67,7 +69,11 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
         "",
         "## Convergence and diagnostics",
         "",
-        *[f"- {k}: {_plain(v)}" for k, v in attrs.items() if k.startswith(("map_", "sampl", "rhat", "acc"))],
+        *[
+            f"- {k}: {_plain(v)}"
+            for k, v in attrs.items()
+            if k.startswith(("map_", "reweighted_", "linear_exact_", "sampl", "rhat", "acc"))
+        ],
         f"- timings [s]: {', '.join(f'{k} {v:.2f}' for k, v in json.loads(attrs['timings']).items())}",
         "",
         "## Versions",
@@ -94,6 +100,8 @@ def run_warnings(attrs) -> list[str]:
         ess = re.search(r"ESS fell to ([0-9.e-]+) \(< min_ess=([0-9.e-]+)\)", why)
         reason = f" (importance-sampling ESS fell to {ess[1]} < {ess[2]})" if ess else ""
         out.append(f"the MAP kernels come from the second-cumulant approximation{reason}")
+    if reweighted_failed(attrs):
+        out.append(f"the reweighted estimator failed: {attrs.get('reweighted_message', '')}; its CKA is NaN")
     return out
 
 
@@ -170,32 +178,41 @@ def _versions_line(attrs) -> str:
 def agreement(cka: xr.DataArray, cka_se: xr.DataArray, reference_ok: bool = True) -> list[dict]:
     """Theory against sampled networks, per theory estimator and layer l >= 1 of one experiment.
 
-    miss = |CKA_theory - CKA_sampled|; the criterion is miss <= 2 SE + 0.15 |CKA_sampled - CKA_NNGP|
-    (SE of the sampled CKA); relative miss = miss / |CKA_sampled - CKA_NNGP|. `within` is True,
-    False, or None where the sampled reference failed its diagnostics (`reference_ok` False): no
-    verdict against a reference that is not one.
+    Adaptation a = CKA - CKA_NNGP; captured = a_theory / a_sampled with its SE; miss = |CKA_theory -
+    CKA_sampled|; the criterion is miss <= 2 SE + 0.15 |a_sampled|, SE the combined standard error
+    sqrt(SE_theory^2 + SE_sampled^2) (independent estimates; the NNGP is exact). `within` is True,
+    False, or None where the sampled reference failed its diagnostics (`reference_ok` False: no
+    verdict against a reference that is not one) or the theory estimator failed (CKA NaN).
     """
     names = [str(e) for e in cka.estimator.values]
     if "sampled" not in names or "nngp" not in names:
         return []
-    sampled, se = cka.sel(estimator="sampled").values, cka_se.sel(estimator="sampled").values
+    sampled, se_s = cka.sel(estimator="sampled").values, cka_se.sel(estimator="sampled").values
     adaptation = sampled - cka.sel(estimator="nngp").values
     rows = []
     for name in (n for n in names if n not in ("nngp", "sampled")):
         theory = cka.sel(estimator=name).values
+        se_t = np.nan_to_num(cka_se.sel(estimator=name).values)  # NaN: no SE known
         for l in range(1, len(sampled)):
             if not np.isfinite(sampled[l]):
                 continue
-            miss = abs(theory[l] - sampled[l])
+            a, a_t = adaptation[l], theory[l] - (sampled[l] - adaptation[l])
+            combined = float(np.hypot(se_t[l], se_s[l]))
+            captured = a_t / a
+            ok = reference_ok and np.isfinite(theory[l])
             rows.append(
                 dict(
                     estimator=name,
                     layer=l,
-                    adaptation=adaptation[l],
-                    se=se[l],
-                    theory_adaptation=theory[l] - (sampled[l] - adaptation[l]),
-                    relative_miss=miss / abs(adaptation[l]),
-                    within=bool(miss <= 2 * se[l] + 0.15 * abs(adaptation[l])) if reference_ok else None,
+                    adaptation=a,
+                    se=se_s[l],
+                    theory_adaptation=a_t,
+                    theory_se=se_t[l],
+                    captured=captured,
+                    captured_se=abs(captured) * float(np.hypot(se_t[l] / a_t, se_s[l] / a)),
+                    relative_miss=abs(theory[l] - sampled[l]) / abs(a),
+                    within=bool(abs(theory[l] - sampled[l]) <= 2 * combined + 0.15 * abs(a)) if ok else None,
+                    failed=not np.isfinite(theory[l]),
                 )
             )
     return rows
@@ -210,18 +227,23 @@ def agreement_lines(items) -> list[str]:
     lines = [
         "## Theory against sampled networks",
         "",
-        "Adaptation = CKA − CKA_NNGP; criterion: |CKA_theory − CKA_sampled| ≤ 2 SE + 15 % of the "
-        "sampled adaptation.",
+        "Adaptation = CKA − CKA_NNGP ± SE; captured = theory adaptation / sampled adaptation (1 is "
+        "perfect); criterion: |CKA_theory − CKA_sampled| ≤ 2 combined SE + 15 % of the sampled adaptation.",
         "",
-        "| point | estimator | layer | sampled adaptation | theory adaptation | miss / adaptation | within |",
+        "| point | estimator | layer | sampled adaptation | theory adaptation | captured | within |",
         "|---|---|---|---|---|---|---|",
     ]
-    verdict = {True: "yes", False: "NO", None: f"reference failed ({NOT_CONVERGED})"}
     for label, r in rows:
+        if r["failed"]:
+            verdict = "estimator failed"
+        elif r["within"] is None:
+            verdict = f"reference failed ({NOT_CONVERGED})"
+        else:
+            verdict = "yes" if r["within"] else "NO"
         lines.append(
             f"| {label} | {estimator_label(r['estimator'], flag=False)} | {r['layer']} | "
-            f"{fmt_se(r['adaptation'], r['se'])} | {r['theory_adaptation']:.4f} | {r['relative_miss']:.3f} | "
-            f"{verdict[r['within']]} |"
+            f"{fmt_se(r['adaptation'], r['se'])} | {fmt_se(r['theory_adaptation'], r['theory_se'])} | "
+            f"{fmt_se(r['captured'], r['captured_se'], 3)} | {verdict} |"
         )
     return [*lines, ""]
 
@@ -276,6 +298,8 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
             cell = fmt_se(float(p.cka_out.values[k]), float(p.cka_out_se.values[k]))
             if m == "sampled" and sampled_failed(attrs) and p.status.item() == "ok":
                 cell += f" ({NOT_CONVERGED})"
+            if m == "reweighted" and reweighted_failed(attrs) and p.status.item() == "ok":
+                cell += " (failed)"
             if m == "map" and len(map_methods) > 1 and map_is_cumulant(attrs):
                 cell += " (second cumulant)"
             cells.append(cell)
@@ -307,7 +331,8 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
         *[note + "\n" for note in notes],
         "## CKA of the output kernel with YYᵀ (T16)",
         "",
-        "± one standard error where the estimator has one (sampled networks: batch means).",
+        "± one standard error where the estimator has one (first order: spread over 16 blocks of its "
+        "random numbers; reweighted: jackknife over 16 batches; sampled networks: batch means).",
         "",
         "| " + " | ".join(headers) + " |",
         "|" + "---|" * len(headers),
@@ -351,7 +376,15 @@ def _zipped_name(ds: xr.Dataset, dim: str, field: str) -> str:
 def _point_attrs(flat: xr.Dataset, j: int) -> dict:
     """The diagnostics of one point as run attrs (for the labels and flags of labels.py)."""
     out = {}
-    for name in ("sampled_ok", "rhat_cka", "acceptance", "map_converged", "map_method", "sampler"):
+    for name in (
+        "sampled_ok",
+        "rhat_cka",
+        "acceptance",
+        "map_converged",
+        "map_method",
+        "sampler",
+        "reweighted_ok",
+    ):
         if name in flat:
             value = flat[name].values[j]
             out[name] = str(value) if name in ("map_method", "sampler") else float(value)

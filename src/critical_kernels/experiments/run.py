@@ -28,7 +28,9 @@ from ..estimators import (
     MonteCarlo,
     Result,
     SecondCumulant,
+    linear_posterior_kernels,
     perturbative_kernels,
+    reweighted_kernels,
     sample_posterior,
     solve_map,
 )
@@ -137,6 +139,24 @@ def estimate_all(
                 spec, data.X, data.Y, data.X_test, tilted=tilted_option(m, spec), key=seed, throw=False
             ),
         )
+    if m.reweighted:
+        out["reweighted"] = timed(
+            "reweighted",
+            lambda: reweighted_kernels(
+                spec,
+                data.X,
+                data.Y,
+                data.X_test,
+                n_samples=m.reweighted_samples,
+                saddle=out.get("map"),  # the run's own saddle point when the MAP was asked for
+                key=seed,
+                throw=False,
+            ),
+        )
+    if m.linear_exact:
+        out["linear_exact"] = timed(
+            "linear_exact", lambda: linear_posterior_kernels(spec, data.X, data.Y, data.X_test, throw=False)
+        )
     if m.sampled:
         chains = Chains(chains=m.chains, warmup=m.warmup, n_samples=m.samples, thin=m.thin)
         out["sampled"] = timed(
@@ -185,9 +205,7 @@ def run(
     estimates = estimate_all(config, spec, data, nngp, timed, progress)
     kernels = {"nngp": nngp, **{name: e.kernels for name, e in estimates.items()}}
     ok = {"nngp": True, **{name: usable(e) for name, e in estimates.items()}}
-    cka_se = {name: np.zeros(spec.depth + 1) for name in kernels}
-    if "sampled" in estimates:
-        cka_se["sampled"] = cka_layers_se(estimates["sampled"].info.batch_kernels, data.Y)
+    cka_se = {name: _cka_se(estimates.get(name), data.Y, spec.depth) for name in kernels}
     names = list(kernels)
     errors = {name: _errors(kernels[name] if ok[name] else None, data, spec.kappa) for name in names}
     nan = np.full(spec.depth + 1, np.nan)
@@ -221,6 +239,23 @@ def run(
     )
 
 
+def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
+    """SE of the CKA of every layer from the estimator's own set of estimates: batch means (sampled,
+    perturbative), leave-one-batch-out estimates (reweighted) or replicas (MAP); zero where the
+    kernels are exact (NNGP, linear phi, linear_exact), NaN where a Monte Carlo estimate has none."""
+    info = getattr(estimate, "info", None)
+    for field, kind in (
+        ("batch_kernels", "batches"),
+        ("jackknife_kernels", "jackknife"),
+        ("replica_kernels", "replicas"),
+    ):
+        if getattr(info, field, None) is not None:
+            return cka_layers_se(getattr(info, field), Y, kind=kind)
+    if estimate is not None and estimate.se is not None:
+        return np.full(depth + 1, np.nan)  # a Monte Carlo estimate without its set of estimates
+    return np.zeros(depth + 1)
+
+
 def _diagnostics(estimates: dict, data) -> dict:
     """Convergence and sampler diagnostics as flat Dataset attributes."""
     attrs = {}
@@ -233,6 +268,18 @@ def _diagnostics(estimates: dict, data) -> dict:
             map_residual=est.info.residual,
             map_message=est.message or est.info.fallback or "converged",
         )
+    if "reweighted" in estimates:
+        est = estimates["reweighted"]
+        attrs.update(
+            reweighted_ok=int(est.ok),
+            reweighted_ess=float(est.info.ess),
+            reweighted_var_log_weight=float(est.info.var_log_weight),
+            reweighted_n_samples=int(est.info.n_samples),
+            reweighted_message=est.message or "ok",
+        )
+    if "linear_exact" in estimates:
+        est = estimates["linear_exact"]
+        attrs.update(linear_exact_ok=int(est.ok), linear_exact_message=est.message or "ok")
     if "sampled" in estimates:
         est = estimates["sampled"]
         info = est.info

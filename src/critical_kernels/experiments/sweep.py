@@ -367,7 +367,8 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     cka, cka_se = full(len(methods), n_layers), full(len(methods), n_layers)
     cka_out, cka_out_se = full(len(methods)), full(len(methods))
     test_err, test_mse = full(len(methods)), full(len(methods))
-    names = ("map_converged", "sampled_ok", "rhat_cka", "acceptance", "g_c", "g_w_used", "seconds")
+    diagnostics = ("map_converged", "reweighted_ok", "reweighted_ess", "sampled_ok", "rhat_cka", "acceptance")
+    names = (*diagnostics, "g_c", "g_w_used", "seconds")
     scalars = {name: full() for name in names}
     status = np.full(shape, "missing", dtype=object)
     error = np.full(shape, "", dtype=object)
@@ -390,7 +391,7 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
         cka_out_se[i][rows] = ds.cka_se.values[:, -1]
         test_err[i][rows] = ds.test_error.values
         test_mse[i][rows] = ds.test_mse.values
-        for name in ("map_converged", "sampled_ok", "rhat_cka", "acceptance"):
+        for name in diagnostics:
             scalars[name][i] = float(ds.attrs.get(name, np.nan))
         for name in texts:
             texts[name][i] = str(ds.attrs.get(name, ""))
