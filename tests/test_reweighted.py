@@ -79,7 +79,9 @@ def test_sharp_likelihood_collapses_ess(mnist8):
     assert est.result is Result.ess_collapsed
     assert est.info.ess < 50
     # the advice is reweighting's own (networks needed, or the sampler), not the MAP's SecondCumulant
-    assert ("networks" in est.message or "sample_posterior" in est.message) and "SecondCumulant" not in est.message
+    assert (
+        "networks" in est.message or "sample_posterior" in est.message
+    ) and "SecondCumulant" not in est.message
     with pytest.raises(ConvergenceError) as err:
         reweighted_kernels(spec, d.X, d.Y, d.X_test, **kwargs)
     assert err.value.estimate.result is Result.ess_collapsed
