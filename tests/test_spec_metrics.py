@@ -60,3 +60,36 @@ def test_cka_layers_is_nan_where_undefined():
     stack = np.stack([np.ones((3, 3)), np.eye(3)])
     out = ck.cka_layers(stack, np.array([1.0, -1.0, 1.0]))
     assert np.isnan(out[0]) and np.isfinite(out[1])
+
+
+def _kernel_stack(rng):
+    X = rng.normal(size=(6, 3))
+    return np.stack([X @ X.T, np.tanh(X) @ np.tanh(X).T + 0.1])
+
+
+def _noisy(K, rng, n, scale=1e-3):
+    """n independent noisy estimates of the kernel stack K (symmetric noise)."""
+    noise = rng.normal(size=(n, *K.shape)) * scale
+    return K + (noise + np.swapaxes(noise, -1, -2)) / 2
+
+
+def test_cka_se_kinds_agree_on_the_same_batches():
+    """Batch means, their leave-one-out means (jackknife) and full replicas give one SE, by three
+    formulas: for a statistic this close to linear the jackknife equals the batch SE to O(noise)."""
+    from critical_kernels.metrics import cka_layers_se
+
+    rng = np.random.default_rng(0)
+    Y = np.sign(rng.normal(size=(6, 1)))
+    K = _kernel_stack(rng)
+    batches = _noisy(K, rng, 16)
+    loo = (batches.sum(axis=0)[None] - batches) / 15
+    se_batches = cka_layers_se(batches, Y)
+    np.testing.assert_allclose(cka_layers_se(loo, Y, kind="jackknife"), se_batches, rtol=1e-3)
+    # a replica is one batch-sized estimate: its spread is sqrt(16) times the SE of the 16-batch mean
+    np.testing.assert_allclose(cka_layers_se(batches, Y, kind="replicas"), 4 * se_batches, rtol=1e-12)
+    # and the batch SE matches the spread of the 16-batch mean over 400 independent repetitions
+    means = [ck.cka_layers(_noisy(K, np.random.default_rng(k), 16).mean(axis=0), Y) for k in range(1, 401)]
+    ratio = se_batches[1:] / np.std(means, axis=0, ddof=1)[1:]
+    assert np.all((ratio > 0.6) & (ratio < 1.45)), ratio  # one 16-batch SE: chi_15 / sqrt(15), 99 % in 0.55-1.5
+    with pytest.raises(ck.InputError, match="kind"):
+        cka_layers_se(batches, Y, kind="bootstrap")

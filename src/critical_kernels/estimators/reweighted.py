@@ -49,7 +49,7 @@ import numpy as np
 from ..errors import InputError
 from ..likelihood import log_evidence
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_sqrt, symmetrize
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, symmetrize
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .map import solve_map
@@ -97,48 +97,71 @@ class ReweightedInfo(NamedTuple):
     jackknife_kernels: np.ndarray | None = None
 
 
-def _tilt(phi, A_tt, P):
-    """t_i = phi_i^T A phi_i over the training block only, for phi (..., P')."""
-    ph = phi[..., :P]
-    return jnp.einsum("...a,ab,...b->...", ph, A_tt, ph)
+def _tilt(h_train, A):
+    """t_i = h_i^T A h_i for rows h_i (..., P) of training-row values."""
+    return jnp.einsum("...a,ab,...b->...", h_train, A, h_train)
 
 
-def _layer_linear(key, C, A, g, N):
-    """Exact tilted draw of N linear neurons: h (N, P'), sum_i g t_i, W~, normalisable flag."""
-    root = psd_sqrt(C)
-    s, U = jnp.linalg.eigh(symmetrize(root @ A @ root))
+def _train_coordinates(F, P):
+    """For C = F F^T (F: P' x m, train rows first): Q (m x r), T (r x P) with F_train^T = Q T, r = min(m, P).
+
+    A neuron h = F zeta, zeta ~ N(0, I_m), has training rows h_train = T^T w with w = Q^T zeta ~ N(0, I_r):
+    the tilt only sees w. Given w, zeta = Q w + (I - Q Q^T) xi (xi ~ N(0, I_m)) completes the draw on
+    every row exactly (the test rows keep their conditional law), and no P' x P' factorisation of C
+    (possibly singular) is needed.
+    """
+    return jnp.linalg.qr(F[:P].T, mode="reduced")
+
+
+def _complete(F, Q, w, key):
+    """h (N, P') on every row from the training coordinates w (N, r)."""
+    xi = jax.random.normal(key, (w.shape[0], F.shape[1]))
+    zeta = w @ Q.T + xi - (xi @ Q) @ Q.T
+    return zeta @ F.T
+
+
+def _layer_linear(key, F, A, g, N):
+    """Exact tilted draw of N linear neurons: h (N, P'), sum_i g t_i, W~, normalisable flag.
+
+    In training coordinates the tilted law of w is N(0, (I - 2g S)^-1), S = T A T^T = U diag(s) U^T, and
+    W~ = -(1/2) sum_k ln(1 - 2g s_k) (S has the nonzero eigenvalues of A C_train)."""
+    P = A.shape[0]
+    Q, T = _train_coordinates(F, P)
+    s, U = jnp.linalg.eigh(symmetrize(T @ A @ T.T))
     one_minus = 1.0 - 2.0 * g * s
     ok = jnp.all(one_minus > 0)
-    scale = jax.lax.rsqrt(jnp.where(one_minus > 0, one_minus, 1.0))
-    z = jax.random.normal(key, (N, C.shape[0]))
-    h = (z * scale) @ U.T @ root  # rows ~ N(0, root U diag(1/(1-2gs)) U^T root)
-    tilt = g * jnp.einsum("ia,ab,ib->", h, A, h)
-    W = -0.5 * jnp.sum(jnp.log(jnp.where(one_minus > 0, one_minus, 1.0)))
-    return h, tilt, W, ok, jnp.asarray(1.0)
-
-
-def _layer_mh(fn, n_mh, key, C, A_tt, g, N, zw):
-    """Independence MH draw of N neurons from the tilted measure, and W~ by MC with CRN z_w (M, P')."""
-    P = A_tt.shape[0]
-    root = psd_sqrt(C)
+    safe = jnp.where(one_minus > 0, one_minus, 1.0)
     k0, k1 = jax.random.split(key)
-    h = jax.random.normal(k0, (N, C.shape[0])) @ root
-    t = _tilt(fn(h), A_tt, P)
+    w = (jax.random.normal(k0, (N, len(s))) * jax.lax.rsqrt(safe)) @ U.T
+    h = _complete(F, Q, w, k1)
+    tilt = g * jnp.sum(_tilt(w @ T, A))
+    return h, tilt, -0.5 * jnp.sum(jnp.log(safe)), ok, jnp.asarray(1.0)
+
+
+def _layer_mh(fn, n_mh, key, F, A, g, N, zw):
+    """Independence MH draw of N neurons from the tilted measure in training coordinates (proposal
+    N(0, I_r), acceptance exp(g (t' - t))), completed on every row; W~ by MC with CRN z_w (M, P)."""
+    P = A.shape[0]
+    Q, T = _train_coordinates(F, P)
+    r = T.shape[0]
+    k0, k1, k2 = jax.random.split(key, 3)
+    w = jax.random.normal(k0, (N, r))
+    t = _tilt(fn(w @ T), A)
 
     def step(carry, k):
-        h, t, acc = carry
+        w, t, acc = carry
         ka, kb = jax.random.split(k)
-        hp = jax.random.normal(ka, h.shape) @ root
-        tp = _tilt(fn(hp), A_tt, P)
+        wp = jax.random.normal(ka, w.shape)
+        tp = _tilt(fn(wp @ T), A)
         accept = jnp.log(jax.random.uniform(kb, t.shape)) < g * (tp - t)
-        h = jnp.where(accept[:, None], hp, h)
+        w = jnp.where(accept[:, None], wp, w)
         t = jnp.where(accept, tp, t)
-        return (h, t, acc + jnp.mean(accept)), None
+        return (w, t, acc + jnp.mean(accept)), None
 
-    (h, t, acc), _ = jax.lax.scan(step, (h, t, 0.0), jax.random.split(k1, n_mh))
-    tw = g * _tilt(fn(zw @ root), A_tt, P)
+    (w, t, acc), _ = jax.lax.scan(step, (w, t, 0.0), jax.random.split(k1, n_mh))
+    tw = g * _tilt(fn(zw[:, :r] @ T), A)
     W = jax.scipy.special.logsumexp(tw) - math.log(zw.shape[0])
-    return h, g * jnp.sum(t), W, jnp.asarray(True), acc / max(n_mh, 1)
+    return _complete(F, Q, w, k2), g * jnp.sum(t), W, jnp.asarray(True), acc / max(n_mh, 1)
 
 
 @lru_cache(maxsize=32)
@@ -146,31 +169,31 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
     """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, acceptance, ok count)."""
     L = len(gains)
 
-    def network(key, C0, conj, Y, zw):
-        C, kernels, penalty = C0, [C0], 0.0
+    def network(key, F0, conj, Y, zw):
+        F, kernels, penalty = F0, [F0 @ F0.T], 0.0
         accs, ok = [], jnp.asarray(True)
         keys = jax.random.split(key, L)
         for l in range(L):
-            g = gains[l]
+            g, A = gains[l], conj[l][:P, :P]
             if linear:
-                h, tilt, W, good, acc = _layer_linear(keys[l], C, conj[l], g, N)
-                phi = h
+                h, tilt, W, good, acc = _layer_linear(keys[l], F, A, g, N)
             else:
-                h, tilt, W, good, acc = _layer_mh(act.fn, n_mh, keys[l], C, conj[l][:P, :P], g, N, zw[l])
-                phi = act.fn(h)
-            C = (g / N) * phi.T @ phi + bias[l + 1]
-            C = symmetrize(C)
-            kernels.append(C)
+                h, tilt, W, good, acc = _layer_mh(act.fn, n_mh, keys[l], F, A, g, N, zw[l])
+            # C_emp = F F^T with the explicit factor F = [sqrt(g/N) phi(h)^T, sqrt(g_b) 1]
+            F = jnp.concatenate(
+                [math.sqrt(g / N) * act.fn(h).T, jnp.full((h.shape[1], 1), math.sqrt(bias[l + 1]))], axis=1
+            )
+            kernels.append(symmetrize(F @ F.T))
             penalty = penalty + tilt - N * W
             accs.append(acc)
             ok = ok & good
-        R = log_evidence(C[:P, :P], Y, kappa) - penalty
+        R = log_evidence(kernels[-1][:P, :P], Y, kappa) - penalty
         R = jnp.where(ok, R, -jnp.inf)
         return R, jnp.stack(kernels), jnp.stack(accs), ok
 
     @jax.jit
-    def chunk(keys, C0, conj, Y, zw):
-        R, K, acc, ok = jax.vmap(network, in_axes=(0, None, None, None, None))(keys, C0, conj, Y, zw)
+    def chunk(keys, F0, conj, Y, zw):
+        R, K, acc, ok = jax.vmap(network, in_axes=(0, None, None, None, None))(keys, F0, conj, Y, zw)
         m = jnp.max(R)
         w = jnp.exp(R - m)
         return R, m, jnp.sum(w), jnp.einsum("n,nlab->lab", w, K), jnp.mean(acc, axis=0), jnp.sum(~ok)
@@ -265,15 +288,19 @@ def reweighted_kernels(
     fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, float(spec.kappa), N, P, linear, n_mh)
     k_draw, k_w = jax.random.split(as_key(key))
     C0 = jnp.asarray(input_kernel(spec, X_all))
+    d = X_all.shape[1]  # C0 = F0 F0^T, F0 = [sqrt(g_in/d) X, sqrt(g_b0) 1]
+    F0 = jnp.asarray(
+        np.hstack([math.sqrt(spec.g_in / d) * X_all, np.full((Pa, 1), math.sqrt(spec.bias_vars[0]))])
+    )
     conj_j = jnp.asarray(conj[1:])
     Yj = jnp.asarray(Y)
-    zw = jnp.zeros((L, 1, Pa)) if linear else jax.random.normal(k_w, (L, n_w, Pa))
+    zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, n_w, P))
 
     keys = jax.random.split(k_draw, n_used).reshape(n_batches, per_batch // size, size, -1)
     R_all, maxes, sw, swk, accs, bad = [], [], [], [], [], 0
     for b in range(n_batches):
         for c in range(per_batch // size):
-            R, m, s, sk, acc, nbad = fn(keys[b, c], C0, conj_j, Yj, zw)
+            R, m, s, sk, acc, nbad = fn(keys[b, c], F0, conj_j, Yj, zw)
             R_all.append(np.asarray(R))
             maxes.append(float(m))
             sw.append(float(s))

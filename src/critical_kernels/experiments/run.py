@@ -251,7 +251,7 @@ def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
     ):
         if getattr(info, field, None) is not None:
             return cka_layers_se(getattr(info, field), Y, kind=kind)
-    if estimate is not None and estimate.se is not None:
+    if estimate is not None and estimate.se is not None and estimate.estimator != "linear_exact":
         return np.full(depth + 1, np.nan)  # a Monte Carlo estimate without its set of estimates
     return np.zeros(depth + 1)
 
