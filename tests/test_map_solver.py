@@ -93,7 +93,8 @@ def test_map_agrees_with_first_order_at_large_width(method):
     for l in range(1, 4):  # measured cosine >= 0.9994 in every layer
         a, b = res.kernels[l] - nngp[l], pert.kernels[l] - nngp[l]
         assert np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)) >= 0.99
-    assert res.ok and res.info.tilted == method and res.kernels.shape == (4, 11, 11)
+    # "importance (adaptive)": the default ImportanceSampling adapts its proposal
+    assert res.ok and res.info.tilted.split()[0] == method and res.kernels.shape == (4, 11, 11)
 
 
 def test_unconverged_solve_is_never_silent():
@@ -134,7 +135,9 @@ def test_bad_arguments_are_named():
 
 def test_lost_positive_definiteness_is_reported():
     X, Y, _ = _data()
-    spec = ck.NetworkSpec(depth=2, width=5, g_w=1.5, g_b=0.1, kappa=0.01)  # alpha = P/N = 1.6, tiny kappa
+    # alpha = P/N = 2.7, tiny kappa: no solution below N = 4 or 5 (at N = 5 one exists, reached since
+    # widths are inserted where a long annealing step loses positive definiteness on the way)
+    spec = ck.NetworkSpec(depth=2, width=3, g_w=1.5, g_b=0.1, kappa=0.01)
     with pytest.raises(ck.NotPositiveDefiniteError, match="positive definiteness"):
         ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(256))
 

@@ -11,6 +11,7 @@ zero on test rows).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from functools import partial
 from typing import NamedTuple
@@ -26,19 +27,29 @@ from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, 
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
-from .tilted import layer_backward, layer_forward, layer_samples, method_name
+from .tilted import (
+    ADAPTIVE,
+    layer_backward,
+    layer_forward,
+    layer_samples,
+    method_name,
+    proposal,
+    proposal_update,
+)
 
 
 class MAPInfo(NamedTuple):
-    """conj_kernels: (L+1, P', P') conjugate kernels (index 0 unused, zero on test rows);
-    tilted: the tilted-average method that produced the kernels ("linear", "importance",
-    "cumulant"); fallback: why an earlier method was abandoned ("" if none); n_iter: sweeps over
-    all stages; residual: final relative residual; ess: (L,) smallest effective sample fraction per
-    layer in the last sweep (1 where exact); widths: annealing schedule; timings: seconds per stage
-    (the first includes compilation); jitter: 0 (the compiled sweep uses no jitter: K = C + kappa I
-    that is not positive definite fails the solve as not_positive_definite); replica_kernels:
-    (1 + se_replicas, L+1, P', P') the solution and its replicas with independent random numbers
-    (None without), so the SE of any function of the kernels is its spread over them."""
+    """conj_kernels: (L+1, P', P') conjugate kernels (index 0 unused, zero on test rows); tilted:
+    the tilted-average method that produced the kernels ("linear", "importance", "importance
+    (adaptive)", "cumulant"); fallback: why an earlier method was abandoned ("" if none); n_iter:
+    sweeps over all stages; residual: final relative residual; ess: (L,) smallest effective sample
+    fraction per layer in the last sweep (1 where exact); widths: annealing stages solved; timings:
+    seconds per stage (the first includes compilation); jitter: 0 (the compiled sweep uses no
+    jitter: K = C + kappa I that is not positive definite fails the solve as not_positive_definite);
+    replica_kernels: (1 + se_replicas, L+1, P', P') the solution and its replicas with independent
+    random numbers (None without), so the SE of any function of the kernels is its spread over them;
+    proposals: (L, P, P) covariance S of the adaptive importance proposal of each layer in the
+    whitened coordinates u of the training rows, h = u sqrt(C(l-1)) (None for the other methods)."""
 
     conj_kernels: np.ndarray
     tilted: str
@@ -50,6 +61,7 @@ class MAPInfo(NamedTuple):
     timings: dict
     jitter: float
     replica_kernels: np.ndarray | None = None
+    proposals: np.ndarray | None = None
 
 
 class _Equations(NamedTuple):
@@ -63,18 +75,22 @@ class _Equations(NamedTuple):
     gains: jnp.ndarray  # (L,) g_1..g_L
     bias_vars: jnp.ndarray  # (L+1,) g_b of b0..bL
     kappa: jnp.ndarray  # ()
+    proposals: tuple | None = None  # (L,) tilted.Proposal of adaptive importance sampling, else None
 
 
-def _equations(spec: NetworkSpec, C0, Y, z, ones) -> _Equations:
+def _equations(spec: NetworkSpec, C0, Y, z, ones, proposals=None) -> _Equations:
     gains, bias_vars = jnp.asarray(spec.gains), jnp.asarray(spec.bias_vars)
-    return _Equations(C0, Y, z, ones, gains, bias_vars, jnp.asarray(spec.kappa))
+    return _Equations(C0, Y, z, ones, gains, bias_vars, jnp.asarray(spec.kappa), proposals)
 
 
 def _forward(act, depth: int, method: str, conj, eq: _Equations):
     """Kernels C(0..L) from C~(1..L) (T9), the samples of every layer, and each layer's ESS."""
     kernels, samples, health = [eq.C0], [], []
     for l in range(1, depth + 1):
-        drawn = None if method == "linear" else layer_samples(act, kernels[-1], eq.z[l - 1])
+        drawn = None
+        if method != "linear":
+            q = None if eq.proposals is None else eq.proposals[l - 1]
+            drawn = layer_samples(act, kernels[-1], eq.z[l - 1], eq.Y.shape[0], q)
         C, h = layer_forward(
             act, method, eq.gains[l - 1], eq.bias_vars[l], conj[l - 1], kernels[-1], drawn, eq.ones
         )
@@ -108,6 +124,8 @@ def _sweep(act, depth: int, method: str, x, eq: _Equations, width):
 
 
 _RUNNING, _CONVERGED, _NOT_PD, _ESS = 0, 1, 2, 3
+_ESS_PATIENCE = 3  # sweeps in a row below min_ess that fail a stage before it converges
+_MAX_REFINEMENTS = 8  # widths inserted into the annealing schedule where a stage fails on the way
 _STATUS = {
     _RUNNING: Result.max_steps_reached,
     _CONVERGED: Result.success,
@@ -131,7 +149,7 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
     n = x.size
     init = dict(
         step=0, x=x, prev_x=x, prev_f=jnp.zeros(n), dX=jnp.zeros((memory, n)), dF=jnp.zeros((memory, n)),
-        count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(depth),
+        count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(depth), low=0,
     )  # fmt: skip
 
     def body(c):
@@ -139,8 +157,13 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
         f = fx - c["x"]
         norm_f, norm_fx = jnp.linalg.norm(f), jnp.linalg.norm(fx)
         not_pd = ~jnp.all(jnp.isfinite(health)) | ~jnp.all(jnp.isfinite(f))
+        converged = norm_f <= rtol * norm_fx + atol
+        # a low ESS fails the stage at the fixed point or for _ESS_PATIENCE sweeps in a row (a
+        # runaway), not in a transient after a step in width or random numbers
+        low_ess = jnp.min(health) < min_health
+        low = jnp.where(low_ess, c["low"] + 1, 0)
         status = jnp.select(
-            [not_pd, jnp.min(health) < min_health, norm_f <= rtol * norm_fx + atol],
+            [not_pd, low_ess & (converged | (low >= _ESS_PATIENCE)), converged],
             [_NOT_PD, _ESS, _CONVERGED],
             _RUNNING,
         )
@@ -155,7 +178,7 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
         x_new = jnp.where(status == _CONVERGED, fx, jnp.where(status == _RUNNING, x_next, c["x"]))
         return dict(
             step=c["step"] + 1, x=x_new, prev_x=c["x"], prev_f=f, dX=dX, dF=dF,
-            count=c["count"] + push, status=status, residual=residual, health=health,
+            count=c["count"] + push, status=status, residual=residual, health=health, low=low,
         )  # fmt: skip
 
     def running(c):
@@ -180,6 +203,18 @@ _forward_compiled = jax.jit(_forward, static_argnums=(0, 1, 2))
 def _kernels(spec, method, conj, eq: _Equations) -> list:
     """The forward kernels C(0..L) only."""
     return _forward_compiled(spec.act, spec.depth, method, conj, eq)[0]
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _proposal_updates(act, depth: int, conj, eq: _Equations):
+    """D(1..L) of the next adaptive proposals, S = tilted E[u u^T] at the solution conj."""
+    samples = _forward(act, depth, ADAPTIVE, conj, eq)[1]
+    return jnp.stack([proposal_update(eq.gains[l], conj[l], samples[l]) for l in range(depth)])
+
+
+def _with_proposals(eq: _Equations, D) -> _Equations:
+    """The equations sampled from the adaptive proposals S = I + D (D None: untilted proposal)."""
+    return eq if D is None else eq._replace(proposals=tuple(proposal(d) for d in D))
 
 
 def _normalisable(spec: NetworkSpec, eq: _Equations, conj) -> bool:
@@ -249,7 +284,9 @@ def solve_map(
         Fallback(first, then) (the default for nonlinear phi: importance sampling, solved again with
         the second-cumulant approximation if its effective sample size collapses; info says which ran).
       solver: Anderson(rtol, atol, max_steps, damping, memory), per annealing stage.
-      widths: annealing schedule, descending to spec.width (default 100N, 10N, 3N, N) (T12).
+      widths: annealing schedule, descending to spec.width (default 100N, 10N, 3N, N) (T12); where
+        a stage's effective sample size collapses or an iterate loses positive definiteness, the
+        geometric mean width is solved first (at most 8 inserted widths).
       se_replicas: Monte Carlo tilted averages only: this many extra solves at the final width with
         independent random numbers, warm started from the solution; the SE of every kernel entry is
         the spread (ddof 1) of the solution and its replicas (0: no SE).
@@ -288,7 +325,11 @@ def _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, n) -
     """The estimate with se (and info.replica_kernels) from n solves at the final width with
     independent common random numbers, warm started at its conjugate kernels."""
     P = len(Y)
-    warm = [jnp.asarray(c[:P, :P]) for c in estimate.info.conj_kernels[1:]]
+    proposals = estimate.info.proposals
+    warm = (
+        [jnp.asarray(c[:P, :P]) for c in estimate.info.conj_kernels[1:]],
+        None if proposals is None else jnp.asarray(proposals) - jnp.eye(P),  # D = S - I
+    )
     replicas = [estimate.kernels]
     for k in jax.random.split(jax.random.fold_in(as_key(key), 1), n):
         rep = _solve(spec, X_all, Y, option, solver, schedule[-1:], k, "", warm=warm)
@@ -299,8 +340,9 @@ def _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, n) -
 
 
 def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -> KernelEstimate:
-    """One tilted-average method through the whole annealing schedule, then the test rows; `warm`
-    (nonlinear phi) starts the conjugate kernels there instead of at zero."""
+    """One tilted-average method through the whole annealing schedule, then the test rows. `warm`
+    (nonlinear phi): (C~(1..L), D(1..L) of the adaptive proposals S = I + D or None) to start from
+    instead of zero."""
     P = len(Y)
     method = method_name(option)
     n_samples = getattr(option, "n_samples", 1)
@@ -317,22 +359,16 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -
             eq = _equations(spec, B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
     r = eq.C0.shape[0]
 
-    conj = [jnp.zeros((r, r))] * spec.depth if warm is None else list(warm)
-    timings, n_iter, detail = {}, 0, ""
-    stage = _Stage(None, Result.success, 0, 0.0, np.ones(spec.depth))
-    prev_width = schedule[0]
-    min_health = option.min_ess if method == "importance" else 0.0
-    for width in schedule:
-        start = time.perf_counter()
-        conj = [c * (prev_width / width) for c in conj]  # C~ scales as 1/N: predictor for the stage
-        stage = _anderson_solve(spec, method, eq, conj, width, solver, min_health)
-        n_iter += stage.steps
-        timings[f"N={width}"] = time.perf_counter() - start
-        conj = list(jnp.asarray(stage.x.reshape((spec.depth, r, r))))
-        prev_width = width
-        if not stage.result.ok:
-            detail = _detail(stage, width, min_health)
-            break
+    conj = [jnp.zeros((r, r))] * spec.depth if warm is None else list(warm[0])
+    D = None if method != ADAPTIVE else jnp.zeros((spec.depth, r, r)) if warm is None else warm[1]
+    if D is not None and warm is not None:  # the warm proposals, re-matched to these random numbers
+        for _ in range(2):
+            D = _proposal_updates(spec.act, spec.depth, conj, _with_proposals(eq, D))
+    importance = method.startswith("importance")
+    min_health = option.min_ess if importance else 0.0
+    conj, stage_eq, stages, solved, timings = _anneal(spec, method, eq, conj, D, schedule, solver, min_health)
+    stage = stages[-1]
+    detail = "" if stage.result.ok else _detail(stage, solved[-1], min_health)
     result = stage.result
     if method == "linear" and result.ok and not _normalisable(spec, eq, conj):
         result = Result.not_positive_definite
@@ -345,22 +381,57 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -
     conj_all = [jnp.zeros(C0_all.shape).at[:P, :P].set(c) for c in conj]
     z_joint = jax.random.normal(keys[1], z_all.shape).at[:, :, :P].set(z_all[:, :, :P])
     z_joint = None if method == "linear" else z_joint
-    joint = _equations(spec, C0_all, full.Y, z_joint, jnp.ones(len(C0_all)))
+    # the proposals of the last stage: the training rows are the draws of the solution
+    joint = _equations(spec, C0_all, full.Y, z_joint, jnp.ones(len(C0_all)), stage_eq.proposals)
     kernels = _kernels(spec, method, conj_all, joint)
     info = MAPInfo(
         conj_kernels=np.concatenate([np.zeros((1,) + C0_all.shape), np.asarray(jnp.stack(conj_all))]),
         tilted=method,
         fallback=fallback,
-        n_iter=n_iter,
+        n_iter=sum(s.steps for s in stages),
         residual=float(stage.residual),
-        ess=stage.health if method == "importance" else np.ones(spec.depth),
-        widths=schedule,
+        ess=stage.health if importance else np.ones(spec.depth),
+        widths=tuple(solved),
         timings=timings,
         jitter=0.0,
+        proposals=None if D is None else np.stack([q.root @ q.root for q in stage_eq.proposals]),  # S
     )
     return finish(
         "map", np.asarray(jnp.stack(kernels)), None, info, result=result, detail=detail, throw=False
     )
+
+
+def _anneal(spec, method, eq: _Equations, conj, D, schedule, solver, min_health):
+    """The annealing stages (T12) from conj (and adaptive proposals S = I + D) down the schedule,
+    until one fails. Returns (conj, the last stage's equations, [_Stage], widths solved, timings).
+    The adaptive proposals are fixed within a stage, so each stage iterates one map, and are
+    re-estimated at its solution for the next stage."""
+    r = eq.C0.shape[0]
+    prev_width, pending, solved, stages, timings = schedule[0], list(schedule), [], [], {}
+    while pending:
+        width = pending.pop(0)
+        start = time.perf_counter()
+        scale = prev_width / width  # C~, and with it the tilt of the proposal, scales as 1/N (T12)
+        stage_eq = _with_proposals(eq, None if D is None else D * scale)
+        stages.append(
+            _anderson_solve(spec, method, stage_eq, [c * scale for c in conj], width, solver, min_health)
+        )
+        timings[f"N={width}"] = timings.get(f"N={width}", 0.0) + time.perf_counter() - start
+        mid = round(math.sqrt(prev_width * width))
+        transient = stages[-1].result in (Result.ess_collapsed, Result.not_positive_definite)
+        if transient and prev_width > mid > width and len(stages) < len(schedule) + _MAX_REFINEMENTS:
+            # the first sweeps after a long step can overshoot, collapse the ESS or lose positive
+            # definiteness on the way to a fixed point that has neither: a shorter step first
+            pending[:0] = [mid, width]
+            continue
+        conj = list(jnp.asarray(stages[-1].x.reshape((spec.depth, r, r))))
+        if D is not None:
+            D = _proposal_updates(spec.act, spec.depth, conj, stage_eq)
+        solved.append(width)
+        prev_width = width
+        if not stages[-1].result.ok:
+            break
+    return conj, stage_eq, stages, solved, timings
 
 
 def _detail(stage: _Stage, width: int, min_ess: float) -> str:

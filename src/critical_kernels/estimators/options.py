@@ -42,10 +42,13 @@ class ExactGaussian:
 class ImportanceSampling:
     """Self-normalised importance sampling of the tilted measures with common random numbers,
     the closed-form untilted averages as control variates; fails when the effective sample
-    fraction drops below min_ess."""
+    fraction drops below min_ess. adaptive: draw from a defensive mixture of the untilted Gaussian
+    (1/4 of the draws) and a Gaussian moment-matched to each tilted measure, re-estimated between
+    annealing stages (survives strong tilts), instead of from the untilted Gaussian alone."""
 
     n_samples: int = 4096
     min_ess: float = 0.05
+    adaptive: bool = True
 
     def __post_init__(self):
         _check("n_samples", self.n_samples, integer=True)
