@@ -19,10 +19,16 @@ def _check(name: str, value, *, low=0.0, integer=False, inclusive=False) -> None
 @dataclass(frozen=True)
 class MonteCarlo:
     """Plain Monte Carlo with common random numbers (V contractions, T5): n_samples per layer,
-    split into n_batches blocks whose spread gives the standard error."""
+    split into n_batches blocks whose spread gives the standard error.
+
+    rtol: keep drawing further rounds of samples until the standard error of the CKA adaptation
+    (CKA - CKA_NNGP) of every hidden layer is at most rtol times that adaptation, or max_samples
+    are used (info says which); None: exactly n_samples."""
 
     n_samples: int = 4096
     n_batches: int = 16
+    rtol: float | None = 0.02
+    max_samples: int = 131072
 
     def __post_init__(self):
         _check("n_samples", self.n_samples, integer=True)
@@ -31,6 +37,9 @@ class MonteCarlo:
             raise InputError(
                 f"n_samples: need at least 2 per batch ({2 * self.n_batches}), got {self.n_samples}"
             )
+        if self.rtol is not None:
+            _check("rtol", self.rtol)
+        _check("max_samples", self.max_samples, low=self.n_samples, integer=True, inclusive=True)
 
 
 @dataclass(frozen=True)

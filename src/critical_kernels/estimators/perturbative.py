@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
+import warnings
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
-from ..numerics import check_targets, cho_solve, limit_blas_threads
+from ..metrics import cka_layers, cka_layers_se
+from ..numerics import as_key, check_targets, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, finish
 from .options import MonteCarlo
@@ -18,10 +23,11 @@ from .options import MonteCarlo
 
 class PerturbativeInfo(NamedTuple):
     """conj_kernels: (L+1, P', P') first-order conjugate kernels C~(l) = J_{L<-l}^T[G]/N (index 0
-    unused, zero on test rows); n_samples, n_batches: Monte Carlo of V (T5; unused for linear phi);
-    jitter: Cholesky jitter of K; seconds; batch_kernels: (n_batches, L+1, P', P') the estimate from
-    each disjoint block of the common random numbers alone (their mean is `kernels`; None for linear
-    phi), so the SE of any function of the kernels (e.g. the CKA) is their spread / sqrt(n_batches)."""
+    unused, zero on test rows); n_samples: Monte Carlo samples of V used in all (T5; unused for
+    linear phi); n_batches; jitter: Cholesky jitter of K; seconds; batch_kernels: (n_batches, L+1,
+    P', P') i.i.d. block estimates whose mean is `kernels` (None for linear phi), so the SE of any
+    function of the kernels (e.g. the CKA) is their spread / sqrt(n_batches); rtol_met: whether the
+    CKA-adaptation tolerance was met (None without one or for linear phi)."""
 
     conj_kernels: np.ndarray
     n_samples: int
@@ -29,6 +35,7 @@ class PerturbativeInfo(NamedTuple):
     jitter: float
     seconds: float
     batch_kernels: np.ndarray | None = None
+    rtol_met: bool | None = None
 
 
 @limit_blas_threads
@@ -73,14 +80,57 @@ def perturbative_kernels(
     conj = np.zeros((spec.depth + 1,) + G.shape)
     for k, A in back.items():
         conj[k] = np.asarray(A) / spec.width
-    R = options.n_batches
-    blocks = np.asarray(jnp.stack(cov.push_forward(back, n_batches=R), axis=1))  # (R, L+1, P', P')
-    kernels = np.asarray(cov.kernels) + blocks.mean(axis=0)
-    exact = cov.phi is None  # linear phi: V exact
-    se = None if exact else blocks.std(axis=0, ddof=1) / np.sqrt(R)
-    batches = None if exact else np.asarray(cov.kernels) + blocks
-    info = PerturbativeInfo(conj, options.n_samples, R, grad.jitter, time.perf_counter() - start, batches)
-    return finish("perturbative", kernels, se, info, throw=throw, jitter=grad.jitter)
+    if cov.phi is None:  # linear phi: V exact
+        shift = np.asarray(jnp.stack(cov.push_forward(back)))
+        info = PerturbativeInfo(conj, 0, 1, grad.jitter, time.perf_counter() - start)
+        kernels = np.asarray(cov.kernels) + shift
+        return finish("perturbative", kernels, None, info, throw=throw, jitter=grad.jitter)
+    blocks, n_used, met = _blocks_to_tolerance(cov, back, Y, options, key)
+    batches = np.asarray(cov.kernels) + blocks
+    se = blocks.std(axis=0, ddof=1) / np.sqrt(len(blocks))
+    info = PerturbativeInfo(conj, n_used, len(blocks), grad.jitter, time.perf_counter() - start, batches, met)
+    if met is False:
+        warnings.warn(
+            f"perturbative: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation "
+            f"after max_samples = {n_used} samples (info.rtol_met False)",
+            stacklevel=2,
+        )
+    return finish("perturbative", batches.mean(axis=0), se, info, throw=throw, jitter=grad.jitter)
+
+
+_ROUND_MAX = 32768  # samples per round: bounds the memory of phi, (L, M, P')
+
+
+def _blocks_to_tolerance(cov, back, Y, options: MonteCarlo, key):
+    """(R, L+1, P', P') i.i.d. block estimates of the first-order shift, samples used, rtol met.
+
+    Rounds r of n_r samples with independent keys each give R blocks; block b of the result is
+    sum_r (n_r / n) block_(r,b), so the R blocks stay i.i.d. and average to the full estimate. After
+    each round the SE of the CKA adaptation sets the size of the next."""
+    R, n_used, n_round, total = options.n_batches, 0, options.n_samples, None
+    nngp = np.asarray(cov.kernels)
+    base = cka_layers(nngp, Y)[1:]
+    for r in itertools.count():
+        if r:  # fresh common random numbers with the same square roots
+            z = jax.random.normal(
+                jax.random.fold_in(as_key(key), r), (cov.spec.depth, n_round, nngp.shape[-1])
+            )
+            cov = dataclasses.replace(cov, phi=cov.spec.act.fn(jnp.einsum("lmp,lpq->lmq", z, cov.roots)))
+        blocks = np.asarray(jnp.stack(cov.push_forward(back, n_batches=R), axis=1)) * n_round
+        total = blocks if total is None else total + blocks
+        n_used += n_round
+        if options.rtol is None:
+            return total / n_used, n_used, None
+        combined = total / n_used
+        se = cka_layers_se(nngp + combined, Y)[1:]
+        target = options.rtol * np.abs(cka_layers(nngp + combined.mean(axis=0), Y)[1:] - base)
+        if np.all(se <= target):
+            return combined, n_used, True
+        if n_used >= options.max_samples:
+            return combined, n_used, False
+        need = n_used * float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1 - n_used
+        n_round = int(np.clip(need, options.n_samples, min(_ROUND_MAX, options.max_samples - n_used)))
+        n_round = max(R * 2, n_round // R * R)  # whole blocks
 
 
 def linear_output_shift(C_out, Y, kappa: float, depth: int, width: int) -> np.ndarray:

@@ -88,6 +88,12 @@ class MethodsConfig(_Strict):
     n_samples: Int = Field(
         4096, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
     )
+    rtol: Float = Field(
+        0.02,
+        ge=0,
+        description="first order and MAP: more samples until SE(CKA adaptation) <= rtol x it (0: off)",
+    )
+    max_samples: Int = Field(131072, ge=32, description="the sample budget of rtol")
     reweighted_samples: Int = Field(
         4096, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
     )

@@ -126,7 +126,9 @@ def estimate_all(
                 data.X,
                 data.Y,
                 data.X_test,
-                options=MonteCarlo(m.n_samples),
+                options=MonteCarlo(
+                    m.n_samples, rtol=m.rtol or None, max_samples=max(m.max_samples, m.n_samples)
+                ),
                 key=seed,
                 nngp=nngp,
                 throw=False,
@@ -259,6 +261,11 @@ def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
 def _diagnostics(estimates: dict, data) -> dict:
     """Convergence and sampler diagnostics as flat Dataset attributes."""
     attrs = {}
+    if "perturbative" in estimates:
+        info = estimates["perturbative"].info
+        attrs["perturbative_n_samples"] = int(info.n_samples)
+        if info.rtol_met is not None:
+            attrs["perturbative_rtol_met"] = int(info.rtol_met)
     if "map" in estimates:
         est = estimates["map"]
         attrs.update(
