@@ -120,7 +120,9 @@ def test_second_sampler_call_compiles_nothing(tiny):
     options = dict(sampler=ck.MALA(), chains=chains, throw=False)  # short chains: diagnostics may fail
     ck.sample_posterior(spec, data.X, data.Y, data.X_test, **options, key=0)
     before = sampled_module._programs.cache_info()
-    programs = sampled_module._programs(spec, ck.MALA(), 4, 6, False, 50, 10, chains.draws_per_batch)
+    programs = sampled_module._programs(
+        spec, ck.MALA(), 4, 6, False, 50, 10, chains.draws_per_batch, "weights"
+    )
     sizes = [programs.init._cache_size(), programs.warm._cache_size(), programs.batch._cache_size()]
     ck.sample_posterior(spec, data.X + 0.1, data.Y, data.X_test, **options, key=1)  # new data, same shapes
     assert sampled_module._programs.cache_info().misses == before.misses  # no new program built

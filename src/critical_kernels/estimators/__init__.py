@@ -20,8 +20,9 @@ from .options import (
     SecondCumulant,
 )
 from .perturbative import PerturbativeInfo, linear_output_shift, perturbative_kernels
+from .preactivation import Preactivation
 from .reweighted import ReweightedInfo, reweighted_kernels
-from .sampled import SamplingInfo, sample_posterior
+from .sampled import SPACES, SamplingInfo, sample_posterior
 
 __all__ = [
     "KernelEstimate",
@@ -40,6 +41,8 @@ __all__ = [
     "reweighted_kernels",
     "ReweightedInfo",
     "Network",
+    "Preactivation",
+    "SPACES",
     "MonteCarlo",
     "ExactGaussian",
     "ImportanceSampling",

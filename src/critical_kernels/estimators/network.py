@@ -15,6 +15,22 @@ import jax.numpy as jnp
 from ..spec import NetworkSpec
 
 
+def empirical_kernel(spec: NetworkSpec, layer: int, h):
+    """C(l) = g_l/N phi(h_l) phi(h_l)^T + g_b[l] 11^T (THEORY 1) of hidden layer `layer` (1..L) from its
+    pre-activations h (P', N)."""
+    phi = spec.act.fn(h)
+    return spec.gains[layer - 1] / spec.width * phi @ phi.T + spec.bias_vars[layer]
+
+
+def unpack_layer(u, offset: int, shape: tuple[int, int], w_std: float, b_std: float):
+    """(W, b, next offset): the weights (a, b) and bias (b,) of one layer stored at u[offset:],
+    whitened entries first, scaled by their prior standard deviations."""
+    a, b = shape
+    W = u[offset : offset + a * b].reshape(a, b) * w_std
+    bias = u[offset + a * b : offset + a * b + b] * b_std
+    return W, bias, offset + a * b + b
+
+
 @dataclass(frozen=True)
 class Network:
     """A finite MLP of `spec` on inputs of dimension `d`, as functions of the flat vector u."""
@@ -37,10 +53,8 @@ class Network:
 
     def _layers(self, u):
         offset = 0
-        for (a, b), w_std, b_std in self.shapes:
-            W = u[offset : offset + a * b].reshape(a, b) * w_std
-            bias = u[offset + a * b : offset + a * b + b] * b_std
-            offset += a * b + b
+        for shape, w_std, b_std in self.shapes:
+            W, bias, offset = unpack_layer(u, offset, shape, w_std, b_std)
             yield W, bias
 
     def forward(self, u, X):
@@ -55,19 +69,19 @@ class Network:
 
     def kernels(self, u, X):
         """Empirical kernels C(l) = g_l/N phi(h_l) phi(h_l)^T + g_b, l = 1..L, shape (L, P', P')."""
-        s = self.spec
         h, _ = self.forward(u, X)
-        return jnp.stack(
-            [
-                s.gains[l] / s.width * s.act.fn(hl) @ s.act.fn(hl).T + s.bias_vars[l + 1]
-                for l, hl in enumerate(h)
-            ]
-        )
+        return jnp.stack([empirical_kernel(self.spec, l, hl) for l, hl in enumerate(h, start=1)])
 
     def log_density(self, u, X, Y, prior: bool = False):
-        """-U(u): Gaussian likelihood N(Y; f, kappa) (unless prior) and the N(0, I) prior on u."""
+        """-U(u): Gaussian likelihood N(Y; f, kappa) (unless prior) and the N(0, I) prior on u.
+
+        X holds the training rows first (any test rows after them are ignored); Y (P, D)."""
         log_prior = -0.5 * jnp.sum(u * u)
         if prior:
             return log_prior
-        _, f = self.forward(u, X)
+        _, f = self.forward(u, X[: Y.shape[0]])
         return log_prior - 0.5 / self.spec.kappa * jnp.sum((Y - f) ** 2)
+
+    def test_outputs(self, u, X, Y):
+        """The network's outputs f (P_test, D) on the rows of X after the P = len(Y) training rows."""
+        return self.forward(u, X[Y.shape[0] :])[1]

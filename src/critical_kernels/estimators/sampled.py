@@ -4,7 +4,9 @@ Chains run under vmap, every loop is a lax.scan, and the step size of each chain
 dual averaging during warm-up. Sampling runs in chunks so a progress bar can advance between
 compiled calls; each chunk's per-chain kernel means are the batch means behind the Monte Carlo
 standard errors of kernel entries (THEORY section 7). The compiled programs are built once per
-(spec, sampler, schedule, shapes) and reused: a second call with the same shapes compiles nothing.
+(spec, sampler, schedule, space, shapes) and reused: a second call with the same shapes compiles nothing.
+Two parameterisations of the same posterior: whitened weights (Network, THEORY 7) or pre-activations
+with the weights and readout integrated out (Preactivation, T19).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from rich.progress import Progress
 
-from ..errors import InputError
+from ..errors import InputError, NotPositiveDefiniteError
 from ..nngp import input_kernel
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
 from ..spec import NetworkSpec
@@ -28,6 +30,7 @@ from .base import KernelEstimate, Result, finish
 from .diagnostics import batch_mcse, chain_diagnostics
 from .network import Network
 from .options import HMC, MALA, NUTS, Chains, Langevin
+from .preactivation import Preactivation
 
 
 class SamplingInfo(NamedTuple):
@@ -35,8 +38,9 @@ class SamplingInfo(NamedTuple):
     ESS of the per-draw CKA (layer 0: 1 and inf); rhat_kernels, ess_kernels: (L+1,) worst R-hat and
     smallest ESS over kernel entries from the batch means (reported, not used to flag: with ~10
     batches per chain R-hat is noisy); batch_kernels: (chains, n_batches, L+1, P', P') batch means;
-    f_test: (P_test, D) mean network output on the test inputs or None; grad_evals; warnings:
-    what failed; timings."""
+    f_test: (P_test, D) mean network output on the test inputs (pre-activation space: the mean of the
+    readout-integrated predictor) or None; grad_evals; warnings: what failed; timings; space: the
+    parameterisation sampled ("weights" or "preactivation")."""
 
     sampler: object
     acceptance: np.ndarray
@@ -50,9 +54,18 @@ class SamplingInfo(NamedTuple):
     grad_evals: int
     warnings: tuple
     timings: dict
+    space: str = "weights"
 
 
-def _kernel_fns(sampler, dim: int):
+SPACES = ("weights", "preactivation")
+
+
+def _model(spec: NetworkSpec, space: str, d: int, n_rows: int):
+    """The parameterisation: Network (whitened weights) or Preactivation on n_rows = P' inputs (T19)."""
+    return Network(spec, d) if space == "weights" else Preactivation(spec, d, n_rows)
+
+
+def _kernel_fns(sampler):
     """(init(position, logdensity), step(key, state, logdensity, step_size) -> (state, acceptance, evals))."""
     if isinstance(sampler, MALA):
         kernel = blackjax.mala.build_kernel()
@@ -68,7 +81,8 @@ def _kernel_fns(sampler, dim: int):
         extra = (sampler.n_leapfrog,) if hmc else ()
 
         def step(key, state, logdensity, eps):
-            state, info = kernel(key, state, logdensity, eps, jnp.ones(dim), *extra)
+            mass = jnp.ones_like(state.position)  # identity: u is whitened (preconditioned per layer)
+            state, info = kernel(key, state, logdensity, eps, mass, *extra)
             return state, info.acceptance_rate, sampler.n_leapfrog if hmc else info.num_integration_steps
 
         return blackjax.hmc.init, step
@@ -100,14 +114,25 @@ class _Programs(NamedTuple):
 
 
 @lru_cache(maxsize=16)
-def _programs(spec: NetworkSpec, sampler, d: int, P: int, prior: bool, warmup: int, thin: int, draws: int):
-    """Compiled init / warm-up / batch programs, built once per configuration (jit caches shapes)."""
-    net = Network(spec, d)
-    init_fn, step = _kernel_fns(sampler, net.dim)
+def _programs(
+    spec: NetworkSpec,
+    sampler,
+    d: int,
+    P: int,
+    prior: bool,
+    warmup: int,
+    thin: int,
+    draws: int,
+    space: str = "weights",
+):
+    """Compiled init / warm-up / batch programs, built once per configuration (jit caches shapes;
+    the model is built when tracing, from the number of rows P' of X)."""
+    init_fn, step = _kernel_fns(sampler)
     da_init, da_update, da_final = dual_averaging_adaptation(getattr(sampler, "target_accept", 0.6))
 
     def log_density(X, Y):
-        return partial(net.log_density, X=X[:P], Y=Y, prior=prior)
+        net = _model(spec, space, d, X.shape[0])
+        return partial(net.log_density, X=X, Y=Y, prior=prior)
 
     @jax.jit
     def init(X, Y, positions):
@@ -132,6 +157,7 @@ def _programs(spec: NetworkSpec, sampler, d: int, P: int, prior: bool, warmup: i
     @jax.jit
     def batch(X, Y, states, eps, keys):
         logdensity = log_density(X, Y)
+        net = _model(spec, space, d, X.shape[0])
 
         def one(state, eps, key):
             def record(carry, k):
@@ -144,8 +170,8 @@ def _programs(spec: NetworkSpec, sampler, d: int, P: int, prior: bool, warmup: i
 
                 (state, acc, evals), _ = jax.lax.scan(move, (state, 0.0, 0), jax.random.split(k, thin))
                 C = net.kernels(state.position, X)
-                _, f = net.forward(state.position, X)
-                sums = (sums[0] + C, sums[1] + C * C, sums[2] + f[P:])
+                f = net.test_outputs(state.position, X, Y)
+                sums = (sums[0] + C, sums[1] + C * C, sums[2] + f)
                 ckas = jax.vmap(lambda K: _cka(K[:P, :P], Y))(C)
                 return (state, sums), (ckas, acc / thin, evals)
 
@@ -170,6 +196,7 @@ def sample_posterior(
     chains: Chains = Chains(),
     key=0,
     prior: bool = False,
+    space: str = "weights",
     progress: bool = False,
     throw: bool = True,
 ) -> KernelEstimate:
@@ -184,6 +211,15 @@ def sample_posterior(
         (unadjusted, biased); each carries its initial step size and dual-averaging target.
       chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max).
       key: int or PRNGKey; prior: sample the prior instead (likelihood off); progress: a progress bar.
+      space: the parameterisation of the same posterior. "weights" (default): all weights and biases,
+        readout included, whitened (THEORY 7). "preactivation" (T19): the readout is integrated out,
+        ln p(u | Y) = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I), and every hidden layer with
+        P' = P + P_test <= fan_in (fan_in = d for layer 1, N deeper) is parameterised by its
+        pre-activations h(l) = chol(C_emp(l-1)) z(l), z ~ N(0, I) (P' x N), its weights integrated
+        out; the other layers keep whitened weights. Far fewer and better-conditioned coordinates when
+        d >> P' (MNIST); needs C_emp positive definite (distinct inputs; NotPositiveDefiniteError
+        before sampling otherwise). f_test is then the mean of the predictor
+        C_te,tr (C_tr,tr + kappa I)^-1 Y given the hidden layers.
       throw: raise DiagnosticsError (carrying the estimate) when a diagnostic fails (default).
 
     Returns:
@@ -198,20 +234,28 @@ def sample_posterior(
         raise InputError(f"sampler: expected MALA(), HMC(), NUTS() or Langevin(), got {sampler!r}")
     if not isinstance(chains, Chains):
         raise InputError(f"chains: expected a Chains(...) schedule, got {chains!r}")
+    if space not in SPACES:
+        raise InputError(f"space: expected one of {', '.join(map(repr, SPACES))}, got {space!r}")
     X_all = check_inputs(X, X_test)
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
     warmup = 0 if isinstance(sampler, Langevin) else chains.warmup
     programs = _programs(
-        spec, sampler, X_all.shape[1], P, bool(prior), warmup, chains.thin, chains.draws_per_batch
+        spec, sampler, X_all.shape[1], P, bool(prior), warmup, chains.thin, chains.draws_per_batch, space
     )
     Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
     k_init, k_warm, k_draw = jax.random.split(as_key(key), 3)
     timings = {}
 
     start = time.perf_counter()
-    dim = Network(spec, X_all.shape[1]).dim
+    dim = _model(spec, space, X_all.shape[1], X_all.shape[0]).dim
     states = programs.init(Xj, Yj, jax.random.normal(k_init, (chains.chains, dim)))
+    if not np.all(np.isfinite(np.asarray(states.logdensity))):
+        raise NotPositiveDefiniteError(
+            f"the log density of the initial {space} draws is not finite: an empirical kernel is singular "
+            "(duplicate inputs, or x and -x with an odd activation and no biases); remove duplicates, "
+            "add biases (g_b > 0), or use space='weights'"
+        )
     if warmup == 0:
         eps = jnp.full(chains.chains, sampler.step_size)
     else:
@@ -233,11 +277,12 @@ def sample_posterior(
             timings["batches"].append(time.perf_counter() - tick)
             bar.advance(task)
     timings["sampling"] = time.perf_counter() - start
-    return _summarise(spec, sampler, chains, X_all, P, sums, per_draw, np.asarray(eps), timings, throw)
+    eps = np.asarray(eps)
+    return _summarise(spec, sampler, chains, space, X_all, P, sums, per_draw, eps, timings, throw)
 
 
 def _summarise(
-    spec, sampler, chains: Chains, X_all, P, sums, per_draw, eps, timings, throw
+    spec, sampler, chains: Chains, space, X_all, P, sums, per_draw, eps, timings, throw
 ) -> KernelEstimate:
     """Means, standard errors and diagnostics from per-batch sums and per-draw records."""
     draws = chains.draws_per_batch
@@ -273,6 +318,7 @@ def _summarise(
         grad_evals=int(sum(p[2].sum() for p in per_draw)),
         warnings=tuple(warnings),
         timings=timings,
+        space=space,
     )
     return finish(
         "sampled",

@@ -1,0 +1,106 @@
+"""The pre-activation (function-space) parameterisation of a finite network (THEORY T19).
+
+Given the layer below, the pre-activations of layer l on the P' = train + test inputs are i.i.d.
+over neurons, h_i(l) ~ N(0, C_emp(l-1)) with C_emp(0) = C0: the weights of that layer are integrated
+out exactly. Non-centred, h(l) = chol(C_emp(l-1)) z(l) with z ~ N(0, I) (P' x N). The readout is
+integrated out too, so in the flat vector u of all parameters (prior N(0, I))
+
+    ln p(u | Y) = -|u|^2 / 2 + ln N(Y; 0, C_emp(L)_tr,tr + kappa I) + const      (T19, T8).
+
+C_emp(l-1) has rank <= fan_in + 1, so on P' > fan_in rows it is singular, and there the pre-activation
+block (P' x N) is also larger than the weight block (fan_in x N + N). Each layer therefore picks its
+own form: pre-activations when P' <= fan_in, whitened weights and bias as in Network otherwise (on
+MNIST, d = 784, layer 1 takes pre-activations for any P' <= 784). For linear phi the rank of C_emp(l-1)
+is also capped by every fan-in below, so there the rule uses the smallest fan-in up to layer l.
+No jitter is added: with P' <= fan_in, C_emp(l-1) is positive definite with probability one unless
+two inputs coincide (or phi maps two rows onto +-each other, e.g. x and -x with an odd phi and no
+biases); then the log density is not finite and sample_posterior refuses to start, saying so.
+
+Training rows come first. With a lower Cholesky factor the training rows of h(l) depend only on the
+training block of C_emp(l-1) and the training rows of z(l), so the likelihood never sees the test
+rows of z, which keep their N(0, I) law: the test pre-activations are extra rows of the same draws,
+with their exact conditional law given the training rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..likelihood import log_evidence
+from ..spec import NetworkSpec
+from .network import Network, empirical_kernel, unpack_layer
+
+
+@dataclass(frozen=True)
+class Preactivation:
+    """The network of `spec` on `n_rows` = P' inputs of dimension `d` as functions of the flat vector
+    u (per layer: z (P', N) in pre-activation form, or whitened W (fan_in, N) and b (N,)); the same
+    methods as Network that the samplers use (dim, kernels, log_density, test_outputs)."""
+
+    spec: NetworkSpec
+    d: int
+    n_rows: int
+
+    @property
+    def preactivation_layers(self) -> tuple[bool, ...]:
+        """Per hidden layer 1..L: True where the layer is parameterised by its pre-activations."""
+        s = self.spec
+        fan_ins = np.array([self.d] + [s.width] * (s.depth - 1))
+        if s.act.name == "linear":  # rank C_emp(l-1) <= min(fan_in(1..l)) + biases
+            fan_ins = np.minimum.accumulate(fan_ins)
+        return tuple(bool(self.n_rows <= f) for f in fan_ins)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of parameters of each hidden layer (the readout has none: it is integrated out)."""
+        hidden = Network(self.spec, self.d).shapes[:-1]
+        return [
+            self.n_rows * b if pre else a * b + b
+            for pre, ((a, b), _, _) in zip(self.preactivation_layers, hidden, strict=True)
+        ]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def _kernels(self, u, X) -> list:
+        """C_emp(0..L) on the P' rows of X: C0 (as nngp.input_kernel), then layer by layer (T19)."""
+        s = self.spec
+        C = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]]
+        layers = zip(self.preactivation_layers, Network(s, self.d).shapes[:-1], strict=True)
+        offset, h = 0, None
+        for l, (pre, (shape, w_std, b_std)) in enumerate(layers, start=1):
+            if pre:  # h(l) = chol(C_emp(l-1)) z(l)
+                z = u[offset : offset + self.n_rows * shape[1]].reshape(self.n_rows, shape[1])
+                h = jnp.linalg.cholesky(C[-1]) @ z
+                offset += z.size
+            else:  # h(l) = phi(h(l-1)) W + b, h(0) = X (THEORY 1)
+                W, bias, offset = unpack_layer(u, offset, shape, w_std, b_std)
+                h = (X if l == 1 else s.act.fn(h)) @ W + bias
+            C.append(empirical_kernel(s, l, h))
+        return C
+
+    def kernels(self, u, X):
+        """Empirical kernels C_emp(l), l = 1..L, on all P' rows, shape (L, P', P')."""
+        return jnp.stack(self._kernels(u, X)[1:])
+
+    def log_density(self, u, X, Y, prior: bool = False):
+        """-|u|^2/2 + ln N(Y; 0, C_emp(L)_tr,tr + kappa I) (T19; the likelihood off if prior).
+
+        X: all P' rows, training rows first; Y: (P, D) targets of the first P rows."""
+        log_prior = -0.5 * jnp.sum(u * u)
+        if prior:
+            return log_prior
+        P = Y.shape[0]
+        return log_prior + log_evidence(self._kernels(u, X)[-1][:P, :P], Y, self.spec.kappa)
+
+    def test_outputs(self, u, X, Y):
+        """E[f_test | hidden layers, Y] = C(L)_te,tr (C(L)_tr,tr + kappa I)^-1 Y (THEORY 4), (P_test, D)."""
+        P = Y.shape[0]
+        C = self._kernels(u, X)[-1]
+        factor = jnp.linalg.cholesky(C[:P, :P] + self.spec.kappa * jnp.eye(P))
+        return C[P:, :P] @ jax.scipy.linalg.cho_solve((factor, True), Y)
