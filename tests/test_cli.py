@@ -23,7 +23,11 @@ def test_demo_runs_and_writes(tmp_path):
         app, ["demo", "--out", str(tmp_path), "--depth", "2"], env={"COLUMNS": "80"}, terminal_width=80
     )
     assert result.exit_code == 0, result.output
-    assert "digits 0 vs 3" in result.output and "xor" in result.output and "MAP (importance)" in result.output
+    assert (
+        "digits 0 vs 3" in result.output
+        and "xor" in result.output
+        and "MAP (adaptive importance)" in result.output
+    )
     assert max(len(line) for line in result.output.splitlines()) <= 80, result.output  # fits a terminal
     assert "…" not in result.output  # no truncated numbers
     assert f"report: {tmp_path / 'report.md'}" in result.output.replace("\n", "")

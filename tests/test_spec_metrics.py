@@ -90,6 +90,8 @@ def test_cka_se_kinds_agree_on_the_same_batches():
     # and the batch SE matches the spread of the 16-batch mean over 400 independent repetitions
     means = [ck.cka_layers(_noisy(K, np.random.default_rng(k), 16).mean(axis=0), Y) for k in range(1, 401)]
     ratio = se_batches[1:] / np.std(means, axis=0, ddof=1)[1:]
-    assert np.all((ratio > 0.6) & (ratio < 1.45)), ratio  # one 16-batch SE: chi_15 / sqrt(15), 99 % in 0.55-1.5
+    assert np.all((ratio > 0.6) & (ratio < 1.45)), (
+        ratio
+    )  # one 16-batch SE: chi_15 / sqrt(15), 99 % in 0.55-1.5
     with pytest.raises(ck.InputError, match="kind"):
         cka_layers_se(batches, Y, kind="bootstrap")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -21,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, NotPositiveDefiniteError
+from ..fluctuations import _checked_nngp
 from ..likelihood import gradient_from_factor
-from ..nngp import input_kernel
+from ..metrics import cka_layers, cka_layers_se
+from ..nngp import input_kernel, nngp_stack
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
@@ -49,7 +52,9 @@ class MAPInfo(NamedTuple):
     replica_kernels: (1 + se_replicas, L+1, P', P') the solution and its replicas with independent
     random numbers (None without), so the SE of any function of the kernels is its spread over them;
     proposals: (L, P, P) covariance S of the adaptive importance proposal of each layer in the
-    whitened coordinates u of the training rows, h = u sqrt(C(l-1)) (None for the other methods)."""
+    whitened coordinates u of the training rows, h = u sqrt(C(l-1)) (None for the other methods);
+    n_samples: Monte Carlo samples per layer of the final solve (0 where exact); rtol_met: whether
+    the CKA-adaptation tolerance was met (None without one)."""
 
     conj_kernels: np.ndarray
     tilted: str
@@ -62,6 +67,8 @@ class MAPInfo(NamedTuple):
     jitter: float
     replica_kernels: np.ndarray | None = None
     proposals: np.ndarray | None = None
+    n_samples: int = 0
+    rtol_met: bool | None = None
 
 
 class _Equations(NamedTuple):
@@ -272,6 +279,9 @@ def solve_map(
     solver: Anderson = Anderson(),
     widths=None,
     se_replicas: int = 4,
+    rtol: float | None = 0.02,
+    max_samples: int = 131072,
+    nngp=None,
     key=0,
     throw: bool = True,
 ) -> KernelEstimate:
@@ -290,6 +300,10 @@ def solve_map(
       se_replicas: Monte Carlo tilted averages only: this many extra solves at the final width with
         independent random numbers, warm started from the solution; the SE of every kernel entry is
         the spread (ddof 1) of the solution and its replicas (0: no SE).
+      rtol, max_samples: with replicas, solve again at the final width with more samples (up to
+        max_samples per layer) until the SE of the CKA adaptation (CKA - CKA_NNGP) of every hidden
+        layer is at most rtol times it; info.rtol_met says whether it was met (None: no tolerance).
+      nngp: the NNGP stack (L+1, P', P') if already computed (the baseline of rtol's adaptation).
       key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
     Returns:
@@ -310,6 +324,10 @@ def solve_map(
         isinstance(se_replicas, int | np.integer) and not isinstance(se_replicas, bool) and se_replicas >= 0
     ):
         raise InputError(f"se_replicas: must be an integer >= 0, got {se_replicas!r}")
+    if rtol is not None and not (isinstance(rtol, int | float) and rtol > 0):
+        raise InputError(f"rtol: must be a number > 0 or None, got {rtol!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int | np.integer) or max_samples < 1:
+        raise InputError(f"max_samples: must be an integer >= 1, got {max_samples!r}")
     fallback = ""
     for i, option in enumerate(chain):
         estimate = _solve(spec, X_all, Y, option, solver, schedule, key, fallback)
@@ -318,18 +336,66 @@ def solve_map(
         fallback = f"{method_name(option)}: {estimate.message}"
     if estimate.ok and estimate.info.tilted != "linear" and se_replicas > 0:
         estimate = _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, se_replicas)
+        if rtol is not None:
+            base = nngp_stack(spec, X_all[:P]) if nngp is None else _checked_nngp(spec, nngp, len(X_all))
+            estimate = _to_tolerance(
+                spec, X_all, Y, option, solver, key, estimate, se_replicas, rtol, max_samples, base[:, :P, :P]
+            )
     return estimate.raise_for_result() if throw else estimate
+
+
+def _to_tolerance(spec, X_all, Y, option, solver, key, estimate, n_replicas, rtol, max_samples, nngp):
+    """Solve again at the final width with ~ (SE / target)^2 times the samples (warm started; up to
+    4 times) until SE(CKA adaptation) <= rtol |CKA adaptation| in every hidden layer."""
+    P = len(Y)
+    base = cka_layers(nngp, Y)[1:]
+    final = estimate.info.widths[-1:]
+    for attempt in range(1, 6):
+        se = cka_layers_se(estimate.info.replica_kernels, Y, kind="replicas")[1:]
+        target = rtol * np.abs(cka_layers(estimate.kernels, Y)[1:] - base)
+        met = bool(np.all(se <= target))
+        if met or option.n_samples >= max_samples or attempt == 5:
+            break
+        grow = float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1
+        option = dataclasses.replace(
+            option, n_samples=int(min(max_samples, math.ceil(option.n_samples * grow)))
+        )
+        k = jax.random.fold_in(as_key(key), 1000 + attempt)
+        main = _solve(
+            spec, X_all, Y, option, solver, final, k, estimate.info.fallback, warm=_warm(estimate, P)
+        )
+        if not main.ok:  # keep the last good estimate: it is a solution with a larger SE
+            break
+        main = dataclasses.replace(
+            main,
+            info=main.info._replace(
+                n_iter=estimate.info.n_iter + main.info.n_iter, widths=estimate.info.widths
+            ),
+        )
+        estimate = _with_replicas(spec, X_all, Y, option, solver, final, k, main, n_replicas)
+    info = estimate.info._replace(n_samples=option.n_samples, rtol_met=met)
+    if not met:
+        warnings.warn(
+            f"map: the CKA adaptation's SE is above rtol = {rtol} of the adaptation with "
+            f"{option.n_samples} samples (info.rtol_met False; raise max_samples)",
+            stacklevel=3,
+        )
+    return dataclasses.replace(estimate, info=info)
+
+
+def _warm(estimate, P):
+    """Warm start of a final-width solve: the conjugate kernels and adaptive proposals of `estimate`."""
+    proposals = estimate.info.proposals
+    return (
+        [jnp.asarray(c[:P, :P]) for c in estimate.info.conj_kernels[1:]],
+        None if proposals is None else jnp.asarray(proposals) - jnp.eye(P),  # D = S - I
+    )
 
 
 def _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, n) -> KernelEstimate:
     """The estimate with se (and info.replica_kernels) from n solves at the final width with
     independent common random numbers, warm started at its conjugate kernels."""
-    P = len(Y)
-    proposals = estimate.info.proposals
-    warm = (
-        [jnp.asarray(c[:P, :P]) for c in estimate.info.conj_kernels[1:]],
-        None if proposals is None else jnp.asarray(proposals) - jnp.eye(P),  # D = S - I
-    )
+    warm = _warm(estimate, len(Y))
     replicas = [estimate.kernels]
     for k in jax.random.split(jax.random.fold_in(as_key(key), 1), n):
         rep = _solve(spec, X_all, Y, option, solver, schedule[-1:], k, "", warm=warm)
@@ -395,6 +461,7 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -
         timings=timings,
         jitter=0.0,
         proposals=None if D is None else np.stack([q.root @ q.root for q in stage_eq.proposals]),  # S
+        n_samples=0 if method == "linear" else n_samples,
     )
     return finish(
         "map", np.asarray(jnp.stack(kernels)), None, info, result=result, detail=detail, throw=False

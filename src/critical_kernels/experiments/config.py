@@ -99,6 +99,10 @@ class MethodsConfig(_Strict):
     )
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
+    space: Literal["weights", "preactivation"] = Field(
+        "weights",
+        description="sample weights, or pre-activations with weights and readout integrated out (T19)",
+    )
     chains: Int = Field(4, ge=1)
     warmup: Int = Field(1000, ge=0)
     samples: Int = Field(2000, ge=1)

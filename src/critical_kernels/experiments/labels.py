@@ -69,9 +69,12 @@ LAYER_LABEL = r"layer $\ell$"
 
 
 def map_label(attrs) -> str:
-    """ "MAP (importance)", "MAP (second cumulant)" or "MAP (exact Gaussian)" from a run's attrs."""
+    """ "MAP (adaptive importance)", "MAP (importance)", "MAP (second cumulant)" or "MAP (exact
+    Gaussian)" from a run's attrs."""
     method = str(attrs.get("map_method", ""))
     tilted = method.split(" ")[0]
+    if tilted == "importance" and "(adaptive)" in method:
+        return "MAP (adaptive importance)"
     return f"MAP ({_TILTED[tilted]})" if tilted in _TILTED else "MAP"
 
 

@@ -100,11 +100,12 @@ def run_warnings(attrs) -> list[str]:
         ess = re.search(r"ESS fell to ([0-9.e-]+) \(< min_ess=([0-9.e-]+)\)", why)
         reason = f" (importance-sampling ESS fell to {ess[1]} < {ess[2]})" if ess else ""
         out.append(f"the MAP kernels come from the second-cumulant approximation{reason}")
-    if int(attrs.get("perturbative_rtol_met", 1)) == 0:
-        out.append(
-            f"the first-order CKA adaptation's SE is above methods.rtol after "
-            f"{attrs.get('perturbative_n_samples')} samples (raise methods.max_samples)"
-        )
+    for name, label in (("perturbative", "first-order"), ("map", "MAP")):
+        if int(attrs.get(f"{name}_rtol_met", 1)) == 0:
+            out.append(
+                f"the {label} CKA adaptation's SE is above methods.rtol after "
+                f"{attrs.get(f'{name}_n_samples')} samples (raise methods.max_samples)"
+            )
     if reweighted_failed(attrs):
         out.append(f"the reweighted estimator failed: {attrs.get('reweighted_message', '')}; its CKA is NaN")
     return out

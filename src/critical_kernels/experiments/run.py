@@ -138,7 +138,16 @@ def estimate_all(
         out["map"] = timed(
             "map",
             lambda: solve_map(
-                spec, data.X, data.Y, data.X_test, tilted=tilted_option(m, spec), key=seed, throw=False
+                spec,
+                data.X,
+                data.Y,
+                data.X_test,
+                tilted=tilted_option(m, spec),
+                rtol=m.rtol or None,
+                max_samples=max(m.max_samples, m.n_samples),
+                nngp=nngp,
+                key=seed,
+                throw=False,
             ),
         )
     if m.reweighted:
@@ -170,6 +179,7 @@ def estimate_all(
                 data.X_test,
                 sampler=SAMPLERS[m.sampler](),
                 chains=chains,
+                space=m.space,
                 key=seed,
                 progress=progress,
                 throw=False,
@@ -274,7 +284,10 @@ def _diagnostics(estimates: dict, data) -> dict:
             map_n_iter=est.info.n_iter,
             map_residual=est.info.residual,
             map_message=est.message or est.info.fallback or "converged",
+            map_n_samples=int(est.info.n_samples),
         )
+        if est.info.rtol_met is not None:
+            attrs["map_rtol_met"] = int(est.info.rtol_met)
     if "reweighted" in estimates:
         est = estimates["reweighted"]
         attrs.update(
@@ -292,6 +305,7 @@ def _diagnostics(estimates: dict, data) -> dict:
         info = est.info
         attrs.update(
             sampler=type(info.sampler).__name__.lower(),
+            sampled_space=info.space,
             sampled_ok=int(est.ok),
             sampled_warnings="; ".join(info.warnings),
             rhat_cka=float(np.nanmax(info.rhat_cka)),
