@@ -31,7 +31,7 @@ def test_first_order_shift_matches_exact_posterior_shift():
     for N in (50, 100, 200):
         spec = ck.NetworkSpec(depth=1, width=N, activation="erf", g_w=1.5, g_b=0.1, kappa=0.5)
         exact = exact_posterior_kernels(spec, data.X, data.Y, n_samples=400_000, batch=8192, key=1)
-        pert = ck.perturbative_kernels(spec, data.X, data.Y, options=ck.MonteCarlo(200_000))
+        pert = ck.perturbative_kernels(spec, data.X, data.Y, options=ck.MonteCarlo(200_000, rtol=None))
         nngp = ck.nngp_kernels(spec, data.X)[-1]
         d_exact, d_pert = exact.kernels[-1] - nngp, pert.kernels[-1] - nngp
         # the importance-sampling noise is 5-10 % of the shift (se); cosine >= 0.99 (issue 3)

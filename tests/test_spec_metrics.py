@@ -95,3 +95,11 @@ def test_cka_se_kinds_agree_on_the_same_batches():
     )  # one 16-batch SE: chi_15 / sqrt(15), 99 % in 0.55-1.5
     with pytest.raises(ck.InputError, match="kind"):
         cka_layers_se(batches, Y, kind="bootstrap")
+
+
+def test_se_target_floors_small_adaptations():
+    from critical_kernels.metrics import se_target
+
+    # rtol |a| where a layer adapts at least a tenth of the largest, rtol max|a| / 10 below that
+    np.testing.assert_allclose(se_target([0.05, -0.02, 0.001], 0.02), [1e-3, 4e-4, 1e-4])
+    np.testing.assert_allclose(se_target([0.0, 0.0], 0.02), [0.0, 0.0])

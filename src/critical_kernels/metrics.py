@@ -63,6 +63,15 @@ def cka_layers(kernels, Y) -> np.ndarray:
     return out
 
 
+def se_target(adaptation, rtol: float) -> np.ndarray:
+    """The SE a tolerance asks of the CKA adaptation of each hidden layer: rtol max(|a_l|, max|a| / 10).
+
+    A layer that adapts less than a tenth of the most-adapting one is held to rtol of that tenth, so
+    a layer with (almost) no adaptation does not demand unbounded samples."""
+    a = np.abs(np.asarray(adaptation, dtype=float))
+    return rtol * np.maximum(a, 0.1 * a.max(initial=0.0))
+
+
 _SE_SCALE = {  # SE of the estimate = spread (ddof 1) of the per-estimate CKA times this, B estimates
     "batches": lambda B: 1 / np.sqrt(B),  # independent batch means, the estimate their mean
     "jackknife": lambda B: (B - 1) / np.sqrt(B),  # leave-one-batch-out estimates K_(-b)

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError, NotPositiveDefiniteError
 from ..fluctuations import _checked_nngp
 from ..likelihood import gradient_from_factor
-from ..metrics import cka_layers, cka_layers_se
+from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_stack
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
@@ -302,7 +302,8 @@ def solve_map(
         the spread (ddof 1) of the solution and its replicas (0: no SE).
       rtol, max_samples: with replicas, solve again at the final width with more samples (up to
         max_samples per layer) until the SE of the CKA adaptation (CKA - CKA_NNGP) of every hidden
-        layer is at most rtol times it; info.rtol_met says whether it was met (None: no tolerance).
+        layer is at most `metrics.se_target` (rtol times it); info.rtol_met says whether it was met
+        (None: no tolerance).
       nngp: the NNGP stack (L+1, P', P') if already computed (the baseline of rtol's adaptation).
       key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
@@ -345,18 +346,21 @@ def solve_map(
 
 
 def _to_tolerance(spec, X_all, Y, option, solver, key, estimate, n_replicas, rtol, max_samples, nngp):
-    """Solve again at the final width with ~ (SE / target)^2 times the samples (warm started; up to
-    4 times) until SE(CKA adaptation) <= rtol |CKA adaptation| in every hidden layer."""
+    """Solve again at the final width with ~ (SE / target)^2 times the samples, at most 4-fold per
+    attempt (warm started; up to 4 attempts) until SE(CKA adaptation) <= se_target in every hidden
+    layer."""
     P = len(Y)
     base = cka_layers(nngp, Y)[1:]
     final = estimate.info.widths[-1:]
     for attempt in range(1, 6):
         se = cka_layers_se(estimate.info.replica_kernels, Y, kind="replicas")[1:]
-        target = rtol * np.abs(cka_layers(estimate.kernels, Y)[1:] - base)
+        target = se_target(cka_layers(estimate.kernels, Y)[1:] - base, rtol)
         met = bool(np.all(se <= target))
         if met or option.n_samples >= max_samples or attempt == 5:
             break
-        grow = float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1
+        # SE ~ 1/sqrt(n) asymptotically; at few samples the fixed point amplifies the noise (and a
+        # self-normalised bias shows in the spread), so grow at most 4-fold per attempt
+        grow = min(4.0, float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1)
         option = dataclasses.replace(
             option, n_samples=int(min(max_samples, math.ceil(option.n_samples * grow)))
         )

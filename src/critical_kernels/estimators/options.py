@@ -22,13 +22,14 @@ class MonteCarlo:
     split into n_batches blocks whose spread gives the standard error.
 
     rtol: keep drawing further rounds of samples until the standard error of the CKA adaptation
-    (CKA - CKA_NNGP) of every hidden layer is at most rtol times that adaptation, or max_samples
-    are used (info says which); None: exactly n_samples."""
+    (CKA - CKA_NNGP) of every hidden layer is at most rtol times that adaptation (a layer adapting
+    less than a tenth of the most-adapting one: rtol times that tenth; `metrics.se_target`), or
+    max_samples (default max(131072, n_samples)) are used (info says which); None: exactly n_samples."""
 
     n_samples: int = 4096
     n_batches: int = 16
     rtol: float | None = 0.02
-    max_samples: int = 131072
+    max_samples: int | None = None
 
     def __post_init__(self):
         _check("n_samples", self.n_samples, integer=True)
@@ -39,6 +40,8 @@ class MonteCarlo:
             )
         if self.rtol is not None:
             _check("rtol", self.rtol)
+        if self.max_samples is None:  # the default budget: 131072, or n_samples if that is larger
+            object.__setattr__(self, "max_samples", max(131072, self.n_samples))
         _check("max_samples", self.max_samples, low=self.n_samples, integer=True, inclusive=True)
 
 

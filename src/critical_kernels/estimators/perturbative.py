@@ -14,7 +14,7 @@ import numpy as np
 
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
-from ..metrics import cka_layers, cka_layers_se
+from ..metrics import cka_layers, cka_layers_se, se_target
 from ..numerics import as_key, check_targets, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, finish
@@ -123,7 +123,7 @@ def _blocks_to_tolerance(cov, back, Y, options: MonteCarlo, key):
             return total / n_used, n_used, None
         combined = total / n_used
         se = cka_layers_se(nngp + combined, Y)[1:]
-        target = options.rtol * np.abs(cka_layers(nngp + combined.mean(axis=0), Y)[1:] - base)
+        target = se_target(cka_layers(nngp + combined.mean(axis=0), Y)[1:] - base, options.rtol)
         if np.all(se <= target):
             return combined, n_used, True
         if n_used >= options.max_samples:
