@@ -12,14 +12,13 @@ within 3 standard errors per layer (2 layers: family-wise < 1 %).
 
 import numpy as np
 import pytest
+from conftest import MNIST
 from reference import PHI
 from scipy.stats import multivariate_normal
 
 import critical_kernels as ck
 from critical_kernels.estimators import Network, Preactivation, sample_posterior
 from critical_kernels.metrics import cka_layers, cka_layers_se
-
-MNIST = "/work/shared/data/mnist"
 
 
 def test_layer_forms_and_dimension():

@@ -10,6 +10,7 @@ MAP kernels (measured 9-13 SE off in the linear cases below).
 
 import numpy as np
 import pytest
+from conftest import MNIST
 
 import critical_kernels as ck
 from critical_kernels.errors import ConvergenceError, InputError
@@ -20,7 +21,7 @@ from critical_kernels.estimators.reweighted import reweighted_kernels
 
 @pytest.fixture(scope="module")
 def mnist8():
-    return ck.datasets.mnist_binary((0, 3), path="/work/shared/data/mnist", n_train=8, n_test=2, seed=0)
+    return ck.datasets.mnist_binary((0, 3), path=MNIST, n_train=8, n_test=2, seed=0)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
