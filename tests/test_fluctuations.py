@@ -112,3 +112,28 @@ def test_prior_mean_shift_matches_finite_networks():
     # T7 is the O(1/N) term; the O(1/N^2) remainder at N = 32 is ~3 % of it, below one SE.
     assert np.max(np.abs(emp - shift) / se) < 4.0  # measured 1.4
     assert np.max(np.abs(emp) / se) > 4.0  # the shift is resolved: the NNGP alone is rejected
+
+
+def test_covariance_contraction_se_matches_the_spread_over_keys():
+    """Sigma[A] with its SE from 16 blocks of the common random numbers (T5): the blocks average to
+    Sigma[A] exactly, and the SE matches the spread of 24 independent estimates (different keys)."""
+    X, _ = _problem()
+    spec = ck.NetworkSpec(depth=3, width=64, activation="erf", g_w=1.5, g_b=0.1)
+    A = np.outer(np.arange(6.0), np.ones(6)) + np.eye(6)
+    A = A + A.T
+    values, ses = [], []
+    for key in range(24):
+        Sig = ck.kernel_covariance(spec, X, key=key, n_samples=1024)
+        value, se = Sig.with_se(A, layer=2)
+        np.testing.assert_allclose(value, Sig(A, layer=2), rtol=1e-10, atol=1e-14)
+        values.append(np.asarray(value))
+        ses.append(np.asarray(se))
+    spread = np.std(values, axis=0, ddof=1)
+    reported = np.sqrt(np.mean(np.square(ses), axis=0))
+    ratio = np.median(spread / reported)
+    # 24 keys: the spread is known to ~15 %, the SE from 16 blocks to ~18 %; median over 36 entries
+    assert 0.75 < ratio < 1.33, ratio
+    linear = ck.kernel_covariance(spec.replace(activation="linear"), X)
+    assert np.all(np.asarray(linear.with_se(A)[1]) == 0)  # V is exact for linear phi
+    with pytest.raises(ck.InputError, match="n_batches"):
+        ck.kernel_covariance(spec, X, n_samples=64).with_se(A, n_batches=1)

@@ -119,6 +119,21 @@ class KernelCovariance:
         """Sigma[A] = Cov(C(layer), <A, C(cotangent_layer)>) (both default to L), (P, P)."""
         return self.propagate(A, cotangent_layer)[self.depth if layer is None else layer]
 
+    def with_se(self, A, layer: int | None = None, cotangent_layer: int | None = None, n_batches: int = 16):
+        """(Sigma[A], its Monte Carlo standard error), both (P, P): the spread of the estimates from
+        n_batches disjoint blocks of the common random numbers over sqrt(n_batches) (T5; the sweep is
+        linear in V, so the blocks average exactly to Sigma[A]); the SE is zero for linear phi."""
+        most = np.inf if self.phi is None else self.phi.shape[1]
+        if isinstance(n_batches, bool) or not isinstance(n_batches, int) or not 2 <= n_batches <= most:
+            raise InputError(
+                f"n_batches: must be an integer from 2 to the number of samples, got {n_batches!r}"
+            )
+        back = self.pullback(A, cotangent_layer)
+        blocks = self.push_forward(back, n_batches=n_batches)[self.depth if layer is None else layer]
+        if self.phi is None:
+            return blocks[0], jnp.zeros_like(blocks[0])
+        return blocks.mean(axis=0), blocks.std(axis=0, ddof=1) / np.sqrt(n_batches)
+
     def dense(self, layer: int | None = None, cotangent_layer: int | None = None) -> np.ndarray:
         """The covariance as a dense (P, P, P, P) array, applying the operator to a basis.
 
