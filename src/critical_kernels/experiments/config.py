@@ -99,6 +99,9 @@ class MethodsConfig(_Strict):
     )
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
+    n_leapfrog: Int = Field(
+        16, ge=1, description="HMC integration steps per trajectory (4 for preactivation)"
+    )
     space: Literal["weights", "preactivation"] = Field(
         "weights",
         description="sample weights, or pre-activations with weights and readout integrated out (T19)",

@@ -118,7 +118,8 @@ def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
         return label + (f", {NOT_CONVERGED}" if flag and map_failed(attrs) else "")
     if name == "sampled":
         sampler = _SAMPLERS.get(str(attrs.get("sampler", "")), "")
-        label = f"sampled ({sampler})" if sampler else "sampled"
+        space = ", pre-activations" if str(attrs.get("sampled_space", "")) == "preactivation" else ""
+        label = f"sampled ({sampler}{space})" if sampler else "sampled"
         return label + (f", {NOT_CONVERGED}" if flag and sampled_failed(attrs) else "")
     if name == "reweighted":
         return "reweighted" + (", failed" if flag and reweighted_failed(attrs) else "")

@@ -177,7 +177,7 @@ def estimate_all(
                 data.X,
                 data.Y,
                 data.X_test,
-                sampler=SAMPLERS[m.sampler](),
+                sampler=SAMPLERS[m.sampler](**({"n_leapfrog": m.n_leapfrog} if m.sampler == "hmc" else {})),
                 chains=chains,
                 space=m.space,
                 key=seed,
