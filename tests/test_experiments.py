@@ -26,6 +26,8 @@ def test_config_overrides_and_errors_name_the_field(tmp_path):
         load_config(TINY, ["network.widht=3"])
     with pytest.raises(ck.InputError, match="methods.linear_exact: needs network.activation = 'linear'"):
         load_config(TINY, ["methods.linear_exact=true"])  # tiny.toml is erf
+    with pytest.raises(ck.InputError, match="methods.space: must be one of .*'preactivation'"):
+        load_config(TINY, ["methods.space=latent"])
     with pytest.raises(ck.InputError, match="methods.reweighted_samples: .*multiple of 16"):
         load_config(TINY, ["methods.reweighted_samples=100"])
     (tmp_path / "bad.toml").write_text("[network\nwidth = 3")
