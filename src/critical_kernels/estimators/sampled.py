@@ -260,6 +260,7 @@ def sample_posterior(
         eps = jnp.full(chains.chains, sampler.step_size)
     else:
         states, eps = programs.warm(Xj, Yj, states, jax.random.split(k_warm, chains.chains))
+    jax.block_until_ready((states, eps))  # dispatch is asynchronous: time the warm-up itself
     timings["warmup"] = time.perf_counter() - start
 
     start = time.perf_counter()
