@@ -112,6 +112,7 @@ def test_perturbative_se_comes_from_independent_blocks(tiny):
     assert 0.75 < ratio < 1.33, ratio
 
 
+@pytest.mark.slow  # statistical validation: 24 independent estimates
 def test_perturbative_rounds_keep_a_calibrated_se(tiny):
     """rtol grows the sample count in rounds of different sizes (512, then 1024 here); the combined
     blocks must still give the SE of the combined estimate: compare with 24 independent keys."""
@@ -154,6 +155,7 @@ def test_map_rtol_grows_the_samples_until_the_cka_se_is_met(tiny):
     assert plain.info.rtol_met is None and plain.info.n_samples == 256
 
 
+@pytest.mark.slow  # statistical validation: 24 independent estimates
 def test_map_se_from_replicas_matches_the_spread_over_keys(tiny):
     """The MAP's SE (spread of the solution and 4 warm-started replicas with independent random
     numbers) against the spread of 24 fully independent solves (annealed from scratch)."""

@@ -114,6 +114,7 @@ def test_prior_mean_shift_matches_finite_networks():
     assert np.max(np.abs(emp) / se) > 4.0  # the shift is resolved: the NNGP alone is rejected
 
 
+@pytest.mark.slow  # statistical validation: 24 independent estimates
 def test_covariance_contraction_se_matches_the_spread_over_keys():
     """Sigma[A] with its SE from 16 blocks of the common random numbers (T5): the blocks average to
     Sigma[A] exactly, and the SE matches the spread of 24 independent estimates (different keys)."""
