@@ -1,14 +1,12 @@
 """Data loaders: shapes, labels, standardisation, file formats, bad files."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST
 
 import critical_kernels as ck
-
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def test_xor_clusters_and_labels():
