@@ -117,37 +117,21 @@ def estimate_all(
 ) -> dict[str, KernelEstimate]:
     """Every estimator the config asks for, failures returned (throw=False), not raised."""
     m, seed = config.methods, config.seed
+    budget = dict(rtol=m.rtol or None, max_samples=max(m.max_samples, m.n_samples))  # methods.rtol = 0: off
+    data_args = (spec, data.X, data.Y, data.X_test)
     out = {}
     if m.perturbative:
         out["perturbative"] = timed(
             "perturbative",
             lambda: perturbative_kernels(
-                spec,
-                data.X,
-                data.Y,
-                data.X_test,
-                options=MonteCarlo(
-                    m.n_samples, rtol=m.rtol or None, max_samples=max(m.max_samples, m.n_samples)
-                ),
-                key=seed,
-                nngp=nngp,
-                throw=False,
+                *data_args, options=MonteCarlo(m.n_samples, **budget), key=seed, nngp=nngp, throw=False
             ),
         )
     if m.map:
         out["map"] = timed(
             "map",
             lambda: solve_map(
-                spec,
-                data.X,
-                data.Y,
-                data.X_test,
-                tilted=tilted_option(m, spec),
-                rtol=m.rtol or None,
-                max_samples=max(m.max_samples, m.n_samples),
-                nngp=nngp,
-                key=seed,
-                throw=False,
+                *data_args, tilted=tilted_option(m, spec), **budget, nngp=nngp, key=seed, throw=False
             ),
         )
     if m.reweighted:
