@@ -76,6 +76,7 @@ def test_log_density_and_predictor_integrate_the_readout(dim):
         np.testing.assert_allclose(np.asarray(model.kernels(u, X)), [C1, C2], rtol=1e-10)
 
 
+@pytest.mark.slow  # statistical validation (many independent replicas)
 @pytest.mark.parametrize("dim", [4, 6])  # P' = 5: layer 1 weights (d = 4) or pre-activations (d = 6)
 def test_prior_law_of_the_kernels_matches_weight_space(dim):
     """The kernels of i.i.d. prior draws in both parameterisations have the same law (T19: the weights

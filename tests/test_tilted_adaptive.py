@@ -52,6 +52,7 @@ def _z_scores(estimates, exact):
     return np.abs(estimates.mean(axis=0) - exact) / se
 
 
+@pytest.mark.slow  # statistical validation (many independent replicas)
 def test_adaptive_proposal_recovers_a_strongly_tilted_gaussian():
     # linear phi: the tilted measure is N(0, Sigma), Sigma = (C^-1 - 2g C~)^-1 (T9 closed form);
     # C~ chosen to stretch the variance along C w by 25: the weights of the untilted proposal
@@ -103,6 +104,7 @@ def _erf_quadrature(g, C, Ct, degree=200):
     return forward, backward
 
 
+@pytest.mark.slow  # statistical validation (many independent replicas)
 def test_adaptive_erf_averages_agree_with_quadrature_under_a_bimodal_tilt():
     # C~ = 3 y y^T, y = (1, -1): the tilted density is bimodal along y (phi -> +-(1, -1)); the
     # untilted proposal has ESS 0.006-0.009 (measured). erf saturates there, so its forward average
