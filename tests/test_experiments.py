@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 import critical_kernels as ck
 from critical_kernels.cli import app
 from critical_kernels.experiments import load_config, load_results, load_sweep, run
-from critical_kernels.experiments.io import atomic_write
+from critical_kernels.experiments.io import atomic_write, write_run
+from critical_kernels.experiments.labels import estimator_label
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 FAST = ["methods.n_samples=512", "methods.warmup=100", "methods.samples=400"]
@@ -30,6 +31,8 @@ def test_config_overrides_and_errors_name_the_field(tmp_path):
         load_config(TINY, ["methods.space=latent"])
     with pytest.raises(ck.InputError, match="methods.reweighted_samples: .*multiple of 16"):
         load_config(TINY, ["methods.reweighted_samples=100"])
+    with pytest.raises(ck.InputError, match="methods.tempering: .*'always'"):
+        load_config(TINY, ["methods.tempering=sometimes"])
     (tmp_path / "bad.toml").write_text("[network\nwidth = 3")
     with pytest.raises(ck.InputError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
@@ -81,6 +84,31 @@ def test_run_reweighted_against_the_exact_linear_posterior():
     z_map = (ds.cka.sel(estimator="map", layer=[1, 2]) - exact) / se.sel(estimator="reweighted")
     assert np.all(np.abs(z_map) > 3) and np.all(np.abs(adaptation) > 0), z_map.values
     assert ds.attrs["reweighted_ok"] == 1 and ds.attrs["reweighted_ess"] > 1000
+
+
+def test_run_with_tempered_smc_records_its_ladder(tmp_path):
+    """methods.tempering = "always": the reweighted kernels come from tempered SMC; the run records
+    its method, ladders and final ESS, labels it, writes them to results.nc, and the CKA agrees with the
+    exact linear posterior (T18) within 4 SE (8 runs: a t_7 SE)."""
+    overrides = ["network.activation='linear'", "network.depth=2", "network.width=12", "data.n_train=10"]
+    overrides += ["data.n_test=2", "methods.sampled=false", "methods.perturbative=false"]
+    overrides += ["methods.reweighted=true", "methods.linear_exact=true", "methods.tempering='always'"]
+    cfg = load_config(TINY, [*overrides, "methods.smc_particles=16"])
+    ds = run(cfg, progress=False)
+    attrs = ds.attrs
+    assert attrs["reweighted_ok"] == 1 and attrs["reweighted_method"] == "tempered SMC"
+    ladders = [[float(b) for b in run.split(",")] for run in attrs["reweighted_temperatures"].split("|")]
+    assert len(ladders) == 8 and all(lad[0] == 0 and lad[-1] == 1 and len(lad) >= 2 for lad in ladders)
+    assert attrs["reweighted_final_ess"] > 4 and attrs["reweighted_n_particles"] == 128
+    assert estimator_label("reweighted", attrs) == "reweighted (tempered SMC)"
+    exact = ds.cka.sel(estimator="linear_exact", layer=[1, 2])
+    z = (ds.cka.sel(estimator="reweighted", layer=[1, 2]) - exact) / ds.cka_se.sel(
+        estimator="reweighted", layer=[1, 2]
+    )
+    assert np.all(np.abs(z) < 4), z.values
+    write_run(ds, cfg, tmp_path / "r")
+    again = load_results(tmp_path / "r")
+    assert again.attrs["reweighted_temperatures"] == attrs["reweighted_temperatures"]
 
 
 def test_cli_run_and_report_write_the_run_folder(tmp_path):

@@ -18,11 +18,13 @@ from .options import (
     Langevin,
     MonteCarlo,
     SecondCumulant,
+    TemperedSMC,
 )
 from .perturbative import PerturbativeInfo, linear_output_shift, perturbative_kernels
 from .preactivation import Preactivation
 from .reweighted import ReweightedInfo, reweighted_kernels
 from .sampled import SPACES, SamplingInfo, sample_posterior
+from .smc import SMCRun
 
 __all__ = [
     "KernelEstimate",
@@ -47,6 +49,8 @@ __all__ = [
     "ExactGaussian",
     "ImportanceSampling",
     "SecondCumulant",
+    "TemperedSMC",
+    "SMCRun",
     "Fallback",
     "Anderson",
     "MALA",

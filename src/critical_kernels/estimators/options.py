@@ -104,6 +104,38 @@ class Anderson:
 
 
 @dataclass(frozen=True)
+class TemperedSMC:
+    """Tempered SMC from the saddle point's measure q to the posterior (`reweighted_kernels`, THEORY
+    section 8): n_runs independent runs (their spread is the standard error) of n_particles each;
+    target_ess: the fraction of particles each temperature step keeps effective; n_mcmc HMC moves of
+    n_leapfrog steps per temperature (initial step_size, then adapted); at beta = 1, n_final more moves
+    whose mean kernels are the run's estimate; n_mh Metropolis-Hastings steps
+    per neuron for the initial draws from q; n_w Monte Carlo points for W~; at most max_temperatures
+    steps; batch_size particles per compiled batch (0: all at once; bounds memory)."""
+
+    n_particles: int = 128
+    n_runs: int = 8
+    target_ess: float = 0.5
+    n_mcmc: int = 10
+    n_leapfrog: int = 8
+    n_final: int = 20
+    step_size: float = 0.1
+    n_mh: int = 20
+    n_w: int = 256
+    max_temperatures: int = 100
+    batch_size: int = 0
+
+    def __post_init__(self):
+        for name in ("n_particles", "n_mcmc", "n_leapfrog", "n_final", "n_mh", "n_w", "max_temperatures"):
+            _check(name, getattr(self, name), integer=True)
+        _check("n_runs", self.n_runs, low=2, integer=True, inclusive=True)
+        _check("batch_size", self.batch_size, integer=True, inclusive=True)
+        _check("step_size", self.step_size)
+        if not 0 < self.target_ess < 1:
+            raise InputError(f"target_ess: must lie in (0, 1), got {self.target_ess!r}")
+
+
+@dataclass(frozen=True)
 class MALA:
     """Metropolis-adjusted Langevin; step size tuned by dual averaging towards target_accept."""
 

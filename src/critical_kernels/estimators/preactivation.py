@@ -32,7 +32,7 @@ import numpy as np
 
 from ..likelihood import log_evidence
 from ..spec import NetworkSpec
-from .network import Network, empirical_kernel, unpack_layer
+from .network import Network, empirical_kernel
 
 
 @dataclass(frozen=True)
@@ -67,22 +67,51 @@ class Preactivation:
     def dim(self) -> int:
         return sum(self.sizes)
 
-    def _kernels(self, u, X) -> list:
-        """C_emp(0..L) on the P' rows of X: C0 (as nngp.input_kernel), then layer by layer (T19)."""
+    def blocks(self, u) -> list:
+        """u split into one block V (k, N) per hidden layer, column i holding neuron i's coordinates:
+        z (P', N) for a pre-activation layer, the whitened [W; b] (fan_in + 1, N) otherwise."""
+        s, out, offset = self.spec, [], 0
+        for pre, size in zip(self.preactivation_layers, self.sizes, strict=True):
+            k = size // s.width
+            part = u[offset : offset + size]
+            if pre:
+                out.append(part.reshape(k, s.width))
+            else:  # whitened W (fan_in, N) row-major, then b (N,)  (unpack_layer's layout)
+                out.append(
+                    jnp.concatenate([part[: size - s.width].reshape(k - 1, s.width), part[None, -s.width :]])
+                )
+            offset += size
+        return out
+
+    def pack(self, blocks) -> jnp.ndarray:
+        """The flat u of per-layer blocks (the inverse of `blocks`)."""
+        parts = [
+            V.ravel() if pre else jnp.concatenate([V[:-1].ravel(), V[-1]])
+            for pre, V in zip(self.preactivation_layers, blocks, strict=True)
+        ]
+        return jnp.concatenate(parts)
+
+    def layer_map(self, layer: int, C_below, h_below, X):
+        """M (P', k) with h(layer) = M V for that layer's block V: chol(C_emp(layer-1)) for a
+        pre-activation layer, [phi(h(layer-1)) sigma_w, sigma_b 1] (X instead of phi(h) in layer 1)
+        otherwise."""
+        if self.preactivation_layers[layer - 1]:
+            return jnp.linalg.cholesky(C_below)
+        _, w_std, b_std = Network(self.spec, self.d).shapes[layer - 1]
+        below = X if layer == 1 else self.spec.act.fn(h_below)
+        return jnp.concatenate([w_std * below, jnp.full((below.shape[0], 1), b_std)], axis=1)
+
+    def forward(self, u, X) -> tuple[list, list]:
+        """(C_emp(0..L), h(1..L)) on the P' rows of X: C0 as nngp.input_kernel, then layer by layer (T19)."""
         s = self.spec
-        C = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]]
-        layers = zip(self.preactivation_layers, Network(s, self.d).shapes[:-1], strict=True)
-        offset, h = 0, None
-        for l, (pre, (shape, w_std, b_std)) in enumerate(layers, start=1):
-            if pre:  # h(l) = chol(C_emp(l-1)) z(l)
-                z = u[offset : offset + self.n_rows * shape[1]].reshape(self.n_rows, shape[1])
-                h = jnp.linalg.cholesky(C[-1]) @ z
-                offset += z.size
-            else:  # h(l) = phi(h(l-1)) W + b, h(0) = X (THEORY 1)
-                W, bias, offset = unpack_layer(u, offset, shape, w_std, b_std)
-                h = (X if l == 1 else s.act.fn(h)) @ W + bias
-            C.append(empirical_kernel(s, l, h))
-        return C
+        C, h = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]], []
+        for l, V in enumerate(self.blocks(u), start=1):
+            h.append(self.layer_map(l, C[-1], h[-1] if h else None, X) @ V)
+            C.append(empirical_kernel(s, l, h[-1]))
+        return C, h
+
+    def _kernels(self, u, X) -> list:
+        return self.forward(u, X)[0]
 
     def kernels(self, u, X):
         """Empirical kernels C_emp(l), l = 1..L, on all P' rows, shape (L, P', P')."""

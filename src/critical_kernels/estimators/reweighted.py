@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -53,12 +53,15 @@ from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, 
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Result, finish
 from .map import solve_map
+from .options import TemperedSMC
+from .smc import run_smc
 
 # Below ~50 effective networks the estimate is not trustworthy and neither is its error bar: the
 # self-normalised ratio has an O(1/ESS) bias of the order of its standard error, and with 16
 # jackknife batches each batch then carries ~3 effective networks, so the delete-one-batch
 # jackknife is dominated by the few heaviest weights and understates the error.
 DEFAULT_MIN_ESS = 50.0
+TEMPERING = ("auto", "always", "never")
 
 
 def _ess_advice(ess: float, n_used: int, min_ess: float, var_R: float) -> str:
@@ -82,9 +85,12 @@ class ReweightedInfo(NamedTuple):
     n_batches: jackknife batches; acceptance: (L,) Metropolis-Hastings acceptance rate per layer
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     seconds: wall time (including the saddle solve when it was not passed in);
-    jackknife_kernels: (n_batches, L+1, P', P') leave-one-batch-out estimates K_(-b) (None on failure):
-    the SE of any smooth function f of the kernels (e.g. the CKA) is
-    sqrt((B-1)/B sum_b (f(K_(-b)) - mean_b f(K_(-b)))^2), B = n_batches.
+    jackknife_kernels: (B, L+1, P', P') leave-one-out estimates K_(-b) (None on failure): the SE of any
+    smooth function f of the kernels (e.g. the CKA) is sqrt((B-1)/B sum_b (f(K_(-b)) - mean_b f(K_(-b)))^2),
+    B = n_batches (plain reweighting) or the number of SMC runs;
+    method: "importance" (plain reweighting) or "tempered SMC" (which produced the kernels);
+    smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ().
+    ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
     """
 
     ess: float
@@ -95,6 +101,8 @@ class ReweightedInfo(NamedTuple):
     saddle_ok: bool
     seconds: float
     jackknife_kernels: np.ndarray | None = None
+    method: str = "importance"
+    smc_runs: tuple = ()
 
 
 def _tilt(h_train, A):
@@ -221,6 +229,8 @@ def reweighted_kernels(
     n_mh: int = 20,
     n_w: int = 4096,
     chunk: int = 64,
+    tempering: str = "auto",
+    smc: TemperedSMC = TemperedSMC(),
     key=0,
     throw: bool = True,
 ) -> KernelEstimate:
@@ -256,6 +266,10 @@ def reweighted_kernels(
         raise InputError(f"min_ess: must be a number >= 0, got {min_ess!r}")
     if not isinstance(spec, NetworkSpec):
         raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
+    if tempering not in TEMPERING:
+        raise InputError(f"tempering: expected one of {', '.join(map(repr, TEMPERING))}, got {tempering!r}")
+    if not isinstance(smc, TemperedSMC):
+        raise InputError(f"smc: expected TemperedSMC(...), got {smc!r}")
     X_all = check_inputs(X, X_test)
     P, Pa, L, N = np.shape(X)[0], X_all.shape[0], spec.depth, spec.width
     Y = check_targets(Y, P, spec.n_out)
@@ -270,10 +284,10 @@ def reweighted_kernels(
             f"got {None if conj is None else np.shape(conj)}"
         )
 
-    def info(ess=float("nan"), var=float("nan"), n=0, acc=None, loo=None):
+    def info(ess=float("nan"), var=float("nan"), n=0, acc=None, loo=None, **smc_fields):
         acc = np.full(L, np.nan) if acc is None else acc
         seconds = time.perf_counter() - start
-        return ReweightedInfo(ess, var, n, n_batches, acc, bool(saddle.ok), seconds, loo)
+        return ReweightedInfo(ess, var, n, n_batches, acc, bool(saddle.ok), seconds, loo, **smc_fields)
 
     if not saddle.ok:
         nan = np.full((L + 1, Pa, Pa), np.nan)
@@ -282,6 +296,8 @@ def reweighted_kernels(
         )
         return finish("reweighted", nan, nan, info(), result=saddle.result, detail=detail, throw=throw)
 
+    if tempering == "always":
+        return _tempered(spec, X_all, Y, conj, key, smc, info, throw)
     per_batch = n_samples // n_batches
     n_used = per_batch * n_batches
     size = max(d for d in range(1, min(chunk, per_batch) + 1) if per_batch % d == 0)
@@ -344,6 +360,8 @@ def reweighted_kernels(
     ess = float(w.sum() ** 2 / np.sum(w**2))
     var_R = float(np.var(R_all))
     result, detail = Result.success, ""
+    if ess < min_ess and tempering == "auto":
+        return _tempered(spec, X_all, Y, conj, key, smc, partial(info, ess, var_R, n_used, acceptance), throw)
     if ess < min_ess:
         result = Result.ess_collapsed
         detail = (
@@ -358,5 +376,40 @@ def reweighted_kernels(
         result=result,
         detail=detail,
         advice=_ess_advice(ess, n_used, min_ess, var_R) if result is Result.ess_collapsed else None,
+        throw=throw,
+    )
+
+
+def _tempered(spec, X_all, Y, conj, key, options, info, throw) -> KernelEstimate:
+    """Tempered SMC from q to the posterior (smc.py): the mean of options.n_runs independent runs, with
+    the leave-one-run-out means as jackknife set. Fails (diagnostics_failed) when a run did not reach
+    beta = 1 within options.max_temperatures or its final HMC acceptance fell below 0.1."""
+    per_run, runs = run_smc(spec, X_all, Y, conj, jax.random.fold_in(as_key(key), 1), options)
+    B = len(per_run)
+    C0 = np.broadcast_to(np.asarray(input_kernel(spec, X_all)), (B, 1) + per_run.shape[-2:])
+    per_run = np.concatenate([C0, per_run], axis=1)
+    kernels = per_run.mean(axis=0)
+    loo = (per_run.sum(axis=0)[None] - per_run) / (B - 1)
+    se = np.sqrt((B - 1) / B * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
+    problems = [
+        f"run {i}: stopped at beta = {r.temperatures[-1]:.3g} after {len(r.temperatures) - 1} temperatures"
+        for i, r in enumerate(runs)
+        if not r.reached
+    ]
+    problems += [
+        f"run {i}: final HMC acceptance {r.acceptance[-1]:.2f} < 0.1"
+        for i, r in enumerate(runs)
+        if r.acceptance[-1] < 0.1
+    ]
+    return finish(
+        "reweighted",
+        kernels,
+        se,
+        info(loo=loo, method="tempered SMC", smc_runs=tuple(runs)),
+        result=Result.diagnostics_failed if problems else Result.success,
+        detail="tempered SMC: " + "; ".join(problems) if problems else "",
+        advice="more temperatures (max_temperatures), more MCMC moves (n_mcmc) or a smaller step_size"
+        if problems
+        else None,
         throw=throw,
     )

@@ -97,6 +97,12 @@ class MethodsConfig(_Strict):
     reweighted_samples: Int = Field(
         4096, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
     )
+    tempering: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="reweighted: tempered SMC from the saddle point when plain reweighting's ESS is low "
+        "(auto), always, or never",
+    )
+    smc_particles: Int = Field(128, ge=8, description="particles per tempered SMC run (8 runs)")
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
     n_leapfrog: Int = Field(

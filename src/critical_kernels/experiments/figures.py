@@ -110,6 +110,7 @@ def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
         for dim in fields:
             if fields[dim][0] == "network.width" and ds.sizes[dim] > 1:
                 images.append(_relative_miss_figure(ds, dim, figures / "relative_miss_vs_width.png"))
+                images.append(_captured_figure(ds, dim, figures / "captured_vs_width.png"))
     return images
 
 
@@ -230,6 +231,32 @@ def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     ticks = (widths, [f"{w:g}" for w in widths])
     title = f"{ds.attrs['name']} {note}".strip()
     return plots.line_panels(panel, path, "width $N$", logx=True, xticks=ticks, hline=0.15, title=title)
+
+
+def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
+    """Captured fraction (CKA_theory - CKA_NNGP) / (CKA_sampled - CKA_NNGP) of every hidden layer against
+    N (1: the theory has the sampled networks' adaptation); error bars: combined SE / sampled adaptation."""
+
+    def captured(sub, m):
+        sampled = _adaptation(sub, "sampled")
+        se = np.hypot(*(np.nan_to_num(sub.cka_out_se.sel(estimator=e).values) for e in (m, "sampled")))
+        return _adaptation(sub, m) / sampled, _finite(se / np.abs(sampled))
+
+    fields = json.loads(ds.attrs["fields"])
+    widths = ds[dim].values.astype(float)
+    labels = [f"{w:g}" for w in widths]
+    if "data.n_train" in fields[dim]:  # N and P swept together (fixed alpha): say both
+        labels = [f"{w:g}\n(P = {p})" for w, p in zip(widths, ds["n_train"].values, strict=True)]
+    panels = []
+    for layer in range(1, ds.sizes["layer"]):
+        per_layer = ds.assign(cka_out=ds.cka.isel(layer=layer), cka_out_se=ds.cka_se.isel(layer=layer))
+        curves, note = _curves(per_layer, dim, widths, captured)
+        curves = [c[1:] for c in curves if c[0] not in ("nngp", "sampled")]
+        panels.append((f"layer {layer}", "captured fraction of the sampled adaptation", curves))
+    title = f"{ds.attrs['name']} {note}".strip()
+    return plots.line_panels(
+        panels, path, "width $N$", logx=True, xticks=(widths, labels), hline=1.0, title=title
+    )
 
 
 def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:

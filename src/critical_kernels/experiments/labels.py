@@ -122,7 +122,8 @@ def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
         label = f"sampled ({sampler}{space})" if sampler else "sampled"
         return label + (f", {NOT_CONVERGED}" if flag and sampled_failed(attrs) else "")
     if name == "reweighted":
-        return "reweighted" + (", failed" if flag and reweighted_failed(attrs) else "")
+        smc = " (tempered SMC)" if str(attrs.get("reweighted_method", "")) == "tempered SMC" else ""
+        return f"reweighted{smc}" + (", failed" if flag and reweighted_failed(attrs) else "")
     if name == "linear_exact":
         return "exact (linear)" + (", failed" if flag and _flag_failed(attrs, "linear_exact_ok") else "")
     return name

@@ -28,6 +28,7 @@ from ..estimators import (
     MonteCarlo,
     Result,
     SecondCumulant,
+    TemperedSMC,
     linear_posterior_kernels,
     perturbative_kernels,
     reweighted_kernels,
@@ -144,6 +145,8 @@ def estimate_all(
                 data.X_test,
                 n_samples=m.reweighted_samples,
                 saddle=out.get("map"),  # the run's own saddle point when the MAP was asked for
+                tempering=m.tempering,
+                smc=TemperedSMC(n_particles=m.smc_particles),
                 key=seed,
                 throw=False,
             ),
@@ -280,7 +283,17 @@ def _diagnostics(estimates: dict, data) -> dict:
             reweighted_var_log_weight=float(est.info.var_log_weight),
             reweighted_n_samples=int(est.info.n_samples),
             reweighted_message=est.message or "ok",
+            reweighted_method=est.info.method,
         )
+        if est.info.smc_runs:  # tempered SMC ran: its temperature ladders (runs separated by |), worst ESS
+            runs = est.info.smc_runs
+            attrs.update(
+                reweighted_temperatures=" | ".join(
+                    ", ".join(f"{b:.3g}" for b in r.temperatures) for r in runs
+                ),
+                reweighted_final_ess=float(min(r.final_ess for r in runs)),
+                reweighted_n_particles=int(sum(r.n_particles for r in runs)),
+            )
     if "linear_exact" in estimates:
         est = estimates["linear_exact"]
         attrs.update(linear_exact_ok=int(est.ok), linear_exact_message=est.message or "ok")
@@ -293,6 +306,7 @@ def _diagnostics(estimates: dict, data) -> dict:
             sampled_ok=int(est.ok),
             sampled_warnings="; ".join(info.warnings),
             rhat_cka=float(np.nanmax(info.rhat_cka)),
+            ess_cka=float(np.min(info.ess_cka)),
             acceptance=float(info.acceptance.mean()),
         )
         if info.f_test is not None and data.Y_test is not None:  # the sampled networks' own predictions

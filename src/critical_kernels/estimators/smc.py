@@ -1,0 +1,244 @@
+"""Tempered sequential Monte Carlo from the saddle point's measure q to the posterior (THEORY section 8).
+
+In the pre-activation parameterisation (T19, `Preactivation`) the parameters are u ~ N(0, I), one block
+V_l (k_l x N) of neuron coordinates per hidden layer with pre-activations h(l) = M_l V_l (M_l =
+chol(C_emp(l-1)), or [phi(h(l-1)) sigma_w, sigma_b 1] where the layer keeps its weights). Neuron i of
+layer l drawn from the tilted measure of T17 is then N(0, I) in V_l[:, i] times exp(g_l t(h_(l,i)))
+/ exp(W~_l), so q and the posterior are explicit densities of u:
+
+  ln q(u)        = -|u|^2/2 + T(u) + const,
+  T(u)           = sum_l [ g_l sum_i phi(h_(l,i))_tr^T C~*(l) phi(h_(l,i))_tr - N W~_l(C~*(l) | C_emp(l-1)) ],
+  ln p(u | Y)    = -|u|^2/2 + R(u) + T(u) + const,   R = ln N(Y; 0, C_emp(L)_tr + kappa I) - T   (T17, T19).
+
+SMC moves n particles through pi_beta ∝ q e^(beta R), beta: 0 -> 1 (BlackJAX's adaptive tempered SMC:
+each next beta keeps the ESS of the incremental weights e^((beta' - beta) R) at target_ess * n;
+multinomial resampling; HMC rejuvenation targeting pi_beta, identity mass in u, its step size adapted
+between temperatures to the acceptance rate).
+
+W~_l for l >= 2 is computed with M common random numbers as in reweighted.py (closed form for linear
+phi). It enters only pi_beta with beta < 1: pi_1 is the posterior whatever W~ is, so its O(1/M) error
+shapes the path, not the answer. W~_1 is a constant (C0 is fixed) and dropped.
+
+Initial particles: each neuron by independence Metropolis-Hastings with proposal N(0, I) on the
+coordinates its training rows see (acceptance exp(g (t' - t))), the others from N(0, I); the first
+step's rejuvenation runs at beta = 0, i.e. targets q itself.
+
+Estimate: at beta = 1 the particles are resampled by their weights and moved `n_final` more times by HMC
+on the posterior; a run's estimate is the mean kernel over particles and those moves.
+
+Standard errors: `n_runs` independent runs; the estimate is their mean and the leave-one-run-out means
+are the jackknife set (the SE of the mean for a linear function of the kernels). A run's estimate
+carries an O(1/n) bias, so more runs do not remove it; more particles do.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache, partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.mcmc import hmc
+from blackjax.smc import adaptive_tempered, resampling
+
+from ..likelihood import log_evidence
+from ..spec import NetworkSpec
+from .network import empirical_kernel
+from .options import TemperedSMC
+from .preactivation import Preactivation
+
+
+class SMCRun(NamedTuple):
+    """One tempered SMC run: its temperature ladder beta_0 = 0 < ... < 1, the mean HMC acceptance and
+    step size at each step, its Kish ESS at the last temperature, whether it reached beta = 1, and the
+    mean acceptance of the final moves on the posterior."""
+
+    temperatures: np.ndarray
+    acceptance: np.ndarray
+    step_size: np.ndarray
+    final_ess: float
+    reached: bool
+    final_acceptance: float
+    n_particles: int
+
+
+def _tilt_terms(model: Preactivation, conj, zw, u, X, P):
+    """(T(u), C_emp(0..L)), T as in the module docstring; conj (L, P, P): training blocks of C~*(1..L)."""
+    s = model.spec
+    C, h = model.forward(u, X)
+    total = 0.0
+    for l in range(1, s.depth + 1):
+        g, A = s.gains[l - 1], conj[l - 1]
+        phi = s.act.fn(h[l - 1][:P])
+        total = total + g * jnp.sum(phi * (A @ phi))
+        if l >= 2:  # C_emp(l-1)_tr = F F^T: its Cholesky factor where the model takes pre-activations
+            if model.preactivation_layers[l - 1]:  # (then it is positive definite), else the explicit
+                F = jnp.linalg.cholesky(
+                    C[l - 1][:P, :P]
+                )  # factor [sqrt(g/N) phi(h), sqrt(g_b) 1] (singular C)
+            else:
+                phi_below = math.sqrt(s.gains[l - 2] / s.width) * s.act.fn(h[l - 2][:P])
+                F = jnp.concatenate([phi_below, jnp.full((P, 1), math.sqrt(s.bias_vars[l - 1]))], axis=1)
+            if s.act.name == "linear":  # W~ = -(1/2) ln det(I - 2g F^T A F)  (Sylvester: = det(I - 2g C A))
+                _, logdet = jnp.linalg.slogdet(jnp.eye(F.shape[1]) - 2.0 * g * F.T @ A @ F)
+                W = -0.5 * logdet
+            else:  # ln mean_m exp(g t(F z_m)) with common random numbers z_m
+                phi_w = s.act.fn(zw[l - 1][:, : F.shape[1]] @ F.T)
+                W = jax.scipy.special.logsumexp(g * jnp.sum(phi_w * (phi_w @ A), axis=1)) - math.log(
+                    len(zw[0])
+                )
+            total = total - s.width * W
+    return total, C
+
+
+def _initial_particles(model: Preactivation, conj, X, P, key, n_mh):
+    """One draw of u from q: each neuron by independence MH (proposal N(0, I)) on the coordinates that its
+    training rows see, layer by layer (T17)."""
+    s = model.spec
+    C, h, blocks = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]], [], []
+    keys = jax.random.split(key, s.depth)
+    for l in range(1, s.depth + 1):
+        pre = model.preactivation_layers[l - 1]
+        M = model.layer_map(l, C[-1], h[-1] if h else None, X)
+        k = M.shape[1]
+        seen = P if pre else k  # lower Cholesky: training rows of h see only the first P rows of z
+        M_tr, g, A = M[:P, :seen], s.gains[l - 1], conj[l - 1]
+
+        def tilt(V, M_tr=M_tr, A=A):
+            phi = s.act.fn(M_tr @ V)
+            return jnp.sum(phi * (A @ phi), axis=0)
+
+        k0, k1, k2 = jax.random.split(keys[l - 1], 3)
+        V = jax.random.normal(k0, (seen, s.width))
+        t = tilt(V)
+
+        def step(carry, kk, g=g, tilt=tilt):
+            V, t = carry
+            ka, kb = jax.random.split(kk)
+            Vp = jax.random.normal(ka, V.shape)
+            tp = tilt(Vp)
+            accept = jnp.log(jax.random.uniform(kb, t.shape)) < g * (tp - t)
+            return (jnp.where(accept[None], Vp, V), jnp.where(accept, tp, t)), None
+
+        (V, _), _ = jax.lax.scan(step, (V, t), jax.random.split(k1, n_mh))
+        if seen < k:
+            V = jnp.concatenate([V, jax.random.normal(k2, (k - seen, s.width))])
+        blocks.append(V)
+        h.append(M @ V)
+        C.append(empirical_kernel(s, l, h[-1]))
+    return model.pack(blocks)
+
+
+@lru_cache(maxsize=16)
+def _programs(spec: NetworkSpec, d: int, n_rows: int, P: int, options: TemperedSMC):
+    """Compiled (initial draws, one adaptive tempered SMC step, weighted kernels) for one shape."""
+    model = Preactivation(spec, d, n_rows)
+    n_leapfrog = options.n_leapfrog
+
+    def densities(X, Y, conj, zw):
+        def loglik(u):  # R = ln N(Y; 0, C_emp(L) + kappa I) - T
+            T, C = _tilt_terms(model, conj, zw, u, X, P)
+            R = log_evidence(C[-1][:P, :P], Y, spec.kappa) - T
+            return jnp.where(jnp.isfinite(R), R, -jnp.inf)
+
+        def logprior(u):  # ln q = -|u|^2/2 + T
+            T, _ = _tilt_terms(model, conj, zw, u, X, P)
+            return -0.5 * jnp.sum(u * u) + T
+
+        return logprior, loglik
+
+    @jax.jit
+    def init(keys, X, conj):
+        return jax.vmap(lambda k: _initial_particles(model, conj, X, P, k, options.n_mh))(keys)
+
+    def mcmc_step(key, state, logdensity, step_size):
+        return hmc.build_kernel()(
+            key, state, logdensity, step_size, jnp.ones_like(state.position), n_leapfrog
+        )
+
+    @jax.jit
+    def step(key, state, step_size, X, Y, conj, zw):
+        logprior, loglik = densities(X, Y, conj, zw)
+        kernel = adaptive_tempered.build_kernel(
+            logprior,
+            loglik,
+            mcmc_step,
+            hmc.init,
+            resampling.systematic,
+            options.target_ess,
+            batch_size=options.batch_size,
+        )
+        state, info = kernel(key, state, options.n_mcmc, {"step_size": step_size[None]})
+        return state, jnp.mean(info.update_info.acceptance_rate)
+
+    @jax.jit
+    def final(key, state, step_size, X, Y):
+        """Resample by the final weights, then n_final HMC moves on the posterior itself (pi_1 needs no
+        W~: ln p = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I)); the mean kernels over particles and moves."""
+        k_resample, k_moves = jax.random.split(key)
+        n = state.weights.shape[0]
+        positions = state.particles[resampling.systematic(k_resample, state.weights, n)]
+        logdensity = partial(model.log_density, X=X, Y=Y)
+        states = jax.vmap(lambda u: hmc.init(u, logdensity))(positions)
+
+        def move(states, k):
+            states, info = jax.vmap(lambda kk, st: mcmc_step(kk, st, logdensity, step_size))(
+                jax.random.split(k, n), states
+            )
+            K = jax.lax.map(
+                lambda u: model.kernels(u, X), states.position, batch_size=options.batch_size or None
+            )
+            return states, (jnp.mean(K, axis=0), jnp.mean(info.acceptance_rate))
+
+        _, (K, acc) = jax.lax.scan(move, states, jax.random.split(k_moves, options.n_final))
+        return jnp.mean(K, axis=0), jnp.mean(acc)
+
+    return init, step, final
+
+
+def run_smc(spec: NetworkSpec, X_all, Y, conj, key, options: TemperedSMC):
+    """`options.n_runs` independent tempered SMC runs from q (saddle point conj = C~*(0..L) on all rows)
+    to the posterior. Returns (kernels (n_runs, L, P', P') per run on all rows, [SMCRun])."""
+    P, (n_rows, d) = Y.shape[0], X_all.shape
+    init, step, final = _programs(spec, d, n_rows, P, options)
+    Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
+    conj_tr = jnp.asarray(np.asarray(conj)[1:, :P, :P])
+    k_w, k_runs = jax.random.split(key)
+    width = max(P, spec.width + 1)  # the columns of either factor of C_emp
+    zw = jax.random.normal(k_w, (spec.depth, 1 if spec.act.name == "linear" else options.n_w, width))
+    out, runs = [], []
+    for k_run in jax.random.split(k_runs, options.n_runs):
+        k_init, k_steps = jax.random.split(k_run)
+        state = adaptive_tempered.init(init(jax.random.split(k_init, options.n_particles), Xj, conj_tr))
+        state = state._replace(tempering_param=jnp.asarray(0.0))  # one trace for every step
+        eps, betas, accs, steps = options.step_size, [0.0], [], []
+        while betas[-1] < 1.0 and len(betas) <= options.max_temperatures:
+            k_steps, k = jax.random.split(k_steps)
+            state, acc = step(k, state, jnp.asarray(eps), Xj, Yj, conj_tr, zw)
+            acc = float(acc)
+            betas.append(float(state.tempering_param))
+            accs.append(acc)
+            steps.append(eps)
+            # HMC step size towards acceptance ~0.65 for the next temperature (a factor of 2 at most)
+            eps *= float(np.clip(np.exp(2.0 * (acc - 0.65)), 0.5, 2.0))
+            if not np.isfinite(betas[-1]) or betas[-1] <= betas[-2]:
+                break  # stuck: no admissible next temperature
+        weights = np.asarray(state.weights)
+        k_steps, k = jax.random.split(k_steps)
+        K, acc = final(k, state, jnp.asarray(eps), Xj, Yj)
+        ess = float(1.0 / np.sum(weights**2))
+        runs.append(
+            SMCRun(
+                np.asarray(betas),
+                np.asarray(accs),
+                np.asarray(steps),
+                ess,
+                betas[-1] >= 1.0,
+                float(acc),
+                options.n_particles,
+            )
+        )
+        out.append(np.asarray(K))
+    return np.stack(out), runs

@@ -1,0 +1,150 @@
+"""Tempered SMC from the saddle point's measure to the posterior (smc.py, THEORY section 8).
+
+References share nothing with the tempered path: the exact T18 posterior of linear networks
+(Gauss-Hermite over the chi^2 scalars), the importance-weighted exact posterior of prior networks for
+erf (`exact_posterior_kernels`), and long weight-space HMC (slow tier). The SMC's standard error comes
+from 8 independent runs, so z = (SMC - reference) / SE follows roughly a Student t with 7 degrees of
+freedom: its RMS over many entries is ~1.2, and 4 is a two-sided p ~ 0.5 % bound for one number.
+"""
+
+import numpy as np
+import pytest
+from conftest import MNIST
+
+import critical_kernels as ck
+from critical_kernels.errors import InputError
+from critical_kernels.estimators.base import Result
+from critical_kernels.estimators.preactivation import Preactivation
+from critical_kernels.metrics import cka_layers, cka_layers_se
+
+SMALL = ck.TemperedSMC(n_particles=64, n_runs=8, n_final=10)
+
+
+@pytest.fixture(scope="module")
+def mnist8():
+    return ck.datasets.mnist_binary((0, 3), path=MNIST, n_train=8, n_test=2, seed=0)
+
+
+def _z(est, reference, se_ref=0.0):
+    return (est.kernels - reference)[1:] / np.sqrt(est.se**2 + se_ref**2)[1:]
+
+
+def test_linear_smc_matches_exact_posterior(mnist8):
+    d = mnist8
+    spec = ck.NetworkSpec(depth=2, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
+    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test, rtol=None)
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, saddle=saddle, tempering="always", smc=SMALL, key=3)
+    exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
+    assert est.ok and est.info.method == "tempered SMC" and len(est.info.smc_runs) == 8
+    for run in est.info.smc_runs:  # a ladder from q (beta = 0) to the posterior (beta = 1)
+        assert run.temperatures[0] == 0 and run.temperatures[-1] == 1 and run.reached
+        assert np.all(np.diff(run.temperatures) > 0) and run.final_ess > 0.3 * 64
+    z, z_map = _z(est, exact), _z(est, saddle.kernels)
+    print("RMS z", np.sqrt(np.mean(z**2)), "max", np.abs(z).max(), "MAP RMS z", np.sqrt(np.mean(z_map**2)))
+    # t_7 entries: RMS ~1.2 (measured 1.31, max 4.0 of 110 entries); the MAP: RMS 5.6
+    assert np.sqrt(np.mean(z**2)) < 2.0
+    assert np.sqrt(np.mean(z_map**2)) > 4.0
+    cka_z = (cka_layers(est.kernels, d.Y) - cka_layers(exact, d.Y))[1:] / cka_layers_se(
+        est.info.jackknife_kernels, d.Y, kind="jackknife"
+    )[1:]
+    assert np.all(np.abs(cka_z) < 4.0), cka_z
+
+
+@pytest.mark.slow
+def test_erf_smc_matches_exact_posterior():
+    # layer 1 keeps its weights (P' = 8 > d = 4), layer 2 takes pre-activations: both forms of q's density
+    d = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
+    spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    assert Preactivation(spec, 4, 8).preactivation_layers == (False, True)
+    exact = ck.exact_posterior_kernels(spec, d.X, d.Y, d.X_test, n_samples=2**17, key=5)
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, tempering="always", smc=SMALL, key=1)
+    assert est.ok
+    z = _z(est, exact.kernels, exact.se)
+    print("RMS z", np.sqrt(np.mean(z**2)), "max", np.abs(z).max())
+    assert np.sqrt(np.mean(z**2)) < 2.0  # measured 1.32, max 2.5 of 128 entries
+
+
+@pytest.mark.slow
+def test_smc_on_unstandardised_xor_matches_long_hmc():
+    # issue 13: raw XOR inputs (input kernel scale 0.24), P = 30, N = 100, L = 2, erf, g_w = 1.5, g_b = 0.1,
+    # kappa = 0.1. Plain reweighting from the saddle point has ESS ~1 of 2048 (Var R ~ 14) here.
+    data = ck.datasets.xor(n_train=30, n_test=0, seed=0, standardise=False)
+    spec = ck.NetworkSpec(depth=2, width=100, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    hmc = ck.sample_posterior(
+        spec, data.X, data.Y, sampler=ck.HMC(), chains=ck.Chains(warmup=1000, n_samples=4000), key=5
+    )
+    smc = ck.reweighted_kernels(spec, data.X, data.Y, n_samples=2048, key=0)
+    assert smc.ok and smc.info.method == "tempered SMC" and smc.info.ess < 50
+    assert all(r.reached and len(r.temperatures) <= 12 for r in smc.info.smc_runs)
+    nngp = cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
+    c_hmc, c_smc = cka_layers(hmc.kernels, data.Y)[1:], cka_layers(smc.kernels, data.Y)[1:]
+    se = np.hypot(
+        cka_layers_se(hmc.info.batch_kernels, data.Y)[1:],
+        cka_layers_se(smc.info.jackknife_kernels, data.Y, kind="jackknife")[1:],
+    )
+    miss = (c_smc - c_hmc) / (c_hmc - nngp)
+    print("SMC", c_smc, "HMC", c_hmc, "miss / adaptation", miss, "z", (c_smc - c_hmc) / se)
+    # the issue's criterion, per layer: within 5 % of the adaptation or 2 combined SE
+    # (measured: CKA 0.01983 / 0.06079 against HMC 0.01986 / 0.06033, miss -1.0 % / +1.5 % of the
+    # adaptation, z -0.3 / 1.7; plain reweighting from the same saddle point: 0.0201 / 0.0702, ESS 1)
+    assert np.all((np.abs(miss) < 0.05) | (np.abs(c_smc - c_hmc) < 2 * se))
+
+
+def test_auto_tempering_replaces_a_collapsed_reweighting(mnist8):
+    d = mnist8
+    spec = ck.NetworkSpec(depth=1, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
+    saddle = ck.solve_map(spec, d.X, d.Y, rtol=None)
+    # min_ess above the number of networks: plain reweighting always "collapses"
+    tiny = ck.TemperedSMC(n_particles=16, n_runs=2, n_mcmc=2, n_leapfrog=4, n_final=2)  # plumbing only
+    common = dict(n_samples=64, min_ess=65, saddle=saddle, smc=tiny, key=0, throw=False)
+    plain = ck.reweighted_kernels(spec, d.X, d.Y, tempering="never", **common)
+    assert plain.result is Result.ess_collapsed and plain.info.method == "importance"
+    auto = ck.reweighted_kernels(spec, d.X, d.Y, tempering="auto", **common)
+    assert auto.ok and auto.info.method == "tempered SMC"
+    assert auto.info.ess == plain.info.ess and auto.info.n_samples == 64  # the plain attempt is reported
+    assert len(auto.info.smc_runs) == 2 and auto.info.jackknife_kernels.shape == (2, 2, 8, 8)
+
+
+def test_preactivation_blocks_round_trip():
+    spec = ck.NetworkSpec(depth=3, width=6, activation="erf", g_b=0.1)
+    model = Preactivation(spec, d=4, n_rows=5)  # layer 1 keeps weights (5 > 4), layers 2-3 pre-activations
+    u = np.random.default_rng(0).normal(size=model.dim)
+    blocks = model.blocks(u)
+    assert [b.shape for b in blocks] == [(5, 6), (5, 6), (5, 6)]
+    np.testing.assert_array_equal(model.pack(blocks), u)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_runs=1), "n_runs"),
+        (dict(target_ess=1.0), "target_ess"),
+        (dict(n_particles=0), "n_particles"),
+        (dict(step_size=-0.1), "step_size"),
+    ],
+)
+def test_bad_smc_options(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        ck.TemperedSMC(**kwargs)
+
+
+def test_bad_tempering_mode(mnist8):
+    spec = ck.NetworkSpec(depth=1, width=20, activation="linear")
+    with pytest.raises(InputError, match="tempering"):
+        ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, tempering="sometimes")
+    with pytest.raises(InputError, match="smc"):
+        ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, smc={"n_particles": 10})
+
+
+@pytest.mark.slow
+def test_auto_tempering_recovers_a_sharp_linear_posterior(mnist8):
+    # kappa = 0.01, N = 10: plain reweighting keeps ESS ~17 of 256 networks (Var R ~ 400); "auto" moves
+    # to tempered SMC, which must land on the exact T18 posterior (measured: 4 temperature steps per
+    # run, RMS z 1.0 over the 200 entries, captured 0.994 / 0.995 of the exact CKA adaptation)
+    d = mnist8
+    spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.01)
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, n_samples=256, n_batches=8)
+    assert est.info.method == "tempered SMC" and est.info.ess < 50
+    exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
+    z = _z(est, exact)
+    assert np.sqrt(np.mean(z**2)) < 2.0, np.sqrt(np.mean(z**2))
