@@ -205,12 +205,12 @@ def run_smc(spec: NetworkSpec, X_all, Y, conj, key, options: TemperedSMC):
     init, step, final = _programs(spec, d, n_rows, P, options)
     Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
     conj_tr = jnp.asarray(np.asarray(conj)[1:, :P, :P])
-    k_w, k_runs = jax.random.split(key)
     width = max(P, spec.width + 1)  # the columns of either factor of C_emp
-    zw = jax.random.normal(k_w, (spec.depth, 1 if spec.act.name == "linear" else options.n_w, width))
     out, runs = [], []
-    for k_run in jax.random.split(k_runs, options.n_runs):
-        k_init, k_steps = jax.random.split(k_run)
+    for k_run in jax.random.split(key, options.n_runs):
+        k_init, k_steps, k_w = jax.random.split(k_run, 3)
+        # each run its own common random numbers for W~: their effect on the path is then in the run spread
+        zw = jax.random.normal(k_w, (spec.depth, 1 if spec.act.name == "linear" else options.n_w, width))
         state = adaptive_tempered.init(init(jax.random.split(k_init, options.n_particles), Xj, conj_tr))
         state = state._replace(tempering_param=jnp.asarray(0.0))  # one trace for every step
         eps, betas, accs, steps = options.step_size, [0.0], [], []
