@@ -117,3 +117,49 @@ def test_labels_and_numbers_with_their_se():
     assert estimator_label("map", {"map_method": "cumulant"}) == "MAP (second cumulant)"
     assert estimator_label("map", {"map_method": "importance", "map_converged": 0}).endswith("not converged")
     assert estimator_label("sampled", {"sampler": "nuts", "sampled_ok": 1}) == "sampled (NUTS)"
+
+
+def test_captured_fraction_figure_marks_unconverged_references(tmp_path, monkeypatch):
+    """The captured-fraction figure of a sweep over (N, P) at fixed alpha: one panel per hidden layer with
+    theory adaptation / sampled adaptation, x ticks that say N and P, and a star on a width whose sampled
+    reference failed its diagnostics."""
+    import json
+
+    import xarray as xr
+
+    from critical_kernels.experiments import figures
+
+    widths, estimators = [100, 333], ["nngp", "map", "sampled"]
+    nngp, sampled = 0.60, np.array([[0.60, 0.62, 0.64], [0.60, 0.61, 0.63]])
+    cka = np.stack([np.full((2, 3), nngp), nngp + 0.8 * (sampled - nngp), sampled], axis=1)
+    ds = xr.Dataset(
+        {
+            "cka": (("width", "estimator", "layer"), cka),
+            "cka_se": (("width", "estimator", "layer"), np.full((2, 3, 3), 1e-3)),
+            "status": (("width",), np.array(["ok", "ok"])),
+            "sampled_ok": (("width",), np.array([1.0, 0.0])),
+            "rhat_cka": (("width",), np.array([1.001, 1.02])),
+            "acceptance": (("width",), np.array([0.8, 0.8])),
+        },
+        coords={
+            "width": widths,
+            "n_train": ("width", [30, 100]),
+            "estimator": estimators,
+            "layer": [0, 1, 2],
+        },
+        attrs={"name": "alpha", "fields": json.dumps({"width": ["network.width", "data.n_train"]})},
+    )
+    drawn = {}
+    line_panels = figures.plots.line_panels
+
+    def spy(panels, path, xlabel, **kwargs):
+        drawn.update(panels=panels, **kwargs)
+        return line_panels(panels, path, xlabel, **kwargs)
+
+    monkeypatch.setattr(figures.plots, "line_panels", spy)
+    assert figures._captured_figure(ds, "width", tmp_path / "captured.png").exists()
+    assert drawn["xticks"][1] == ["100\n(P = 30)", "333\n(P = 100) *"] and "failed" in drawn["title"]
+    assert [p[0] for p in drawn["panels"]] == ["layer 1", "layer 2"]
+    ((label, x, y, yerr, _),) = drawn["panels"][1][2]  # the MAP only: NNGP and sampled are not theories
+    np.testing.assert_allclose(y, [0.8, 0.8])  # captured = 0.8 by construction
+    np.testing.assert_allclose(yerr, np.sqrt(2) * 1e-3 / np.array([0.04, 0.03]))  # combined SE / adaptation

@@ -38,6 +38,7 @@ def test_network_kernels_match_reference_forward_pass():
     np.testing.assert_allclose(float(net.log_density(u, X, Y)), expected, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_prior_mode_reproduces_nngp_plus_finite_width_shift():
     X = np.random.default_rng(0).standard_normal((4, 3))
     spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_w=2.0, g_b=0.1)

@@ -29,6 +29,7 @@ def _z(est, reference, se_ref=0.0):
     return (est.kernels - reference)[1:] / np.sqrt(est.se**2 + se_ref**2)[1:]
 
 
+@pytest.mark.slow
 def test_linear_smc_matches_exact_posterior(mnist8):
     d = mnist8
     spec = ck.NetworkSpec(depth=2, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)

@@ -247,6 +247,10 @@ def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     labels = [f"{w:g}" for w in widths]
     if "data.n_train" in fields[dim]:  # N and P swept together (fixed alpha): say both
         labels = [f"{w:g}\n(P = {p})" for w, p in zip(widths, ds["n_train"].values, strict=True)]
+    unconverged = "not converged" in _method_labels(ds).get("sampled", "")
+    if unconverged:  # mark the widths whose sampled reference failed its diagnostics at some point
+        failed = (ds.sampled_ok == 0).any([d for d in ds.sampled_ok.dims if d != dim]).values
+        labels = [label + (" *" if bad else "") for label, bad in zip(labels, failed, strict=True)]
     panels = []
     for layer in range(1, ds.sizes["layer"]):
         per_layer = ds.assign(cka_out=ds.cka.isel(layer=layer), cka_out_se=ds.cka_se.isel(layer=layer))
@@ -254,6 +258,8 @@ def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         curves = [c[1:] for c in curves if c[0] not in ("nngp", "sampled")]
         panels.append((f"layer {layer}", "captured fraction of the sampled adaptation", curves))
     title = f"{ds.attrs['name']} {note}".strip()
+    if unconverged:
+        title += " (*: the sampled reference failed its diagnostics there)"
     return plots.line_panels(
         panels, path, "width $N$", logx=True, xticks=(widths, labels), hline=1.0, title=title
     )
