@@ -7,7 +7,7 @@ minutes, P = 300 within 2 hours on 2 cores). Baseline measured in the same run: 
 gradient of the log posterior in weight space (d N + N^2 + N parameters) over that in pre-activation
 space (2 P N parameters), jit-compiled, at the same P and N.
 
-Run: python benchmarks/ground_truth.py [--P 100 300] [--samples 2000 1500] [--warmup 300] [--chains 4]
+Run: python benchmarks/ground_truth.py [--P 100 300] [--samples 2000 1500] [--warmup 300] [--key 0]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--mnist", type=Path, default=MNIST)
+    parser.add_argument("--key", type=int, default=0, help="random key of the chains")
     args = parser.parse_args()
     for P, samples in zip(args.P, args.samples, strict=True):
         N = round(P / 0.3)
@@ -58,7 +59,14 @@ def main() -> None:
         chains = ck.Chains(chains=args.chains, warmup=args.warmup, n_samples=samples, thin=10)
         start = time.perf_counter()
         est = ck.sample_posterior(
-            spec, data.X, data.Y, sampler=ck.HMC(4), chains=chains, key=0, space="preactivation", throw=False
+            spec,
+            data.X,
+            data.Y,
+            sampler=ck.HMC(4),
+            chains=chains,
+            key=args.key,
+            space="preactivation",
+            throw=False,
         )
         total = time.perf_counter() - start
         info = est.info
