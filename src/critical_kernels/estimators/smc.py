@@ -73,11 +73,13 @@ def _tilt_terms(model: Preactivation, conj, zw, u, X, P):
         g, A = s.gains[l - 1], conj[l - 1]
         phi = s.act.fn(h[l - 1][:P])
         total = total + g * jnp.sum(phi * (A @ phi))
-        if l >= 2:  # C_emp(l-1)_tr = F F^T: its Cholesky factor where the model takes pre-activations
-            if model.preactivation_layers[l - 1]:  # (then it is positive definite), else the explicit
-                F = jnp.linalg.cholesky(
-                    C[l - 1][:P, :P]
-                )  # factor [sqrt(g/N) phi(h), sqrt(g_b) 1] (singular C)
+        if l >= 2:
+            # C_emp(l-1)_tr = F F^T. Where the model takes pre-activations (C positive definite), F is the
+            # training block of the very factorisation the model uses: one factorisation, not two
+            # independent ones (jaxlib 0.10's batched LAPACK can deadlock when several run at once).
+            # Elsewhere the explicit factor [sqrt(g/N) phi(h), sqrt(g_b) 1] (C may be singular).
+            if model.preactivation_layers[l - 1]:
+                F = jnp.linalg.cholesky(C[l - 1])[:P, :P]
             else:
                 phi_below = math.sqrt(s.gains[l - 2] / s.width) * s.act.fn(h[l - 2][:P])
                 F = jnp.concatenate([phi_below, jnp.full((P, 1), math.sqrt(s.bias_vars[l - 1]))], axis=1)
