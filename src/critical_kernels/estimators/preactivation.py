@@ -101,10 +101,14 @@ class Preactivation:
         below = X if layer == 1 else self.spec.act.fn(h_below)
         return jnp.concatenate([w_std * below, jnp.full((below.shape[0], 1), b_std)], axis=1)
 
+    def input_kernel(self, X):
+        """C0 = g_in/d X X^T + g_b[0] on the P' rows of X (as nngp.input_kernel, traceable)."""
+        return self.spec.g_in / X.shape[1] * X @ X.T + self.spec.bias_vars[0]
+
     def forward(self, u, X) -> tuple[list, list]:
         """(C_emp(0..L), h(1..L)) on the P' rows of X: C0 as nngp.input_kernel, then layer by layer (T19)."""
         s = self.spec
-        C, h = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]], []
+        C, h = [self.input_kernel(X)], []
         for l, V in enumerate(self.blocks(u), start=1):
             h.append(self.layer_map(l, C[-1], h[-1] if h else None, X) @ V)
             C.append(empirical_kernel(s, l, h[-1]))

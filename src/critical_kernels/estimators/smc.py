@@ -99,7 +99,7 @@ def _initial_particles(model: Preactivation, conj, X, P, key, n_mh):
     """One draw of u from q: each neuron by independence MH (proposal N(0, I)) on the coordinates that its
     training rows see, layer by layer (T17)."""
     s = model.spec
-    C, h, blocks = [s.g_in / X.shape[1] * X @ X.T + s.bias_vars[0]], [], []
+    C, h, blocks = [model.input_kernel(X)], [], []
     keys = jax.random.split(key, s.depth)
     for l in range(1, s.depth + 1):
         pre = model.preactivation_layers[l - 1]
