@@ -3,6 +3,8 @@ from pathlib import Path
 import jax
 import threadpoolctl
 
+import critical_kernels  # noqa: F401  first, so XLA_FLAGS gets its safe schedule before any computation
+
 jax.config.update("jax_enable_x64", True)
 # one BLAS thread for the whole session, as the package's entry points use (numerics.blas_threads)
 _BLAS_LIMIT = threadpoolctl.threadpool_limits(limits=1, user_api="blas")

@@ -1,12 +1,41 @@
 """critical_kernels: kernels of finite-width Bayesian deep networks against the NNGP.
 
-Importing the package switches JAX to float64 (x64), its only process-wide side effect.
+Importing the package has two process-wide side effects: JAX switches to float64 (x64), and XLA's
+CPU compiler gets `--xla_cpu_enable_concurrency_optimized_scheduler=false` (see _SAFE_SCHEDULE).
 Import order follows the data flow: spec -> activations -> NNGP -> criticality -> likelihood ->
 fluctuations -> estimators -> metrics.
 """
 
-import jax
+import os
+import warnings
 
+import jax
+from jax._src import xla_bridge
+
+# jaxlib 0.10 splits a batched LAPACK call (a vmap over chains or particles) over XLA's CPU thread
+# pool and waits for the pieces from a pool thread; with the concurrency-optimised schedule, as many
+# such calls as the pool has threads can run at once and the process hangs at 0 % CPU. XLA's
+# default schedule does not run them together (reproducer in the README's known problems).
+_SAFE_SCHEDULE = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def _use_safe_schedule() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+        return  # the user chose
+    if xla_bridge.backends_are_initialized():
+        warnings.warn(
+            "JAX was used before critical_kernels was imported, so XLA_FLAGS can no longer take "
+            f"{_SAFE_SCHEDULE}; batched Cholesky on CPU may deadlock (jaxlib < 0.11.2). Import "
+            "critical_kernels first or set XLA_FLAGS yourself.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_SCHEDULE}".strip()
+
+
+_use_safe_schedule()
 jax.config.update("jax_enable_x64", True)  # float64 everywhere (DESIGN: Numerics)
 
 from . import datasets  # noqa: E402
