@@ -37,7 +37,9 @@ ESTIMATORS = {
     "linear_exact": lambda spec, d, key, **kw: ck.linear_posterior_kernels(
         spec.replace(activation="linear"), d.X, d.Y, d.X_test, **kw
     ),
-    "reweighted": lambda spec, d, **kw: ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, n_samples=1024, **kw),
+    "reweighted": lambda spec, d, **kw: ck.reweighted_kernels(
+        spec, d.X, d.Y, d.X_test, n_samples=1024, saddle=ESTIMATORS["map"](spec, d, **kw), **kw
+    ),
 }
 
 # settings under which each estimator that can fail does fail

@@ -102,6 +102,7 @@ def test_perturbative_shift_scales_as_one_over_width_and_keeps_test_rows():
     np.testing.assert_allclose(shifts[0], 2 * shifts[1], rtol=1e-10, atol=1e-14)  # same CRN: exact 1/N
 
 
+@pytest.mark.slow  # statistical validation: 20 000 finite networks against T7
 def test_prior_mean_shift_matches_finite_networks():
     X = np.random.default_rng(0).standard_normal((5, 4))
     spec = ck.NetworkSpec(depth=3, width=32, activation="erf", g_w=2.0, g_b=0.1)

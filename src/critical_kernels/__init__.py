@@ -1,7 +1,7 @@
 """critical_kernels: kernels of finite-width Bayesian deep networks against the NNGP.
 
-Importing the package has two process-wide side effects: JAX switches to float64 (x64), and XLA's
-CPU compiler gets `--xla_cpu_enable_concurrency_optimized_scheduler=false` (see _SAFE_SCHEDULE).
+Importing the package has two process-wide side effects: JAX switches to float64 (x64), and with
+jaxlib < 0.11.2 XLA's CPU client gets one intra-op thread (PJRT_NPROC=1, see _one_xla_thread).
 Import order follows the data flow: spec -> activations -> NNGP -> criticality -> likelihood ->
 fluctuations -> estimators -> metrics.
 """
@@ -10,32 +10,32 @@ import os
 import warnings
 
 import jax
+from jax._src import lib as _jaxlib
 from jax._src import xla_bridge
 
-# jaxlib 0.10 splits a batched LAPACK call (a vmap over chains or particles) over XLA's CPU thread
-# pool and waits for the pieces from a pool thread; with the concurrency-optimised schedule, as many
-# such calls as the pool has threads can run at once and the process hangs at 0 % CPU. XLA's
-# default schedule does not run them together (reproducer in the README's known problems).
-_SAFE_SCHEDULE = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
-
-def _use_safe_schedule() -> None:
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
-        return  # the user chose
+def _one_xla_thread() -> None:
+    """jaxlib < 0.11.2 splits a batched LAPACK call (Cholesky, triangular solve: a vmap over chains
+    or particles) over XLA's CPU thread pool and waits for the pieces on a pool thread; when as many
+    such calls run at once as the pool has threads, every thread waits and the process hangs at 0 %
+    CPU. With one pool thread jaxlib runs the batch inline, so the hang cannot happen."""
+    if "PJRT_NPROC" in os.environ or "NPROC" in os.environ:
+        return  # the user chose the pool size
+    if tuple(_jaxlib.version[:3]) >= (0, 11, 2):
+        return  # the parallel batch path is gone
     if xla_bridge.backends_are_initialized():
         warnings.warn(
-            "JAX was used before critical_kernels was imported, so XLA_FLAGS can no longer take "
-            f"{_SAFE_SCHEDULE}; batched Cholesky on CPU may deadlock (jaxlib < 0.11.2). Import "
-            "critical_kernels first or set XLA_FLAGS yourself.",
+            "JAX was used before critical_kernels was imported, so PJRT_NPROC=1 can no longer take "
+            "effect; a batched Cholesky on CPU may deadlock (jaxlib < 0.11.2). Import "
+            "critical_kernels first, or set PJRT_NPROC=1 yourself.",
             RuntimeWarning,
             stacklevel=3,
         )
         return
-    os.environ["XLA_FLAGS"] = f"{flags} {_SAFE_SCHEDULE}".strip()
+    os.environ["PJRT_NPROC"] = "1"
 
 
-_use_safe_schedule()
+_one_xla_thread()
 jax.config.update("jax_enable_x64", True)  # float64 everywhere (DESIGN: Numerics)
 
 from . import datasets  # noqa: E402

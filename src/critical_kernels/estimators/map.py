@@ -346,9 +346,9 @@ def solve_map(
 
 
 def _to_tolerance(spec, X_all, Y, option, solver, key, estimate, n_replicas, rtol, max_samples, nngp):
-    """Solve again at the final width with ~ (SE / target)^2 times the samples, at most 4-fold per
-    attempt (warm started; up to 4 attempts) until SE(CKA adaptation) <= se_target in every hidden
-    layer."""
+    """Solve again at the final width with ~ (SE / target)^2 times the samples, rounded up to a
+    doubling and at most 4-fold per attempt (warm started; up to 4 attempts) until
+    SE(CKA adaptation) <= se_target in every hidden layer."""
     P = len(Y)
     base = cka_layers(nngp, Y)[1:]
     final = estimate.info.widths[-1:]
@@ -361,9 +361,10 @@ def _to_tolerance(spec, X_all, Y, option, solver, key, estimate, n_replicas, rto
         # SE ~ 1/sqrt(n) asymptotically; at few samples the fixed point amplifies the noise (and a
         # self-normalised bias shows in the spread), so grow at most 4-fold per attempt
         grow = min(4.0, float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1)
-        option = dataclasses.replace(
-            option, n_samples=int(min(max_samples, math.ceil(option.n_samples * grow)))
-        )
+        # in doublings: the sample counts stay n_0 2^k, so attempts, replicas and later calls reuse
+        # the solver compiled for that shape instead of compiling one per attempt
+        grow = 2 ** math.ceil(math.log2(grow))
+        option = dataclasses.replace(option, n_samples=int(min(max_samples, option.n_samples * grow)))
         k = jax.random.fold_in(as_key(key), 1000 + attempt)
         main = _solve(
             spec, X_all, Y, option, solver, final, k, estimate.info.fallback, warm=_warm(estimate, P)
