@@ -1,5 +1,6 @@
 """Every CLI command once; bad input exits 2 with one line and no traceback."""
 
+import numpy as np
 from typer.testing import CliRunner
 
 from critical_kernels.cli import app
@@ -33,7 +34,13 @@ def test_demo_runs_and_writes(tmp_path):
     assert f"report: {tmp_path / 'report.md'}" in result.output.replace("\n", "")
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
     assert len(rows) == 19 and rows[0].startswith("task,estimator,g_w")  # 2 tasks x 3 gains x 3 kernels
-    assert all(len(row.split(",")) == 5 + 3 + 1 for row in rows)  # 5 labels, C0..C2, test error
+    assert rows[0].endswith("test_error,cka_se_0,cka_se_1,cka_se_2")
+    assert all(len(row.split(",")) == 5 + 3 + 1 + 3 for row in rows)  # 5 labels, C0..C2, test error, SEs
+    se = np.array([[float(v) for v in row.split(",")[-3:]] for row in rows[1:]])
+    assert np.all(se[0::3] == 0) and np.all(se[1::3, 1:] > 0)  # NNGP exact; Monte Carlo first order
+    words = " ".join(result.output.split())  # the footer wraps at 80 columns
+    largest = float(words.split("SE of every CKA above <= ")[1].split(";")[0])
+    assert largest == float(f"{se.max():.1g}")
     for name in ("figures/cka_per_layer.png", "figures/cka_vs_g_w_over_g_c.png", "sweep.nc", "report.md"):
         assert (tmp_path / name).stat().st_size > 500, name
     for task in ("digits", "xor"):  # a run folder with kernel heat maps per task at g_c
@@ -61,7 +68,7 @@ def test_demo_tables_fit_80_columns_at_the_default_depth():
     from critical_kernels.cli import _demo_tables
 
     rows = [
-        (task, 1.0, ratio, 0.612345, label, [0.123456] * 5, 0.25)
+        (task, 1.0, ratio, 0.612345, label, [0.123456] * 5, 0.25, [0.001] * 5)
         for task in ("digits 0 vs 3", "xor")
         for ratio in (0.5, 1.0, 2.0)
         for label in ("NNGP", "first order", "MAP (second cumulant)")

@@ -78,7 +78,7 @@ from .metrics import cka, cka_layers, test_error  # noqa: E402
 from .nngp import Response, layer_responses, mu, nngp_kernels, response  # noqa: E402
 from .spec import NetworkSpec  # noqa: E402
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 __all__ = [
     "NetworkSpec",

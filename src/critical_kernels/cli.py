@@ -211,15 +211,20 @@ def demo(
                             estimator_label(name, ds.attrs),
                             ds.cka.values[k],
                             ds.test_error.values[k],
+                            ds.cka_se.values[k],
                         )
                     )
                 if ratio == 1.0:
                     write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
-            header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in range(depth + 1))
-            lines = [header + ",test_error"]
+            layers = range(depth + 1)
+            header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in layers)
+            lines = [header + ",test_error," + ",".join(f"cka_se_{l}" for l in layers)]
             lines += [
-                f"{n},{m},{g:.6g},{r:.6g},{c:.6g}," + ",".join(f"{v:.6g}" for v in k) + f",{e:.6g}"
-                for n, g, r, c, m, k, e in rows
+                f"{n},{m},{g:.6g},{r:.6g},{c:.6g},"
+                + ",".join(f"{v:.6g}" for v in k)
+                + f",{e:.6g},"
+                + ",".join(f"{v:.2g}" for v in se)
+                for n, g, r, c, m, k, e, se in rows
             ]
             (out / "cka.csv").write_text("\n".join(lines) + "\n")
             title = (
@@ -227,7 +232,7 @@ def demo(
                 f"$g_c = {g_c:.4f}$"
             )
             plots.cka_per_layer(
-                [(n, r, m, k) for n, _, r, _, m, k, _ in rows],
+                [(n, r, m, k) for n, _, r, _, m, k, *_ in rows],
                 out / "figures" / "cka_per_layer.png",
                 title=title,
             )
@@ -240,7 +245,8 @@ def demo(
         console.print(table)
     console.print(
         "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the kernel predictor's "
-        "class error. Full precision in cka.csv.",
+        f"class error. Monte Carlo SE of every CKA above <= {max(np.nanmax(r[-1]) for r in rows):.1g}; "
+        "per entry (cka_se_l) and full precision in cka.csv.",
         highlight=False,
     )
     for note in sorted(notes):
@@ -283,7 +289,7 @@ def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
             if last:
                 table.add_column("test err", justify="right", no_wrap=True)
             previous = None
-            for name, _, ratio, _, method, ckas, error in rows:
+            for name, _, ratio, _, method, ckas, error, _ in rows:
                 if name != task:
                     continue
                 cells = [f"{ratio:g}" if ratio != previous else "", method]
