@@ -2,7 +2,7 @@
 < 0.11.2 against the batched-LAPACK deadlock; README "A deadlock in jaxlib 0.10").
 
 The same measurements run in two fresh processes, one with PJRT_NPROC=1 (the package's setting) and
-one with PJRT_NPROC = the machine's core count (XLA's own default, the baseline), on MNIST 0 vs 3 at
+one with PJRT_NPROC = the cores this process may use (XLA's own default, the baseline), on MNIST 0 vs 3 at
 alpha = P/N = 0.3, L = 2, erf: the median of 9 compiled gradients of the log posterior in weight and
 in pre-activation space (T19) at each P, and a short pre-activation HMC run at the first P (4 chains,
 50 warm-up + 200 steps; the second of two calls, so compiled). Prints each time and the ratio
@@ -63,12 +63,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.P)))
         return
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     results = {}
     for threads in (1, cores):
         env = {**os.environ, "PJRT_NPROC": str(threads)}
         cmd = [sys.executable, __file__, "--child", "--P", *map(str, args.P)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"the PJRT_NPROC={threads} run failed:\n{proc.stderr}")
         results[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"XLA CPU threads: 1 (the package's setting) against {cores} (XLA's default, baseline)")
     for name, one in results[1].items():

@@ -3,7 +3,7 @@ from pathlib import Path
 import jax
 import threadpoolctl
 
-import critical_kernels  # noqa: F401  first, so XLA_FLAGS gets its safe schedule before any computation
+import critical_kernels  # noqa: F401  first: PJRT_NPROC=1 before any computation (see its __init__)
 
 jax.config.update("jax_enable_x64", True)
 # one BLAS thread for the whole session, as the package's entry points use (numerics.blas_threads)

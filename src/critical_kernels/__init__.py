@@ -19,8 +19,8 @@ def _one_xla_thread() -> None:
     or particles) over XLA's CPU thread pool and waits for the pieces on a pool thread; when as many
     such calls run at once as the pool has threads, every thread waits and the process hangs at 0 %
     CPU. With one pool thread jaxlib runs the batch inline, so the hang cannot happen."""
-    if "PJRT_NPROC" in os.environ or "NPROC" in os.environ:
-        return  # the user chose the pool size
+    if "PJRT_NPROC" in os.environ:
+        return  # the user chose the pool size (it takes precedence over NPROC in XLA)
     if tuple(_jaxlib.version[:3]) >= (0, 11, 2):
         return  # the parallel batch path is gone
     if xla_bridge.backends_are_initialized():

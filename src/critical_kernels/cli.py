@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -179,7 +180,7 @@ def demo(
 
     console = _console()
     start = time.perf_counter()
-    rows = []  # (task, g_w, g_w/g_c, chi_1, estimator, CKA per layer, test error)
+    rows = []  # (task, g_w, g_w/g_c, chi_1, estimator, CKA per layer, test error, CKA SE per layer)
     notes = set()
     with _bad_input():
         grid = load_sweep(_demo_sweep(depth, width, g_b, kappa, seed))
@@ -223,7 +224,7 @@ def demo(
                 f"{n},{m},{g:.6g},{r:.6g},{c:.6g},"
                 + ",".join(f"{v:.6g}" for v in k)
                 + f",{e:.6g},"
-                + ",".join(f"{v:.2g}" for v in se)
+                + ",".join(f"{v:.6g}" for v in se)
                 for n, g, r, c, m, k, e, se in rows
             ]
             (out / "cka.csv").write_text("\n".join(lines) + "\n")
@@ -245,8 +246,8 @@ def demo(
         console.print(table)
     console.print(
         "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the kernel predictor's "
-        f"class error. Monte Carlo SE of every CKA above <= {max(np.nanmax(r[-1]) for r in rows):.1g}; "
-        "per entry (cka_se_l) and full precision in cka.csv.",
+        f"class error. {_se_summary(np.concatenate([r[-1] for r in rows]))}; per entry (cka_se_l) and "
+        "full precision in cka.csv.",
         highlight=False,
     )
     for note in sorted(notes):
@@ -258,6 +259,18 @@ def demo(
         highlight=False,
     )
     console.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _se_summary(se: np.ndarray) -> str:
+    """An upper bound on the known SEs (rounded up to two significant digits) and how many are unknown."""
+    known = se[np.isfinite(se)]
+    largest = float(known.max()) if known.size else 0.0
+    if largest > 0:
+        scale = 10.0 ** (math.floor(math.log10(largest)) - 1)
+        largest = math.ceil(largest / scale) * scale
+    unknown = se.size - known.size
+    text = f"Monte Carlo SE of every CKA above <= {largest:.2g}"
+    return text + (f" ({unknown} unknown)" if unknown else "")
 
 
 def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
