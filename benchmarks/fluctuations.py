@@ -17,6 +17,8 @@ from timing import median_time
 
 import critical_kernels as ck
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -21,8 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import critical_kernels as ck
-from critical_kernels.estimators import Network, Preactivation
-from critical_kernels.metrics import cka_layers, cka_layers_se
+
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before the imports below start JAX's backend (runtime.py)
+
+from critical_kernels.estimators import Network, Preactivation  # noqa: E402
+from critical_kernels.metrics import cka_layers, cka_layers_se  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -62,16 +65,15 @@ def main() -> None:
             spec,
             data.X,
             data.Y,
-            sampler=ck.HMC(4),
+            sampler=ck.HMC(4, space="preactivation"),
             chains=chains,
             key=args.key,
-            space="preactivation",
             throw=False,
         )
         total = time.perf_counter() - start
         info = est.info
         cka = cka_layers(est.kernels, data.Y)[1:]
-        se = cka_layers_se(info.batch_kernels, data.Y)[1:]
+        se = cka_layers_se(est.estimates.kernels, data.Y)[1:]
         adaptation = cka - cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
         print(
             f"P = {P}, N = {N}: {Preactivation(spec, X.shape[1], P).dim} pre-activation parameters "

@@ -17,6 +17,8 @@ import numpy as np
 
 import critical_kernels as ck
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 
 def case(name: str, spec: ck.NetworkSpec, X, Y, **kwargs) -> None:
     start = time.perf_counter()
@@ -26,7 +28,7 @@ def case(name: str, spec: ck.NetworkSpec, X, Y, **kwargs) -> None:
     ck.perturbative_kernels(spec, X, Y)
     t_pert = time.perf_counter() - start
     print(
-        f"{name:<28} {res.info.tilted:<11} ok={res.ok!s:<5} sweeps={res.info.n_iter:<4} "
+        f"{name:<28} {res.method:<11} ok={res.ok!s:<5} sweeps={res.info.n_iter:<4} "
         f"residual={res.info.residual:.1e}  time {t_map:6.2f} s  "
         f"(first order {t_pert:5.2f} s, ratio {t_map / t_pert:5.1f})"
     )

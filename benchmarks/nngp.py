@@ -16,6 +16,8 @@ from timing import median_time
 
 import critical_kernels as ck
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 
 def numpy_nngp(X: np.ndarray, depth: int, g_w: float, g_b: float) -> np.ndarray:
     """The erf NNGP recursion (T1) in NumPy, in place where it can be."""

@@ -23,8 +23,11 @@ from pathlib import Path
 import numpy as np
 
 import critical_kernels as ck
-from critical_kernels.estimators import Network, Preactivation
-from critical_kernels.metrics import cka_layers, cka_layers_se
+
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before the imports below start JAX's backend (runtime.py)
+
+from critical_kernels.estimators import Network, Preactivation  # noqa: E402
+from critical_kernels.metrics import cka_layers, cka_layers_se  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
@@ -58,16 +61,15 @@ def main() -> None:
                 data.X,
                 data.Y,
                 X_test,
-                sampler=ck.HMC(n_leapfrog),
+                sampler=ck.HMC(n_leapfrog, space=space),
                 chains=chains,
                 key=0,
-                space=space,
                 throw=False,
             )
             info = est.info
             batches = info.timings["batches"]
             seconds = float(np.median(batches)) + sum(batches[1:])  # the first batch includes compilation
-            cka, se = cka_layers(est.kernels, data.Y)[1:], cka_layers_se(info.batch_kernels, data.Y)[1:]
+            cka, se = cka_layers(est.kernels, data.Y)[1:], cka_layers_se(est.estimates.kernels, data.Y)[1:]
             cost = seconds * se**2
             if space not in best or np.sum(cost) < np.sum(best[space][0]):
                 best[space] = (cost, cka, se)

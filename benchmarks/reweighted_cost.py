@@ -25,6 +25,8 @@ import critical_kernels as ck
 from critical_kernels.metrics import cka_layers_se
 from critical_kernels.numerics import limit_blas_threads
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
 
@@ -52,16 +54,18 @@ def main() -> None:
     start = time.perf_counter()
     hmc = ck.sample_posterior(spec, data.X, data.Y, data.X_test, sampler=ck.HMC(), chains=chains, throw=False)
     t_hmc = time.perf_counter() - start
-    se_hmc = cka_layers_se(hmc.info.batch_kernels, data.Y)
+    se_hmc = cka_layers_se(hmc.estimates.kernels, data.Y)
     warm = hmc.info.timings["warmup"]
 
     start = time.perf_counter()
-    saddle = ck.solve_map(spec, data.X, data.Y, data.X_test, se_replicas=0)
+    no_se = ck.Fallback(ck.ImportanceSampling(replicas=0), ck.SecondCumulant(replicas=0))  # no replicas
+    saddle = ck.solve_map(spec, data.X, data.Y, data.X_test, tilted=no_se)
     t_saddle = time.perf_counter() - start
     start = time.perf_counter()
-    rw = ck.reweighted_kernels(spec, data.X, data.Y, data.X_test, n_samples=args.networks, saddle=saddle)
+    options = ck.Reweighting(n_samples=args.networks)
+    rw = ck.reweighted_kernels(spec, data.X, data.Y, data.X_test, options=options, saddle=saddle)
     t_draw = time.perf_counter() - start
-    se_rw = cka_layers_se(rw.info.jackknife_kernels, data.Y, kind="jackknife")
+    se_rw = cka_layers_se(rw.estimates.kernels, data.Y, kind="jackknife")
 
     t_rw = time_to(se_hmc, se_rw, t_saddle, t_draw)
     print(f"MNIST 0 vs 3, P = 30, N = 100, L = 2, erf, P_test = {args.n_test}, one BLAS thread")

@@ -15,13 +15,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import critical_kernels as ck
-from critical_kernels.estimators import Network
+
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before the imports below start JAX's backend (runtime.py)
+
+import blackjax  # noqa: E402
+
+from critical_kernels.estimators import Network  # noqa: E402
 
 
 def bare_mala_seconds_per_step(log_density, dim, chains, steps, step_size) -> float:

@@ -22,6 +22,8 @@ import critical_kernels as ck
 from critical_kernels.metrics import cka_layers_se
 from critical_kernels.numerics import limit_blas_threads
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
 
@@ -40,9 +42,7 @@ def main() -> None:
     mc = ck.MonteCarlo() if n is None else ck.MonteCarlo(n)
     tilted = None if n is None else ck.Fallback(ck.ImportanceSampling(n), ck.SecondCumulant(n))
     estimators = {
-        "first order": lambda key: ck.perturbative_kernels(
-            spec, data.X, data.Y, options=mc, key=key, nngp=nngp
-        ),
+        "first order": lambda key: ck.perturbative_kernels(spec, data.X, data.Y, options=mc, key=key),
         "MAP": lambda key: ck.solve_map(spec, data.X, data.Y, tilted=tilted, key=key),
     }
     samples = f"{mc.n_samples} samples" if n is None else f"{n} samples"
@@ -53,16 +53,13 @@ def main() -> None:
             start = time.perf_counter()
             est = estimate(key)
             seconds.append(time.perf_counter() - start)
-            info = est.info
-            if getattr(info, "batch_kernels", None) is not None:
-                se.append(cka_layers_se(info.batch_kernels, data.Y))
-            else:
-                se.append(cka_layers_se(info.replica_kernels, data.Y, kind="replicas"))
+            # batches (first order) or replicas (MAP): the estimates behind the reported SE
+            se.append(cka_layers_se(est.estimates.kernels, data.Y, kind=est.estimates.kind))
             adaptation.append(ck.cka_layers(est.kernels, data.Y) - base)
         adaptation, se = np.array(adaptation)[:, 1:], np.array(se)[:, 1:]
         spread = adaptation.std(axis=0, ddof=1)
         rms_se = np.sqrt((se**2).mean(axis=0))
-        method = f" ({est.info.tilted})" if name == "MAP" else ""
+        method = f" ({est.method})" if name == "MAP" else ""
         print(f"  {name}{method}: median {np.median(seconds):.2f} s per estimate")
         for l in range(adaptation.shape[1]):
             print(

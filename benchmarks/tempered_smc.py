@@ -21,6 +21,8 @@ import numpy as np
 import critical_kernels as ck
 from critical_kernels.metrics import cka_layers, cka_layers_se
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,22 +37,25 @@ def main() -> None:
         out = f()
         return out, time.perf_counter() - start
 
+    always = ck.TemperedSMC(always=True)  # tempered SMC without trying plain reweighting first
     saddle, t_saddle = timed(lambda: ck.solve_map(spec, data.X, data.Y, key=0))
     plain, t_plain = timed(
         lambda: ck.reweighted_kernels(
-            spec, data.X, data.Y, saddle=saddle, n_samples=2048, tempering="never", throw=False
+            spec, data.X, data.Y, saddle=saddle, options=ck.Reweighting(2048, tempering=None), throw=False
         )
     )
     smc, t_smc = timed(
-        lambda: ck.reweighted_kernels(spec, data.X, data.Y, saddle=saddle, tempering="always", key=0)
+        lambda: ck.reweighted_kernels(
+            spec, data.X, data.Y, saddle=saddle, options=ck.Reweighting(tempering=always), key=0
+        )
     )
     chains = ck.Chains(chains=4, warmup=1000, n_samples=args.hmc_steps, thin=10)
     hmc, t_hmc = timed(
         lambda: ck.sample_posterior(spec, data.X, data.Y, sampler=ck.HMC(), chains=chains, key=5)
     )
-    print(f"saddle point (MAP): {t_saddle:.0f} s, {saddle.info.tilted}")
+    print(f"saddle point (MAP): {t_saddle:.0f} s, {saddle.method}")
     c_hmc = cka_layers(hmc.kernels, data.Y)[1:]
-    se_hmc = cka_layers_se(hmc.info.batch_kernels, data.Y)[1:]
+    se_hmc = cka_layers_se(hmc.estimates.kernels, data.Y)[1:]
     print(
         f"HMC (weights), 4 chains x {args.hmc_steps}: {t_hmc:.0f} s, "
         f"R-hat {np.round(hmc.info.rhat_cka[1:], 4)}, "
@@ -58,7 +63,7 @@ def main() -> None:
     )
     for name, est, seconds in (("plain reweighting", plain, t_plain), ("tempered SMC", smc, t_smc)):
         c = cka_layers(est.kernels, data.Y)[1:]
-        se = cka_layers_se(est.info.jackknife_kernels, data.Y, kind="jackknife")[1:]
+        se = cka_layers_se(est.estimates.kernels, data.Y, kind="jackknife")[1:]
         miss = (c - c_hmc) / (c_hmc - nngp)
         z = (c - c_hmc) / np.hypot(se, se_hmc)
         print(
@@ -71,7 +76,7 @@ def main() -> None:
             f"  run {i}: temperatures {np.round(run.temperatures, 3).tolist()}, acceptance "
             f"{np.round(run.acceptance, 2).tolist()}, final ESS {run.final_ess:.0f} of {run.n_particles}"
         )
-    se_smc = cka_layers_se(smc.info.jackknife_kernels, data.Y, kind="jackknife")[1:]
+    se_smc = cka_layers_se(smc.estimates.kernels, data.Y, kind="jackknife")[1:]
     ratio = (t_smc * se_smc**2) / (t_hmc * se_hmc**2)
     print(f"time to equal CKA SE, SMC / HMC (t * SE^2), per layer: {np.round(ratio, 2)}")
 

@@ -26,6 +26,8 @@ from scipy.stats import qmc
 import critical_kernels as ck
 from critical_kernels.likelihood import likelihood_gradient
 
+ck.use_one_xla_thread()  # PJRT_NPROC=1 before JAX's backend starts (runtime.py)
+
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 
 

@@ -1,5 +1,6 @@
-"""Benchmark: the price of one XLA CPU thread per process (PJRT_NPROC=1, set on import with jaxlib
-< 0.11.2 against the batched-LAPACK deadlock; README "A deadlock in jaxlib 0.10").
+"""Benchmark: the price of one XLA CPU thread per process (PJRT_NPROC=1, set by
+`critical_kernels.use_one_xla_thread()` with jaxlib < 0.11.2 against the batched-LAPACK deadlock;
+runtime.py, README "A deadlock in jaxlib 0.10").
 
 The same measurements run in two fresh processes, one with PJRT_NPROC=1 (the package's setting) and
 one with PJRT_NPROC = the cores this process may use (XLA's own default, the baseline), on MNIST 0 vs 3 at
@@ -25,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure(P_values: list[int]) -> dict:
-    """The timings in this process (its PJRT_NPROC set by the parent)."""
+    """The timings in this process (its PJRT_NPROC set by the parent in the environment, which
+    `use_one_xla_thread` keeps; the import itself no longer sets it)."""
     import jax.numpy as jnp
 
     import critical_kernels as ck
@@ -48,7 +50,7 @@ def measure(P_values: list[int]) -> dict:
             for key in range(2):
                 start = time.perf_counter()
                 ck.sample_posterior(
-                    spec, data.X, data.Y, sampler=ck.HMC(4), chains=chains, space="preactivation",
+                    spec, data.X, data.Y, sampler=ck.HMC(4, space="preactivation"), chains=chains,
                     key=key, throw=False,
                 )  # fmt: skip
             out[f"P={P} pre-activation HMC run [s]"] = time.perf_counter() - start

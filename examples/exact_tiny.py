@@ -15,7 +15,9 @@ if __name__ == "__main__":
         for L in (1, 2):
             for N in (20, 50):
                 spec = ck.NetworkSpec(depth=L, width=N, g_w=1.5, g_b=0.1, kappa=0.1)
-                exact = ck.exact_posterior_kernels(spec, data.X, data.Y, n_samples=300_000, key=2)
+                exact = ck.exact_posterior_kernels(
+                    spec, data.X, data.Y, options=ck.PriorImportance(300_000), key=2
+                )
                 base = ck.cka_layers(ck.nngp_kernels(spec, data.X), data.Y)
                 adaptation = ck.cka_layers(exact.kernels, data.Y) - base
                 tilted = ck.Fallback(ck.ImportanceSampling(32768), ck.SecondCumulant(32768))
@@ -28,5 +30,5 @@ if __name__ == "__main__":
                 print(
                     f"{task} L={L} N={N}: ESS {exact.info.ess:.0f}, "
                     f"exact adaptation {adaptation[1:].round(5)}, "
-                    f"captured {captured} (MAP: {solved.info.tilted}, {solved.result.name})"
+                    f"captured {captured} (MAP: {solved.method}, {solved.result.name})"
                 )

@@ -3,7 +3,10 @@ from pathlib import Path
 import jax
 import threadpoolctl
 
-import critical_kernels  # noqa: F401  first: PJRT_NPROC=1 before any computation (see its __init__)
+import critical_kernels
+
+# one XLA thread before any computation, as the package's own entry points do (runtime.py)
+critical_kernels.use_one_xla_thread()
 
 jax.config.update("jax_enable_x64", True)
 # one BLAS thread for the whole session, as the package's entry points use (numerics.blas_threads)

@@ -270,7 +270,9 @@ API_CASES = {
     "nngp_kernels of a string spec": lambda t: ck.nngp_kernels("erf", X),
     "cka of a NaN kernel": lambda t: ck.cka(np.full((6, 6), np.nan), Y),
     "cka of a wrong shape": lambda t: ck.cka(np.eye(5), Y),
-    "exact posterior with n_samples=0": lambda t: ck.exact_posterior_kernels(SPEC, X, Y, n_samples=0),
+    "exact posterior with n_samples=0": lambda t: ck.exact_posterior_kernels(
+        SPEC, X, Y, options=ck.PriorImportance(n_samples=0)
+    ),
     "test_error with mismatched lengths": lambda t: ck.test_error(np.zeros(10), np.ones(20)),
     "xor with n_train=-3": lambda t: ck.datasets.xor(n_train=-3),
     "xor with n_test=2.5": lambda t: ck.datasets.xor(n_test=2.5),

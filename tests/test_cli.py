@@ -1,9 +1,13 @@
 """Every CLI command once; bad input exits 2 with one line and no traceback."""
 
+from pathlib import Path
+
 import numpy as np
 from typer.testing import CliRunner
 
 from critical_kernels.cli import app
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 
 runner = CliRunner()
 
@@ -87,3 +91,17 @@ def test_demo_tables_fit_80_columns_at_the_default_depth():
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
     assert text.count("0.123") == 2 * 3 * 3 * 5  # every CKA printed in full
+
+
+def test_run_exits_3_when_an_estimator_has_no_answer(tmp_path):
+    # two Anderson steps per stage cannot converge: the MAP has no answer, the run folder is still written
+    sets = ["methods.sampled=false", "methods.perturbative=false", "methods.solver.max_steps=2"]
+    args = ["run", str(TINY), "--out", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "no answer from: map" in result.output and "max_steps" in result.output
+    assert (tmp_path / "run" / "results.nc").exists()
+    ok = runner.invoke(
+        app, ["run", str(TINY), "--out", str(tmp_path / "ok")] + ["--set", sets[0], "--set", sets[1]]
+    )
+    assert ok.exit_code == 0, ok.output

@@ -1,5 +1,7 @@
 """Experiment configs, runs, run folders, reports, and the run/report commands."""
 
+import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +10,25 @@ from typer.testing import CliRunner
 
 import critical_kernels as ck
 from critical_kernels.cli import app
-from critical_kernels.experiments import load_config, load_results, load_sweep, run
-from critical_kernels.experiments.io import atomic_write, write_run
+from critical_kernels.estimators import (
+    LinearExactInfo,
+    MAPInfo,
+    PerturbativeInfo,
+    ReweightedInfo,
+    SamplingInfo,
+)
+from critical_kernels.experiments import (
+    ExperimentConfig,
+    load_config,
+    load_results,
+    load_sweep,
+    run,
+    write_run,
+)
+from critical_kernels.experiments.config import MethodsConfig
+from critical_kernels.experiments.io import atomic_write, resolved_toml
 from critical_kernels.experiments.labels import estimator_label
+from critical_kernels.experiments.run import derived
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 FAST = ["methods.n_samples=512", "methods.warmup=100", "methods.samples=400"]
@@ -38,6 +56,128 @@ def test_config_overrides_and_errors_name_the_field(tmp_path):
         load_config(tmp_path / "bad.toml")
 
 
+def test_config_option_tables_parse_into_the_options_and_round_trip(tmp_path):
+    """[methods.solver] and [methods.reweighting.tempering] are the options objects themselves; the
+    flat keys of tiny.toml set their fields; model_dump_json / model_validate_json and the resolved
+    TOML give the same config back."""
+    path = tmp_path / "tables.toml"
+    path.write_text(
+        TINY.read_text()
+        + "[methods.solver]\nmax_steps = 50\ndamping = 0.3\nwidths = [500, 150, 50]\n"
+        + "[methods.reweighting]\nn_samples = 1024\n"
+        + "[methods.reweighting.tempering]\nn_particles = 32\nalways = true\n"
+    )
+    cfg = load_config(path)
+    m = cfg.methods
+    assert m.solver == ck.Anderson(max_steps=50, damping=0.3, widths=(500, 150, 50))
+    assert m.reweighting == ck.Reweighting(
+        n_samples=1024, tempering=ck.TemperedSMC(n_particles=32, always=True)
+    )
+    assert m.monte_carlo == ck.MonteCarlo(2048, rtol=None)  # tiny.toml: n_samples = 2048, rtol = 0
+    assert m.cumulant == ck.SecondCumulant(2048, rtol=None)
+    assert (
+        m.chains == ck.Chains(chains=4, warmup=300, n_samples=2000, thin=10)
+        and m.sampler_options == ck.MALA()
+    )
+    again = ExperimentConfig.model_validate_json(cfg.model_dump_json())
+    assert again == cfg and again.model_dump_json() == cfg.model_dump_json()
+    assert load_config(tomllib.loads(resolved_toml(cfg, derived(cfg)))) == cfg  # config.toml of a run
+    off = load_config(TINY, ["methods.reweighting.tempering=false"])
+    assert off.methods.reweighting.tempering is None
+    assert ExperimentConfig.model_validate_json(off.model_dump_json()) == off
+
+
+def test_config_defaults_and_shorthands_are_the_runs_of_before():
+    """The defaults of [methods] are those of the flat config of before (2000 steps per chain, 4096
+    reweighted networks, rtol 0.02, max_samples 131072, 16 leapfrog steps), and each flat key sets the
+    fields SHORTHANDS names."""
+    m = MethodsConfig()
+    assert m.monte_carlo == ck.MonteCarlo(4096, rtol=0.02, max_samples=131072)
+    assert m.importance == ck.ImportanceSampling(4096, rtol=0.02, max_samples=131072)
+    assert m.reweighting == ck.Reweighting(n_samples=4096, tempering=ck.TemperedSMC(n_particles=128))
+    assert m.chains == ck.Chains(chains=4, warmup=1000, n_samples=2000, thin=10) and m.hmc.n_leapfrog == 16
+    flat = {
+        "n_samples": 512,
+        "rtol": 0,
+        "max_samples": 256,
+        "reweighted_samples": 1024,
+        "tempering": "always",
+    }
+    flat.update(smc_particles=16, sampler="hmc", n_leapfrog=4, space="preactivation", chains=2, samples=400)
+    tables = {
+        **{
+            t: {"n_samples": 512, "rtol": 0, "max_samples": 512}
+            for t in ("monte_carlo", "importance", "cumulant")
+        },
+        "reweighting": {"n_samples": 1024, "tempering": {"n_particles": 16, "always": True}},
+        "sampler": "hmc",
+        "hmc": {"n_leapfrog": 4, "space": "preactivation"},
+        "chains": {"chains": 2, "n_samples": 400},
+    }
+    assert MethodsConfig.model_validate(flat) == MethodsConfig.model_validate(tables)
+    assert MethodsConfig.model_validate({"tempering": "never"}).reweighting.tempering is None
+
+
+def test_config_typos_and_conflicts_fail_with_one_line():
+    with pytest.raises(ck.InputError) as err:
+        load_config(TINY, ["methods.solver.max_step=3"])
+    assert str(err.value) == "methods.solver.max_step: unknown field of Anderson; did you mean 'max_steps'?"
+    with pytest.raises(ck.InputError, match="methods.n_sample: .*did you mean 'n_samples'"):
+        load_config(TINY, ["methods.n_sample=512"])
+    with pytest.raises(ck.InputError, match="netwrk: .*did you mean 'network'"):
+        load_config(TINY, ["netwrk.width=3"])
+    with pytest.raises(ck.InputError, match="methods.n_samples: stands for methods.monte_carlo.n_samples"):
+        load_config(TINY, ["methods.monte_carlo.n_samples=1024"])  # tiny.toml sets n_samples
+    with pytest.raises(ck.InputError, match="methods.reweighting.tempering.n_particles: must be an integer"):
+        load_config(TINY, ["methods.reweighting.tempering.n_particles=2.5"])
+
+
+def test_every_info_field_reaches_the_attrs_meta_json_and_the_report(tmp_path):
+    """Every field of every estimator's info is an E_<field> attr of the run (or, for an array of two
+    or more dimensions, a shape in meta.json's "arrays"), and every E_* attr reaches meta.json's
+    "diagnostics" and report.md."""
+    cfg = load_config(
+        {
+            "data": {"task": "xor", "n_train": 6, "n_test": 2, "dim": 3},
+            "network": {"depth": 1, "width": 8, "activation": "linear", "kappa": 0.1},
+            "methods": {
+                **dict(perturbative=True, map=True, reweighted=True, linear_exact=True, sampled=True),
+                **dict(n_samples=256, rtol=0, reweighted_samples=256, tempering="never", sampler="hmc"),
+                **dict(chains=2, warmup=100, samples=200, thin=2),
+            },
+        }
+    )
+    ds = run(cfg, progress=False)
+    write_run(ds, cfg, tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    report = (tmp_path / "r" / "report.md").read_text()
+    arrays = json.loads(ds.attrs["arrays"])
+    infos = {
+        "perturbative": PerturbativeInfo,
+        "map": MAPInfo,
+        "reweighted": ReweightedInfo,
+        "linear_exact": LinearExactInfo,
+        "sampled": SamplingInfo,
+    }
+    assert list(ds.estimator.values) == ["nngp", *infos]
+    for name, info in infos.items():
+        for field in ("result", "method", "fallback", "message", *info._fields):
+            key = f"{name}_{field}"
+            assert (key in ds.attrs) != (key in arrays), key  # an attr, or a listed array
+            assert key in (meta["diagnostics"] if key in ds.attrs else meta["arrays"]), key
+            assert f"- {key}: " in report, key
+    estimator_keys = [k for k in ds.attrs if k.startswith(tuple(f"{name}_" for name in infos))]
+    assert estimator_keys and all(k in meta["diagnostics"] and f"- {k}: " in report for k in estimator_keys)
+    assert meta["arrays"] == arrays and arrays["map_conj_kernels"] == [2, 8, 8]
+    assert ds.attrs["sampled_sampler"] == repr(cfg.methods.hmc) and ds.attrs["map_method"] == "exact Gaussian"
+    assert ds.attrs["reweighted_saddle_ok"] in (0, 1) and ds.attrs["sampled_result"] in (
+        "success",
+        "diagnostics_failed",
+    )
+    again = load_results(tmp_path / "r")
+    assert [k for k in again.attrs if k in estimator_keys] == estimator_keys  # results.nc keeps them all
+
+
 def test_run_collects_every_method():
     cfg = load_config(TINY, FAST)
     ds = run(cfg)
@@ -47,7 +187,7 @@ def test_run_collects_every_method():
     np.testing.assert_allclose(
         ds.cka.values[0], ck.cka_layers(ck.nngp_kernels(spec, data.X, data.X_test), data.Y), rtol=1e-12
     )
-    assert ds.attrs["map_converged"] == 1 and ds.kernel.shape == (4, 2, 30, 30)
+    assert ds.attrs["map_result"] == "success" and ds.kernel.shape == (4, 2, 30, 30)
     assert ds.cka_se.values[3, 1] > 0 and 0 <= ds.attrs["sampled_networks_test_error"] <= 1
 
 
@@ -83,7 +223,7 @@ def test_run_reweighted_against_the_exact_linear_posterior():
     # (reweighted: 0.5 / 0.6), so this test tells the two apart
     z_map = (ds.cka.sel(estimator="map", layer=[1, 2]) - exact) / se.sel(estimator="reweighted")
     assert np.all(np.abs(z_map) > 3) and np.all(np.abs(adaptation) > 0), z_map.values
-    assert ds.attrs["reweighted_ok"] == 1 and ds.attrs["reweighted_ess"] > 1000
+    assert ds.attrs["reweighted_result"] == "success" and ds.attrs["reweighted_ess"] > 1000
 
 
 def test_run_with_tempered_smc_records_its_ladder(tmp_path):
@@ -96,10 +236,11 @@ def test_run_with_tempered_smc_records_its_ladder(tmp_path):
     cfg = load_config(TINY, [*overrides, "methods.smc_particles=16"])
     ds = run(cfg, progress=False)
     attrs = ds.attrs
-    assert attrs["reweighted_ok"] == 1 and attrs["reweighted_method"] == "tempered SMC"
-    ladders = [[float(b) for b in run.split(",")] for run in attrs["reweighted_temperatures"].split("|")]
+    assert attrs["reweighted_result"] == "success" and attrs["reweighted_method"] == "tempered SMC"
+    runs = json.loads(attrs["reweighted_smc_runs"])
+    ladders = [r["temperatures"] for r in runs]
     assert len(ladders) == 8 and all(lad[0] == 0 and lad[-1] == 1 and len(lad) >= 2 for lad in ladders)
-    assert attrs["reweighted_final_ess"] > 4 and attrs["reweighted_n_particles"] == 128
+    assert min(r["final_ess"] for r in runs) > 4 and sum(r["n_particles"] for r in runs) == 128
     assert estimator_label("reweighted", attrs) == "reweighted (tempered SMC)"
     exact = ds.cka.sel(estimator="linear_exact", layer=[1, 2])
     z = (ds.cka.sel(estimator="reweighted", layer=[1, 2]) - exact) / ds.cka_se.sel(
@@ -108,7 +249,7 @@ def test_run_with_tempered_smc_records_its_ladder(tmp_path):
     assert np.all(np.abs(z) < 4), z.values
     write_run(ds, cfg, tmp_path / "r")
     again = load_results(tmp_path / "r")
-    assert again.attrs["reweighted_temperatures"] == attrs["reweighted_temperatures"]
+    assert again.attrs["reweighted_smc_runs"] == attrs["reweighted_smc_runs"]
 
 
 def test_cli_run_and_report_write_the_run_folder(tmp_path):
@@ -128,7 +269,7 @@ def test_cli_run_and_report_write_the_run_folder(tmp_path):
         "figures/kernels.png",
     ):
         assert (folder / name).exists(), name
-    assert load_config(folder / "config.toml").methods.samples == 400  # resolved config round-trips
+    assert load_config(folder / "config.toml").methods.chains.n_samples == 400  # resolved config round-trips
     (folder / "report.md").unlink()
     assert runner.invoke(app, ["report", str(folder)]).exit_code == 0 and (folder / "report.md").exists()
     np.testing.assert_allclose(load_results(folder).cka.values[0, 0], load_results(folder).cka.values[1, 0])
@@ -203,7 +344,7 @@ def test_unconverged_map_is_reported_not_raised():
         }
     )
     ds = run(cfg)
-    assert ds.attrs["map_converged"] == 0 and "positive definiteness" in ds.attrs["map_message"]
+    assert ds.attrs["map_result"] != "success" and "positive definiteness" in ds.attrs["map_message"]
     assert np.isnan(ds.cka.sel(estimator="map")).all() and np.isnan(ds.test_error.sel(estimator="map"))
     assert np.isfinite(ds.cka.sel(estimator="nngp")).all() and np.isfinite(
         ds.test_error.sel(estimator="nngp")

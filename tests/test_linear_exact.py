@@ -52,8 +52,9 @@ def test_matches_importance_weighted_exact_posterior(depth, width, kappa):
     spec = linear_spec(depth, width, kappa)
     est = linear_posterior_kernels(spec, X, Y, X_test)
     assert est.ok and est.estimator == "linear_exact" and isinstance(est.info, LinearExactInfo)
+    assert est.method == "quadrature" and est.estimates is None
     assert est.kernels.shape == est.se.shape == (depth + 1, 8, 8)
-    ref = ck.exact_posterior_kernels(spec, X, Y, X_test, n_samples=2**17, key=depth)
+    ref = ck.exact_posterior_kernels(spec, X, Y, X_test, options=ck.PriorImportance(2**17), key=depth)
     np.testing.assert_allclose(est.kernels[0], ref.kernels[0], rtol=1e-12)  # C0 is deterministic
     se = ref.se[1:]
     z = np.abs(est.kernels[1:] - ref.kernels[1:]) / se
@@ -156,18 +157,22 @@ def test_bad_input():
         spec = ck.NetworkSpec(depth=1, width=10, activation="linear", n_out=2)
         linear_posterior_kernels(spec, X, np.stack([Y, Y], axis=1))
     with pytest.raises(InputError, match="n_quad"):
-        linear_posterior_kernels(linear_spec(1, 10), X, Y, n_quad=2)
+        linear_posterior_kernels(linear_spec(1, 10), X, Y, options=ck.Quadrature(n_quad=2))
+    with pytest.raises(InputError, match="n_quad"):
+        linear_posterior_kernels(linear_spec(1, 10), X, Y, options=ck.Quadrature(n_quad=151))
+    with pytest.raises(InputError, match=r"options: expected Quadrature\(\.\.\.\)"):
+        linear_posterior_kernels(linear_spec(1, 10), X, Y, options=ck.PriorImportance())
 
 
 def test_too_coarse_quadrature_is_a_failure_result():
     X, Y, X_test = tiny_problem()
     spec = linear_spec(3, 3, kappa=0.05)
-    est = linear_posterior_kernels(spec, X, Y, X_test, n_quad=3, throw=False)
+    est = linear_posterior_kernels(spec, X, Y, X_test, options=ck.Quadrature(n_quad=3), throw=False)
     assert est.result is Result.quadrature_inaccurate and not est.ok
     assert "n_quad" in est.message and est.info.quad_error > 1e-6
     assert np.all(np.isfinite(est.kernels))
     with pytest.raises(ConvergenceError, match="n_quad") as err:
-        linear_posterior_kernels(spec, X, Y, X_test, n_quad=3)
+        linear_posterior_kernels(spec, X, Y, X_test, options=ck.Quadrature(n_quad=3))
     assert err.value.estimate.result is Result.quadrature_inaccurate
     # the same problem passes with enough nodes, or with a looser tolerance
-    assert linear_posterior_kernels(spec, X, Y, X_test, n_quad=3, rtol=1.0).ok
+    assert linear_posterior_kernels(spec, X, Y, X_test, options=ck.Quadrature(n_quad=3, rtol=1.0)).ok

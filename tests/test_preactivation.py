@@ -117,13 +117,14 @@ def test_linear_posterior_matches_exact(case, mnist8):
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
     chains = ck.Chains(chains=4, warmup=200, n_samples=1000, thin=5)
     est = sample_posterior(
-        spec, d.X, d.Y, d.X_test, sampler=ck.HMC(), chains=chains, space="preactivation", key=0
+        spec, d.X, d.Y, d.X_test, sampler=ck.HMC(space="preactivation"), chains=chains, key=0
     )
-    assert est.ok and est.info.space == "preactivation" and est.kernels.shape == (3, 10, 10)
+    assert est.ok and est.info.sampler.space == "preactivation" and est.kernels.shape == (3, 10, 10)
+    assert est.method == "HMC, pre-activations"
     exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     np.testing.assert_allclose(est.kernels[0], exact[0], atol=1e-12)
     z = (est.kernels - exact)[1:] / est.se[1:]
-    cka_se = cka_layers_se(est.info.batch_kernels, d.Y)[1:]
+    cka_se = cka_layers_se(est.estimates.kernels, d.Y)[1:]
     z_cka = (cka_layers(est.kernels, d.Y) - cka_layers(exact, d.Y))[1:] / cka_se
     nngp = ck.nngp_kernels(spec, d.X, d.X_test)
     z_nngp = (cka_layers(nngp, d.Y) - cka_layers(exact, d.Y))[1:] / cka_se
@@ -137,11 +138,19 @@ def test_linear_posterior_matches_exact(case, mnist8):
 def test_unknown_space_and_singular_kernels_are_named():
     X, Y = np.arange(6.0).reshape(3, 2), np.ones(3)
     spec = ck.NetworkSpec(depth=1, width=5, g_b=0.1)
-    with pytest.raises(ck.InputError, match="space: expected one of 'weights', 'preactivation'"):
-        sample_posterior(spec, X, Y, space="function")
-    X = np.repeat(np.random.default_rng(0).standard_normal((1, 8)), 3, axis=0)  # identical inputs
+    with pytest.raises(ck.InputError, match="space: must be one of 'weights', 'preactivation'"):
+        sample_posterior(spec, X, Y, sampler=ck.MALA(space="function"))
+    x, y = np.random.default_rng(0).standard_normal((2, 8))
+    short = ck.Chains(n_samples=100, n_batches=2)
+    # identical inputs: C0 has rank 1, so layer 1 keeps its weights (input_rank) and sampling runs
+    same = sample_posterior(
+        spec, np.stack([x, x, x]), Y, sampler=ck.MALA(space="preactivation"), chains=short
+    )
+    assert np.all(np.isfinite(same.kernels))
+    # x and -x, erf, no biases: C_emp(1) is singular, and layer 2's pre-activations have no density
+    odd = ck.NetworkSpec(depth=2, width=5, g_b=0.0)
     with pytest.raises(ck.NotPositiveDefiniteError, match="space='weights'"):
-        sample_posterior(spec, X, Y, space="preactivation", chains=ck.Chains(n_samples=100, n_batches=2))
+        sample_posterior(odd, np.stack([x, -x, y]), Y, sampler=ck.MALA(space="preactivation"), chains=short)
 
 
 def _agreement(data, spec, steps):
@@ -150,10 +159,10 @@ def _agreement(data, spec, steps):
     for space in ("preactivation", "weights"):
         chains = ck.Chains(chains=4, warmup=500, n_samples=steps[space], thin=steps[space] // 500)
         est = sample_posterior(
-            spec, data.X, data.Y, data.X_test, sampler=ck.HMC(), chains=chains, space=space, key=0
+            spec, data.X, data.Y, data.X_test, sampler=ck.HMC(space=space), chains=chains, key=0
         )
         assert est.ok, est.message
-        out[space] = (cka_layers(est.kernels, data.Y), cka_layers_se(est.info.batch_kernels, data.Y))
+        out[space] = (cka_layers(est.kernels, data.Y), cka_layers_se(est.estimates.kernels, data.Y))
     (c_pre, se_pre), (c_w, se_w) = out["preactivation"], out["weights"]
     z = (c_pre - c_w)[1:] / np.sqrt(se_pre**2 + se_w**2)[1:]
     return z, c_pre, c_w, se_pre, se_w

@@ -37,16 +37,18 @@ def _flagged_run(ratio: float | None = None) -> tuple[xr.Dataset, object]:
     ds["cka"][1:, 1] += [0.03, 0.032]
     ds["cka_se"][2, 1] = 0.00123
     ds.attrs.update(
-        map_converged=1,
-        map_method="cumulant (ESS fallback)",
+        map_result="success",
+        map_method="second cumulant",
+        map_fallback="importance sampling: ESS fell to 0.001 (< min_ess=0.05) at N=50",
+        map_message="",
         map_n_iter=3,
         map_residual=1e-9,
-        map_message="importance-sampling ESS fell to 0.001 (< min_ess=0.05) at N=50; use more n_samples",
-        sampler="hmc",
-        sampled_ok=0,
-        sampled_warnings="R-hat of the CKA 1.200 > 1.01",
-        rhat_cka=1.2,
-        acceptance=0.7,
+        sampled_result="diagnostics_failed",
+        sampled_method="HMC",
+        sampled_message="sampled: R-hat of the CKA 1.200 > 1.01; run longer",
+        sampled_warnings='["R-hat of the CKA 1.200 > 1.01"]',
+        sampled_rhat_cka=np.array([1.0, 1.2]),
+        sampled_acceptance=np.array([0.7, 0.7]),
     )
     return ds, cfg
 
@@ -83,7 +85,7 @@ def test_report_flags_failed_reference_and_cumulant_map_and_shows_config(tmp_pat
 
 def test_cli_run_warns_and_flags_when_the_sampler_failed(tmp_path, monkeypatch):
     ds, _ = _flagged_run()
-    monkeypatch.setattr("critical_kernels.experiments.run", lambda cfg, status=None: ds)
+    monkeypatch.setattr("critical_kernels.cli.run", lambda cfg, status=None: ds)
     runner = CliRunner()
     args = ["run", str(TINY), "--out", str(tmp_path / "r")]
     result = runner.invoke(app, args, env={"COLUMNS": "120"})
@@ -114,9 +116,13 @@ def test_labels_and_numbers_with_their_se():
     assert (
         field_label("network.width") == "width $N$" and field_label("network.width", math=False) == "width N"
     )
-    assert estimator_label("map", {"map_method": "cumulant"}) == "MAP (second cumulant)"
-    assert estimator_label("map", {"map_method": "importance", "map_converged": 0}).endswith("not converged")
-    assert estimator_label("sampled", {"sampler": "nuts", "sampled_ok": 1}) == "sampled (NUTS)"
+    assert estimator_label("map", {"map_method": "second cumulant"}) == "MAP (second cumulant)"
+    failed = {"map_method": "importance", "map_result": "max_steps_reached"}
+    assert estimator_label("map", failed).endswith("not converged")
+    assert (
+        estimator_label("sampled", {"sampled_method": "NUTS", "sampled_result": "success"})
+        == "sampled (NUTS)"
+    )
 
 
 def test_captured_fraction_figure_marks_unconverged_references(tmp_path, monkeypatch):
@@ -137,9 +143,8 @@ def test_captured_fraction_figure_marks_unconverged_references(tmp_path, monkeyp
             "cka": (("width", "estimator", "layer"), cka),
             "cka_se": (("width", "estimator", "layer"), np.full((2, 3, 3), 1e-3)),
             "status": (("width",), np.array(["ok", "ok"])),
-            "sampled_ok": (("width",), np.array([1.0, 0.0])),
-            "rhat_cka": (("width",), np.array([1.001, 1.02])),
-            "acceptance": (("width",), np.array([0.8, 0.8])),
+            "sampled_result": (("width",), np.array(["success", "diagnostics_failed"])),
+            "sampled_rhat_cka": (("width", "layer"), np.array([[1.0, 1.001, 1.001], [1.0, 1.02, 1.02]])),
         },
         coords={
             "width": widths,
@@ -152,9 +157,9 @@ def test_captured_fraction_figure_marks_unconverged_references(tmp_path, monkeyp
     drawn = {}
     line_panels = figures.plots.line_panels
 
-    def spy(panels, path, xlabel, **kwargs):
-        drawn.update(panels=panels, **kwargs)
-        return line_panels(panels, path, xlabel, **kwargs)
+    def spy(panels, path, axes, title=""):
+        drawn.update(panels=panels, xticks=axes.xticks, title=title)
+        return line_panels(panels, path, axes, title=title)
 
     monkeypatch.setattr(figures.plots, "line_panels", spy)
     assert figures._captured_figure(ds, "width", tmp_path / "captured.png").exists()

@@ -29,10 +29,9 @@ def mnist8():
 def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
     d = mnist8
     spec = ck.NetworkSpec(depth=depth, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
-    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test, rtol=None)
-    est = reweighted_kernels(
-        spec, d.X, d.Y, d.X_test, n_samples=16384, n_batches=32, chunk=512, saddle=saddle, key=1
-    )
+    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test)  # linear: exact Gaussian tilted averages, no rtol
+    options = ck.Reweighting(n_samples=16384, n_batches=32, chunk=512)
+    est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options, saddle=saddle, key=1)
     exact = linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     assert est.ok and est.kernels.shape == (depth + 1, 10, 10)
     np.testing.assert_allclose(est.kernels[0], exact[0], atol=1e-12)
@@ -44,7 +43,8 @@ def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
     assert np.abs(z_map).max() > 6.0, np.abs(z_map).max()
     assert np.abs(saddle.kernels - exact).max() > 2 * np.abs(est.kernels - exact).max()
     assert est.info.ess > 1000 and np.all(est.info.acceptance == 1.0) and est.info.saddle_ok
-    loo = est.info.jackknife_kernels  # leave-one-batch-out estimates reproduce the jackknife SE
+    assert est.method == "importance" and est.fallback == "" and est.estimates.kind == "jackknife"
+    loo = est.estimates.kernels  # leave-one-batch-out estimates reproduce the jackknife SE
     assert loo.shape == (32, depth + 1, 10, 10)
     jack = np.sqrt(31 / 32 * ((loo - loo.mean(0)) ** 2).sum(0))
     np.testing.assert_allclose(jack, est.se, rtol=1e-10, atol=1e-12)
@@ -53,8 +53,10 @@ def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
 def _erf_check(depth, n_samples):
     d = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=depth, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
-    exact = ck.exact_posterior_kernels(spec, d.X, d.Y, d.X_test, n_samples=2**17, key=5)
-    est = reweighted_kernels(spec, d.X, d.Y, d.X_test, n_samples=n_samples, key=1)
+    exact = ck.exact_posterior_kernels(
+        spec, d.X, d.Y, d.X_test, options=ck.PriorImportance(n_samples=2**17), key=5
+    )
+    est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ck.Reweighting(n_samples=n_samples), key=1)
     assert est.ok and est.se is not None
     z = (est.kernels - exact.kernels)[1:] / np.sqrt(est.se**2 + exact.se**2)[1:]
     assert np.abs(z).max() < 4.0, np.abs(z).max()
@@ -76,16 +78,18 @@ def test_erf_matches_exact_posterior_two_layers():
 def test_sharp_likelihood_collapses_ess(mnist8):
     d = mnist8  # kappa = 0.01, N = 10: Var R ~ 400, one or two networks carry all the weight
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.01)
-    kwargs = dict(n_samples=256, n_batches=8, min_ess=50, tempering="never")  # (auto: tempered SMC)
-    est = reweighted_kernels(spec, d.X, d.Y, d.X_test, **kwargs, throw=False)
-    assert est.result is Result.ess_collapsed
+    options = ck.Reweighting(
+        n_samples=256, n_batches=8, min_ess=50, tempering=None
+    )  # (default: tempered SMC)
+    est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options, throw=False)
+    assert est.result is Result.ess_collapsed and est.method == "importance" and est.fallback == ""
     assert est.info.ess < 50
     # the advice is reweighting's own (networks needed, or the sampler), not the MAP's SecondCumulant
     assert (
         "networks" in est.message or "sample_posterior" in est.message
     ) and "SecondCumulant" not in est.message
     with pytest.raises(ConvergenceError) as err:
-        reweighted_kernels(spec, d.X, d.Y, d.X_test, **kwargs)
+        reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options)
     assert err.value.estimate.result is Result.ess_collapsed
 
 
@@ -106,4 +110,4 @@ def test_bad_counts_raise_input_error(kwargs):
     d = ck.datasets.xor(n_train=6, n_test=0, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=1, width=10, activation="linear", g_b=0.1, kappa=0.1)
     with pytest.raises(InputError):
-        reweighted_kernels(spec, d.X, d.Y, **kwargs)
+        reweighted_kernels(spec, d.X, d.Y, options=ck.Reweighting(**kwargs))

@@ -1,19 +1,21 @@
-"""The process-wide XLA setting that keeps jaxlib < 0.11.2's batched LAPACK calls from deadlocking."""
+"""The XLA thread setting that keeps jaxlib < 0.11.2's batched LAPACK calls from deadlocking, and the
+promise that importing the package changes nothing but x64."""
 
 import os
 import subprocess
 import sys
 
 import pytest
-from jax._src import lib as jaxlib
+
+from critical_kernels.runtime import needs_one_xla_thread
 
 # Four independent vmapped Cholesky + triangular-solve gradients inside one compiled loop, with XLA's
 # concurrency-optimised schedule: on a 2-core machine jaxlib 0.10.2's default 2-thread pool hangs at
-# 0 % CPU (every run tried); with the package's one pool thread it takes ~2 s.
+# 0 % CPU (every run tried); with one pool thread it takes ~2 s.
 _BATCHED_LAPACK = """
-import {first}
+import critical_kernels
+{setup}
 import jax, jax.numpy as jnp
-jax.config.update("jax_enable_x64", True)
 def logp(u, S):
     L = jnp.linalg.cholesky(S + jnp.outer(u, u))
     z = jax.scipy.linalg.solve_triangular(L, u, lower=True)
@@ -27,32 +29,60 @@ jax.block_until_ready(jax.jit(lambda us: jax.lax.fori_loop(0, 300, body, us))(us
 print("finished")
 """
 _CONCURRENT = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+_OLD_JAXLIB = pytest.mark.skipif(not needs_one_xla_thread(), reason="jaxlib >= 0.11.2: nothing to set")
 
 
 def _python(code: str, timeout: float = 120, **env_vars):
     """Run `code` in a fresh interpreter without PJRT_NPROC (the test process's own environment
-    already carries the package's setting), plus `env_vars`."""
+    carries the setting), plus `env_vars`."""
     env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"} | env_vars
     args = [sys.executable, "-W", "always", "-c", code]
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_importing_the_package_keeps_batched_lapack_from_deadlocking():
+def test_use_one_xla_thread_keeps_batched_lapack_from_deadlocking():
     # a hang raises TimeoutExpired after 120 s
-    result = _python(_BATCHED_LAPACK.format(first="critical_kernels"), XLA_FLAGS=_CONCURRENT)
+    code = _BATCHED_LAPACK.format(setup="critical_kernels.use_one_xla_thread()")
+    result = _python(code, XLA_FLAGS=_CONCURRENT)
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr
 
 
+def test_importing_the_package_sets_x64_and_nothing_else():
+    code = (
+        "import os, jax; before = dict(os.environ); import critical_kernels; "
+        "print(jax.config.jax_enable_x64, os.environ.get('PJRT_NPROC'), dict(os.environ) == before)"
+    )
+    assert _python(code).stdout.split() == ["True", "None", "True"]
+
+
 def test_a_user_choice_of_the_pool_size_is_kept_and_nproc_is_not_one():
-    code = "import critical_kernels, os; print(os.environ.get('PJRT_NPROC'))"
+    code = "import critical_kernels as ck, os; ck.use_one_xla_thread(); print(os.environ.get('PJRT_NPROC'))"
     assert _python(code, PJRT_NPROC="2").stdout.strip() == "2"
     # NPROC is often exported for other tools; PJRT_NPROC takes precedence over it in XLA
-    expected = "None" if jaxlib.version >= (0, 11, 2) else "1"
+    expected = "1" if needs_one_xla_thread() else "None"
     assert _python(code, NPROC="8").stdout.strip() == expected
 
 
-@pytest.mark.skipif(jaxlib.version >= (0, 11, 2), reason="jaxlib >= 0.11.2: nothing to set")
-def test_jax_used_before_the_import_warns():
-    code = "import jax.numpy as jnp; jnp.ones(2).block_until_ready(); import critical_kernels"
+def test_the_command_line_applies_the_setting():
+    code = (
+        "import os, sys; from critical_kernels.cli import main\n"
+        "sys.argv = ['critical-kernels', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint(os.environ.get('PJRT_NPROC'))"
+    )
+    assert _python(code).stdout.split()[-1] == ("1" if needs_one_xla_thread() else "None")
+
+
+@_OLD_JAXLIB
+def test_an_estimator_without_the_setting_warns_once():
+    code = (
+        "import critical_kernels as ck, warnings\n"
+        "d = ck.datasets.xor(n_train=4, n_test=0, dim=3, seed=0)\n"
+        "spec = ck.NetworkSpec(depth=1, width=5, activation='linear', g_b=0.1)\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    for _ in range(2):\n"
+        "        ck.linear_posterior_kernels(spec, d.X, d.Y)\n"
+        "print(sum('use_one_xla_thread' in str(w.message) for w in seen))"
+    )
     result = _python(code)
-    assert result.returncode == 0 and "PJRT_NPROC=1 can no longer take effect" in result.stderr
+    assert result.stdout.split()[-1] == "1", result.stderr

@@ -43,7 +43,9 @@ def test_prior_mode_reproduces_nngp_plus_finite_width_shift():
     X = np.random.default_rng(0).standard_normal((4, 3))
     spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_w=2.0, g_b=0.1)
     chains = ck.Chains(warmup=500, n_samples=20_000)
-    post = sample_posterior(spec, X, [1.0, -1.0, 1.0, -1.0], prior=True, chains=chains, key=2)
+    post = sample_posterior(
+        spec, X, [1.0, -1.0, 1.0, -1.0], sampler=ck.MALA(prior=True), chains=chains, key=2
+    )
     shift = ck.kernel_covariance(spec, X, n_samples=1000).mean_shift(n_paths=2048)
     z = np.abs(post.kernels - ck.nngp_kernels(spec, X) - shift)[1:] / post.se[1:]
     assert np.max(z) < 3.0, np.max(z)  # 3 MCSE (issue 5); O(1/N^2) at N = 20 is ~5 % of the shift
@@ -57,7 +59,7 @@ def test_samplers_agree_with_exact_posterior(sampler, depth):
     data = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=depth, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
     exact = ck.exact_posterior_kernels(
-        spec, data.X, data.Y, data.X_test, n_samples=400_000, batch=8192, key=1
+        spec, data.X, data.Y, data.X_test, options=ck.PriorImportance(n_samples=400_000, batch=8192), key=1
     )
     steps = {"mala": 20_000, "hmc": 4_000, "nuts": 4_000}[sampler]
     chains = ck.Chains(n_samples=steps, thin=steps // 2000)
@@ -80,6 +82,10 @@ def test_failed_diagnostics_are_flagged():
     )
     post = sample_posterior(spec, data.X, data.Y, **options, key=0, throw=False)
     assert post.result is ck.Result.diagnostics_failed and "R-hat" in post.info.warnings[0]
+    assert post.method == "Langevin" and post.estimates.kind == "batches"
+    assert post.estimates.kernels.shape == (4 * 5, 2, 6, 6)  # chains x batches, the input kernel included
+    np.testing.assert_allclose(post.estimates.se(), post.se, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(post.estimates.kernels.mean(axis=0), post.kernels, rtol=1e-12, atol=1e-15)
     with pytest.raises(ck.DiagnosticsError, match="R-hat") as err:
         sample_posterior(spec, data.X, data.Y, **options, key=0)
     assert err.value.estimate.kernels.shape == (2, 6, 6)  # the draws are not lost

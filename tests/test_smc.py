@@ -7,6 +7,9 @@ from 8 independent runs, so z = (SMC - reference) / SE follows roughly a Student
 freedom: its RMS over many entries is ~1.2, and 4 is a two-sided p ~ 0.5 % bound for one number.
 """
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 from conftest import MNIST
@@ -14,10 +17,10 @@ from conftest import MNIST
 import critical_kernels as ck
 from critical_kernels.errors import InputError
 from critical_kernels.estimators.base import Result
-from critical_kernels.estimators.preactivation import Preactivation
+from critical_kernels.estimators.preactivation import Preactivation, input_rank
 from critical_kernels.metrics import cka_layers, cka_layers_se
 
-SMALL = ck.TemperedSMC(n_particles=64, n_runs=8, n_final=10)
+ALWAYS = ck.Reweighting(tempering=ck.TemperedSMC(n_particles=64, n_runs=8, n_final=10, always=True))
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +36,10 @@ def _z(est, reference, se_ref=0.0):
 def test_linear_smc_matches_exact_posterior(mnist8):
     d = mnist8
     spec = ck.NetworkSpec(depth=2, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
-    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test, rtol=None)
-    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, saddle=saddle, tempering="always", smc=SMALL, key=3)
+    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test)  # linear: exact Gaussian tilted averages, no rtol
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ALWAYS, saddle=saddle, key=3)
     exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
-    assert est.ok and est.info.method == "tempered SMC" and len(est.info.smc_runs) == 8
+    assert est.ok and est.method == "tempered SMC" and len(est.info.smc_runs) == 8 and est.fallback == ""
     for run in est.info.smc_runs:  # a ladder from q (beta = 0) to the posterior (beta = 1)
         assert run.temperatures[0] == 0 and run.temperatures[-1] == 1 and run.reached
         assert np.all(np.diff(run.temperatures) > 0) and run.final_ess > 0.3 * 64
@@ -46,7 +49,7 @@ def test_linear_smc_matches_exact_posterior(mnist8):
     assert np.sqrt(np.mean(z**2)) < 2.0
     assert np.sqrt(np.mean(z_map**2)) > 4.0
     cka_z = (cka_layers(est.kernels, d.Y) - cka_layers(exact, d.Y))[1:] / cka_layers_se(
-        est.info.jackknife_kernels, d.Y, kind="jackknife"
+        est.estimates.kernels, d.Y, kind="jackknife"
     )[1:]
     assert np.all(np.abs(cka_z) < 4.0), cka_z
 
@@ -57,8 +60,10 @@ def test_erf_smc_matches_exact_posterior():
     d = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
     assert Preactivation(spec, 4, 8).preactivation_layers == (False, True)
-    exact = ck.exact_posterior_kernels(spec, d.X, d.Y, d.X_test, n_samples=2**17, key=5)
-    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, tempering="always", smc=SMALL, key=1)
+    exact = ck.exact_posterior_kernels(
+        spec, d.X, d.Y, d.X_test, options=ck.PriorImportance(n_samples=2**17), key=5
+    )
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ALWAYS, key=1)
     assert est.ok
     z = _z(est, exact.kernels, exact.se)
     print("RMS z", np.sqrt(np.mean(z**2)), "max", np.abs(z).max())
@@ -74,14 +79,14 @@ def test_smc_on_unstandardised_xor_matches_long_hmc():
     hmc = ck.sample_posterior(
         spec, data.X, data.Y, sampler=ck.HMC(), chains=ck.Chains(warmup=1000, n_samples=4000), key=5
     )
-    smc = ck.reweighted_kernels(spec, data.X, data.Y, n_samples=512, key=0)
-    assert smc.ok and smc.info.method == "tempered SMC" and smc.info.ess < 50
+    smc = ck.reweighted_kernels(spec, data.X, data.Y, options=ck.Reweighting(n_samples=512), key=0)
+    assert smc.ok and smc.method == "tempered SMC" and smc.info.ess < 50
     assert all(r.reached and len(r.temperatures) <= 12 for r in smc.info.smc_runs)
     nngp = cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
     c_hmc, c_smc = cka_layers(hmc.kernels, data.Y)[1:], cka_layers(smc.kernels, data.Y)[1:]
     se = np.hypot(
-        cka_layers_se(hmc.info.batch_kernels, data.Y)[1:],
-        cka_layers_se(smc.info.jackknife_kernels, data.Y, kind="jackknife")[1:],
+        cka_layers_se(hmc.estimates.kernels, data.Y)[1:],
+        cka_layers_se(smc.estimates.kernels, data.Y, kind="jackknife")[1:],
     )
     miss = (c_smc - c_hmc) / (c_hmc - nngp)
     print("SMC", c_smc, "HMC", c_hmc, "miss / adaptation", miss, "z", (c_smc - c_hmc) / se)
@@ -94,16 +99,24 @@ def test_smc_on_unstandardised_xor_matches_long_hmc():
 def test_auto_tempering_replaces_a_collapsed_reweighting(mnist8):
     d = mnist8
     spec = ck.NetworkSpec(depth=1, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
-    saddle = ck.solve_map(spec, d.X, d.Y, rtol=None)
+    saddle = ck.solve_map(spec, d.X, d.Y)  # linear: exact Gaussian tilted averages, no rtol
     # min_ess above the number of networks: plain reweighting always "collapses"
     tiny = ck.TemperedSMC(n_particles=16, n_runs=2, n_mcmc=2, n_leapfrog=4, n_final=2)  # plumbing only
-    common = dict(n_samples=64, min_ess=65, saddle=saddle, smc=tiny, key=0, throw=False)
-    plain = ck.reweighted_kernels(spec, d.X, d.Y, tempering="never", **common)
-    assert plain.result is Result.ess_collapsed and plain.info.method == "importance"
-    auto = ck.reweighted_kernels(spec, d.X, d.Y, tempering="auto", **common)
-    assert auto.ok and auto.info.method == "tempered SMC"
+    options = ck.Reweighting(n_samples=64, min_ess=65, tempering=tiny)  # "auto": temper when the ESS is low
+    common = dict(saddle=saddle, key=0, throw=False)
+    plain = ck.reweighted_kernels(
+        spec, d.X, d.Y, options=dataclasses.replace(options, tempering=None), **common
+    )
+    assert plain.result is Result.ess_collapsed and plain.method == "importance" and plain.fallback == ""
+    auto = ck.reweighted_kernels(spec, d.X, d.Y, options=options, **common)
+    assert auto.ok and auto.method == "tempered SMC"
     assert auto.info.ess == plain.info.ess and auto.info.n_samples == 64  # the plain attempt is reported
-    assert len(auto.info.smc_runs) == 2 and auto.info.jackknife_kernels.shape == (2, 2, 8, 8)
+    assert auto.fallback == (
+        f"plain reweighting: ESS {plain.info.ess:.3g} < min_ess = 65 of 64 networks "
+        f"(Var R = {plain.info.var_log_weight:.3g})"
+    )
+    assert len(auto.info.smc_runs) == 2 and auto.estimates.kernels.shape == (2, 2, 8, 8)
+    assert auto.estimates.kind == "jackknife"
 
 
 def test_preactivation_blocks_round_trip():
@@ -132,9 +145,11 @@ def test_bad_smc_options(kwargs, match):
 def test_bad_tempering_mode(mnist8):
     spec = ck.NetworkSpec(depth=1, width=20, activation="linear")
     with pytest.raises(InputError, match="tempering"):
-        ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, tempering="sometimes")
-    with pytest.raises(InputError, match="smc"):
-        ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, smc={"n_particles": 10})
+        ck.Reweighting(tempering="sometimes")
+    with pytest.raises(InputError, match="tempering: must be TemperedSMC"):
+        ck.Reweighting(tempering={"n_particles": 10})
+    with pytest.raises(InputError, match="options: expected Reweighting"):
+        ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, options=ck.TemperedSMC())
 
 
 @pytest.mark.slow
@@ -144,8 +159,38 @@ def test_auto_tempering_recovers_a_sharp_linear_posterior(mnist8):
     # run, RMS z 1.0 over the 200 entries, captured 0.994 / 0.995 of the exact CKA adaptation)
     d = mnist8
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.01)
-    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, n_samples=256, n_batches=8)
-    assert est.info.method == "tempered SMC" and est.info.ess < 50
+    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ck.Reweighting(n_samples=256, n_batches=8))
+    assert est.method == "tempered SMC" and est.info.ess < 50
     exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     z = _z(est, exact)
     assert np.sqrt(np.mean(z**2)) < 2.0, np.sqrt(np.mean(z**2))
+
+
+def test_layer_one_keeps_its_weights_where_the_input_kernel_is_singular():
+    # issue 23: with 560 MNIST rows C0 is singular (blank pixels: rank X < 784), so pre-activations of
+    # layer 1 (chol C0 = NaN) made every log weight NaN. The rule now reads the rank of C0, not d.
+    X = np.random.default_rng(0).normal(size=(7, 8))
+    X[:, :2] = 0.0  # two blank "pixels": rank 6 < P' = 7 <= d = 8
+    spec = ck.NetworkSpec(depth=2, width=20, activation="erf", g_b=0.0)
+    rank = input_rank(spec, X)
+    assert rank == 6 and input_rank(spec.replace(g_b=0.1), X) == 7  # a bias adds the all-ones direction
+    assert Preactivation(spec, 8, 7).preactivation_layers == (True, True)  # d alone would say True
+    assert Preactivation(spec, 8, 7, rank).preactivation_layers == (False, True)
+
+
+def test_non_finite_log_weights_stop_the_ladder_with_a_reason(mnist8):
+    # a tilt that overflows (C~ = 1e300) gives every initial particle R = NaN; before, blackjax read
+    # them as equal weights and jumped from beta = 0 to 1 with NaN weights (issue 23)
+    d = mnist8
+    spec = ck.NetworkSpec(depth=2, width=10, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    saddle = ck.solve_map(spec, d.X, d.Y, tilted=ck.SecondCumulant(n_samples=256, replicas=0, rtol=None))
+    huge = dataclasses.replace(
+        saddle, info=saddle.info._replace(conj_kernels=np.full_like(saddle.info.conj_kernels, 1e300))
+    )
+    smc = ck.TemperedSMC(n_particles=8, n_runs=2, n_mcmc=1, n_leapfrog=2, n_final=1, n_w=16, always=True)
+    est = ck.reweighted_kernels(
+        spec, d.X, d.Y, options=ck.Reweighting(tempering=smc), saddle=huge, throw=False
+    )
+    assert not est.ok and np.isnan(est.kernels[1:]).all()
+    assert "non-finite log weight R" in est.message and re.search(r"\d of 8 initial particles", est.message)
+    assert all(not r.reached and len(r.temperatures) == 1 for r in est.info.smc_runs)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import critical_kernels as ck
+from critical_kernels.metrics import cka_layers_se, se_target
 
 
 @pytest.mark.parametrize(
@@ -76,8 +77,6 @@ def _noisy(K, rng, n, scale=1e-3):
 def test_cka_se_kinds_agree_on_the_same_batches():
     """Batch means, their leave-one-out means (jackknife) and full replicas give one SE, by three
     formulas: for a statistic this close to linear the jackknife equals the batch SE to O(noise)."""
-    from critical_kernels.metrics import cka_layers_se
-
     rng = np.random.default_rng(0)
     Y = np.sign(rng.normal(size=(6, 1)))
     K = _kernel_stack(rng)
@@ -98,8 +97,24 @@ def test_cka_se_kinds_agree_on_the_same_batches():
 
 
 def test_se_target_floors_small_adaptations():
-    from critical_kernels.metrics import se_target
-
     # rtol |a| where a layer adapts at least a tenth of the largest, rtol max|a| / 10 below that
     np.testing.assert_allclose(se_target([0.05, -0.02, 0.001], 0.02), [1e-3, 4e-4, 1e-4])
     np.testing.assert_allclose(se_target([0.0, 0.0], 0.02), [0.0, 0.0])
+
+
+def test_one_standard_error_formula_for_every_kind():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 3, 2))
+    s = x.std(axis=0, ddof=1)
+    np.testing.assert_array_equal(ck.standard_error(x, "replicas"), s)
+    np.testing.assert_allclose(ck.standard_error(x, "batches"), s / 4, rtol=1e-15)
+    np.testing.assert_allclose(ck.standard_error(x, "jackknife"), s * 15 / 4, rtol=1e-15)
+    Y = np.sign(rng.normal(size=(6, 1)))
+    kernels = _noisy(_kernel_stack(rng), rng, 8)
+    per_estimate = np.array([ck.cka_layers(k, Y) for k in kernels])
+    for kind in ("batches", "jackknife", "replicas"):  # the CKA SE is the same formula on the CKA
+        np.testing.assert_array_equal(
+            cka_layers_se(kernels, Y, kind=kind), ck.standard_error(per_estimate, kind)
+        )
+    with pytest.raises(ck.InputError, match="kind"):
+        ck.standard_error(x, "bootstrap")

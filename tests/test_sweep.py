@@ -53,6 +53,19 @@ def test_grid_product_and_zipped_axes(tmp_path):
     assert len({p.key for p in grid.points}) == 6  # distinct configs, distinct cache keys
 
 
+def test_sweeps_over_option_table_fields(tmp_path):
+    """Dotted fields of the option tables and flat shorthands are swept alike."""
+    grid = load_sweep(
+        _write(tmp_path, '"methods.solver.max_steps" = [50, 100]\n"methods.n_samples" = [256, 512]\n')
+    )
+    assert [a.name for a in grid.axes] == ["max_steps", "n_samples"] and len(grid.points) == 4
+    last = grid.points[3].config.methods
+    assert last.solver.max_steps == 100 and last.monte_carlo.n_samples == 512 == last.cumulant.n_samples
+    assert len({p.key for p in grid.points}) == 4
+    with pytest.raises(ck.InputError, match=r"sweep point \(max_steps=0\): methods.solver.max_steps"):
+        load_sweep(_write(tmp_path, '"methods.solver.max_steps" = [0]\n'))
+
+
 def test_grid_errors_name_the_point_and_field(tmp_path):
     with pytest.raises(ck.InputError, match=r"sweep point \(depth=0\): network.depth"):
         load_sweep(_write(tmp_path, '"network.depth" = [1, 0]\n'))

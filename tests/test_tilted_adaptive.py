@@ -138,13 +138,13 @@ def test_adaptive_proposal_without_tilt_is_the_untilted_one():
 
 
 def test_map_says_which_importance_sampler_ran():
-    # experiments/labels.py reads the first word of info.tilted
+    # experiments/labels.py uses est.method as is
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((8, 10)), rng.choice([-1.0, 1.0], (8, 1))
     spec = ck.NetworkSpec(depth=2, width=50, g_w=1.5, g_b=0.1, kappa=0.1)
-    adaptive = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096), se_replicas=0)
-    plain = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096, adaptive=False), se_replicas=0)
-    assert adaptive.info.tilted == "importance (adaptive)" and plain.info.tilted == "importance"
+    adaptive = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096, replicas=0))
+    plain = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096, adaptive=False, replicas=0))
+    assert adaptive.method == "adaptive importance" and plain.method == "importance"
     assert plain.info.proposals is None and adaptive.info.proposals.shape == (2, 8, 8)
     assert np.all(np.linalg.eigvalsh(adaptive.info.proposals) > 0)
     # a mild tilt: the two samplers agree within their Monte Carlo noise, measured 0.015 (0.053 with
@@ -175,11 +175,12 @@ def test_map_of_unstandardised_xor_converges_with_the_adaptive_proposal():
     ckas, ses = [], []
     for key in (0, 1, 2):
         res = ck.solve_map(spec, data.X, data.Y, key=key)
-        assert res.ok and res.info.tilted == "importance (adaptive)" and res.info.fallback == ""
+        assert res.ok and res.method == "adaptive importance" and res.fallback == ""
         assert res.info.ess.min() > 0.5  # measured 0.87-0.93 (keys 0-7)
         ckas.append(ck.cka_layers(res.kernels, data.Y)[1:])
         # SE of one solve: the spread of the CKA over the solution and its 4 replicas
-        ses.append(ck.metrics.cka_layers_se(res.info.replica_kernels, data.Y, kind="replicas")[1:])
+        assert res.estimates.kind == "replicas"
+        ses.append(ck.metrics.cka_layers_se(res.estimates.kernels, data.Y, kind="replicas")[1:])
     ckas, ses = np.array(ckas), np.array(ses)
     print("CKA per layer", ckas.round(4).tolist(), "SE", ses.round(4).tolist())
     # the three keys agree within their SEs: pairwise |difference| / combined SE, 4 is p < 1e-3

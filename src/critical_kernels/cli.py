@@ -14,13 +14,36 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__, plots
-from .criticality import criticality as _criticality
-from .errors import CriticalKernelsError
-from .numerics import limit_blas_threads
+from . import __version__
+from .runtime import use_one_xla_thread
+
+# the command's XLA setting (runtime.py: the jaxlib < 0.11.2 deadlock) must precede JAX's CPU backend,
+# which starts when .experiments imports blackjax
+use_one_xla_thread()
+
+from .criticality import criticality as _criticality  # noqa: E402
+from .errors import CriticalKernelsError  # noqa: E402
+from .experiments import (  # noqa: E402
+    load_config,
+    load_results,
+    load_sweep,
+    load_sweep_results,
+    run,
+    run_sweep,
+    write_report,
+    write_run,
+    write_sweep_report,
+)
+from .experiments.demo import DemoFailed, DemoSettings, run_demo  # noqa: E402
+from .experiments.io import folder_kind, output_folder  # noqa: E402
+from .experiments.labels import estimator_label, fmt_se, map_is_cumulant, sampled_failed  # noqa: E402
+from .experiments.report import run_warnings, unanswered  # noqa: E402
+from .experiments.sweep import EXECUTORS, ok_points, point_attrs  # noqa: E402
+from .numerics import limit_blas_threads  # noqa: E402
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, UsageError
@@ -139,22 +162,7 @@ def criticality(
     console.print(table)
 
 
-def _demo_sweep(depth: int, width: int, g_b: float, kappa: float, seed: int) -> dict:
-    """The demo as a sweep: digits 0 vs 3 (P = 100) and XOR (P = 60) at g_w = 1/2, 1, 2 x g_c."""
-    return {
-        "name": "demo",
-        "seed": seed,
-        "data": {"classes": [0, 3], "n_test": 100, "dim": 10, "seed": seed},
-        "network": {"depth": depth, "width": width, "activation": "erf", "g_b": g_b, "kappa": kappa},
-        # a quick look: a fixed 4096 samples (CKA SE ~ 2-5 % of the adaptation, shown as ±), not rtol
-        "methods": {"perturbative": True, "map": True, "sampled": False, "rtol": 0},
-        "sweep": {
-            "data.task,data.n_train": [["digits", 100], ["xor", 60]],
-            "network.g_w_over_g_c": [0.5, 1.0, 2.0],
-        },
-    }
-
-
+NO_ANSWER = 3  # `run`: the run folder is written, but an estimator asked for gave no answer
 FORCE = typer.Option(False, "--force", help="write into an existing folder, replacing what is there")
 
 
@@ -174,88 +182,35 @@ def demo(
 
     Writes OUT/cka.csv, OUT/sweep.nc, OUT/report.md|html, OUT/figures/ and a run folder (results.nc,
     kernel heat maps, report) per task at g_c."""
-    from .experiments import load_point, load_sweep, run_sweep, write_run, write_sweep_report
-    from .experiments.io import output_folder
-    from .experiments.labels import estimator_label
-
     console = _console()
     start = time.perf_counter()
-    rows = []  # (task, g_w, g_w/g_c, chi_1, estimator, CKA per layer, test error, CKA SE per layer)
-    notes = set()
+    settings = DemoSettings(depth, width, g_b, kappa, seed)
     with _bad_input():
-        grid = load_sweep(_demo_sweep(depth, width, g_b, kappa, seed))
-        g_c = _criticality("erf", g_b=g_b).g_c
-        with output_folder(out, "demo", force=force, resume=resume):
-            with console.status("demo") as status:
-                merged = run_sweep(
-                    grid,
-                    out,
-                    resume=resume,
-                    executor="serial",
-                    on_point=lambda point, state: status.update(f"{point.config.data.task}: {state}"),
-                )
-            write_sweep_report(out, merged)
-            for point in grid.points:
-                ds = load_point(out, point.key)
-                if ds is None:
-                    _fail(f"demo: {merged.error.values[point.index]}")
-                ratio = point.config.network.g_w_over_g_c
-                chi1 = _criticality("erf", g_b=g_b, g_w=ratio * g_c).chi_1
-                notes.update(_run_notes(ds.attrs, f"{ds.attrs['data']}, g_w = {ratio:g} g_c"))
-                for k, name in enumerate(str(e) for e in ds.estimator.values):
-                    rows.append(
-                        (
-                            ds.attrs["data"],
-                            ratio * g_c,
-                            ratio,
-                            chi1,
-                            estimator_label(name, ds.attrs),
-                            ds.cka.values[k],
-                            ds.test_error.values[k],
-                            ds.cka_se.values[k],
-                        )
-                    )
-                if ratio == 1.0:
-                    write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
-            layers = range(depth + 1)
-            header = "task,estimator,g_w,g_w_over_g_c,chi_1," + ",".join(f"cka_{l}" for l in layers)
-            lines = [header + ",test_error," + ",".join(f"cka_se_{l}" for l in layers)]
-            lines += [
-                f"{n},{m},{g:.6g},{r:.6g},{c:.6g},"
-                + ",".join(f"{v:.6g}" for v in k)
-                + f",{e:.6g},"
-                + ",".join(f"{v:.6g}" for v in se)
-                for n, g, r, c, m, k, e, se in rows
-            ]
-            (out / "cka.csv").write_text("\n".join(lines) + "\n")
-            title = (
-                f"CKA per layer: erf, $L = {depth}$, $N = {width}$, $g_b = {g_b:g}$, $\\kappa = {kappa:g}$, "
-                f"$g_c = {g_c:.4f}$"
-            )
-            plots.cka_per_layer(
-                [(n, r, m, k) for n, _, r, _, m, k, *_ in rows],
-                out / "figures" / "cka_per_layer.png",
-                title=title,
-            )
+        with console.status("demo") as status:
+            on_point = lambda point, state: status.update(f"{point.config.data.task}: {state}")  # noqa: E731
+            try:
+                result = run_demo(out, settings, resume=resume, force=force, on_point=on_point)
+            except DemoFailed as err:
+                _fail(str(err))
     console.print(
         f"CKA(C^(l), YY^T) per layer l, erf, L = {depth}, N = {width}, g_b = {g_b}, kappa = {kappa}, "
-        f"g_c = {g_c:.4f}",
+        f"g_c = {result.g_c:.4f}",
         highlight=False,
     )
-    for table in _demo_tables(rows, depth):
+    for table in _demo_tables(result.rows, depth):
         console.print(table)
     console.print(
         "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the kernel predictor's "
-        f"class error. {_se_summary(np.concatenate([r[-1] for r in rows]))}; per entry (cka_se_l) and "
-        "full precision in cka.csv.",
+        f"class error. {_se_summary(np.concatenate([r[-1] for r in result.rows]))}; per entry (cka_se_l) "
+        "and full precision in cka.csv.",
         highlight=False,
     )
-    for note in sorted(notes):
+    for note in sorted(result.notes):
         _warn(console, note)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}", highlight=False)
     console.print(
         f"wrote {out}: cka.csv, sweep.nc, figures/, and a run folder per task at g_c "
-        f"({', '.join(sorted({p.config.data.task + '_at_g_c' for p in grid.points}))})",
+        f"({', '.join(result.runs)})",
         highlight=False,
     )
     console.print(f"done in {time.perf_counter() - start:.1f} s")
@@ -315,15 +270,6 @@ def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
     return tables
 
 
-def _run_notes(attrs, where: str = "") -> list[str]:
-    """Warning lines for a run: failed sampler diagnostics, an unconverged MAP, a MAP from the
-    second-cumulant approximation."""
-    from .experiments.report import run_warnings
-
-    prefix = f"{where}: " if where else ""
-    return [prefix + line for line in run_warnings(attrs)]
-
-
 @app.command("run")
 def run_command(
     config: Path = typer.Argument(..., help="experiment config (TOML)"),
@@ -332,10 +278,6 @@ def run_command(
     force: bool = FORCE,
 ) -> None:
     """One experiment: NNGP, first-order, MAP and sampled kernels of every layer; writes a run folder."""
-    from .experiments import load_config, run, write_run
-    from .experiments.io import output_folder
-    from .experiments.labels import estimator_label, fmt_se
-
     console = _console()
     with _bad_input():
         cfg = load_config(config, set_)
@@ -357,15 +299,22 @@ def run_command(
             estimator_label(str(m), ds.attrs), *cells, f"{test:.3f}" if np.isfinite(test) else "NaN"
         )
     console.print(table)
-    if "map_converged" in ds.attrs:
+    if "map_result" in ds.attrs:
+        a = ds.attrs
         console.print(
-            f"MAP: {ds.attrs['map_method']}, converged={bool(ds.attrs['map_converged'])}, "
-            f"{ds.attrs['map_n_iter']} sweeps, residual {ds.attrs['map_residual']:.1e}",
+            f"MAP: {a['map_method']}, result {a['map_result']}, {a['map_n_iter']} sweeps, "
+            f"residual {a['map_residual']:.1e}",
             highlight=False,
         )
-    for note in _run_notes(ds.attrs):
+    for note in run_warnings(ds.attrs):
         _warn(console, note)
     console.print(f"wrote {folder} (report: {folder / 'report.html'})", highlight=False)
+    missing = unanswered(ds)
+    if missing:
+        _print_error(
+            f"no answer from: {', '.join(missing)} (see the warnings above); exit status {NO_ANSWER}"
+        )
+        raise typer.Exit(NO_ANSWER)
 
 
 @app.command()
@@ -380,14 +329,8 @@ def sweep(
     scheduler: str = typer.Option(None, help="address of a running Dask scheduler (implies dask)"),
 ) -> None:
     """A grid of experiments: each finished point cached, failed points recorded, results merged."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .experiments import load_sweep, run_sweep, write_sweep_report
-    from .experiments.io import output_folder
-    from .experiments.labels import sampled_failed
-    from .experiments.sweep import EXECUTORS
-
     console = _console()
+    counts = {"cached": 0, "ok": 0, "failed": 0}
     with _bad_input():
         if executor not in EXECUTORS:
             raise CriticalKernelsError(
@@ -397,50 +340,46 @@ def sweep(
             raise CriticalKernelsError(f"--workers: must be at least 1 (got {workers})")
         grid = load_sweep(config, set_)
         folder = Path(out) if out is not None else Path("runs") / grid.name
-        counts = {"cached": 0, "ok": 0, "failed": 0}
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with output_folder(folder, "sweep", force=force, resume=resume):
-            with Progress(*columns, console=console, transient=True) as bar:
-                task = bar.add_task("points", total=len(grid.points))
-
-                def on_point(point, status):
-                    counts[status] += 1
-                    bar.update(task, advance=1, description=", ".join(f"{k} {v}" for k, v in counts.items()))
-
-                ds = run_sweep(
-                    grid,
-                    folder,
-                    resume=resume,
-                    executor=executor,
-                    workers=workers,
-                    scheduler=scheduler,
-                    on_point=on_point,
-                )
+            options = dict(resume=resume, executor=executor, workers=workers, scheduler=scheduler)
+            ds = _sweep_with_progress(console, grid, folder, counts, options)
             write_sweep_report(folder, ds)
-    shape = " x ".join(f"{d} {n}" for d, n in zip(ds.status.dims, ds.status.shape, strict=True))
-    console.print(
-        f"{len(grid.points)} points ({shape}): {counts['ok']} computed, {counts['cached']} cached, "
-        f"{counts['failed']} failed",
-        highlight=False,
-    )
-    ok = ds.status.values == "ok"
-    if "sampled" in ds.estimator.values and "sampled_ok" in ds:
-        keys = ("sampled_ok", "rhat_cka", "acceptance")
-        failed = sum(
-            sampled_failed({k: float(ds[k].values[i]) for k in keys})
-            for i in zip(*np.nonzero(ok), strict=True)
-        )
-        if failed:
-            _warn(console, f"the sampled networks of {failed} point(s) are not converged; see report.md")
-    if "map_method" in ds:
-        cumulant = int(sum("cumulant" in str(m) for m in ds.map_method.values[ok].ravel()))
-        if cumulant:
-            _warn(console, f"the MAP of {cumulant} point(s) used the second-cumulant approximation")
-    for message in sorted({e for e in ds.error.values.ravel() if e}):
-        console.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    _sweep_summary(console, ds, len(grid.points), counts)
     console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures", highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+def _sweep_with_progress(console: Console, grid, folder: Path, counts: dict, options: dict):
+    """run_sweep with a progress bar that counts cached, computed and failed points."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("points", total=len(grid.points))
+
+        def on_point(point, status):
+            counts[status] += 1
+            bar.update(task, advance=1, description=", ".join(f"{k} {v}" for k, v in counts.items()))
+
+        return run_sweep(grid, folder, on_point=on_point, **options)
+
+
+def _sweep_summary(console: Console, ds, n_points: int, counts: dict) -> None:
+    """The point counts, failed sampled references, MAPs from the second cumulant, failed points."""
+    shape = " x ".join(f"{d} {n}" for d, n in zip(ds.status.dims, ds.status.shape, strict=True))
+    console.print(
+        f"{n_points} points ({shape}): {counts['ok']} computed, {counts['cached']} cached, "
+        f"{counts['failed']} failed",
+        highlight=False,
+    )
+    points = [point_attrs(ds, where) for where in ok_points(ds)]
+    failed = sum(sampled_failed(p) for p in points)
+    if "sampled" in ds.estimator.values and failed:
+        _warn(console, f"the sampled networks of {failed} point(s) are not converged; see report.md")
+    cumulant = sum(map_is_cumulant(p) for p in points)
+    if cumulant:
+        _warn(console, f"the MAP of {cumulant} point(s) used the second-cumulant approximation")
+    for message in sorted({e for e in ds.error.values.ravel() if e}):
+        console.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -448,9 +387,6 @@ def report(
     folder: Path = typer.Argument(..., help="a run folder (results.nc) or sweep folder (sweep.nc)"),
 ) -> None:
     """Rebuild figures, report.md and report.html from a run or sweep folder."""
-    from .experiments import load_results, load_sweep_results, write_report, write_sweep_report
-    from .experiments.io import folder_kind
-
     with _bad_input():
         if not folder.is_dir():
             raise CriticalKernelsError(f"DIR: {folder} is not a folder; give a run or sweep folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import numpy as np
 from .activations import gaussian_moments
 from .errors import InputError
 from .nngp import Response, input_kernel, layer_responses, mu, nngp_stack
-from .numerics import as_key, check_inputs, limit_blas_threads, psd_sqrt
+from .numerics import as_key, check_inputs, limit_blas_threads, psd_sqrt, standard_error
 from .spec import NetworkSpec
 
 
@@ -132,7 +133,7 @@ class KernelCovariance:
         blocks = self.push_forward(back, n_batches=n_batches)[self.depth if layer is None else layer]
         if self.phi is None:
             return blocks[0], jnp.zeros_like(blocks[0])
-        return blocks.mean(axis=0), blocks.std(axis=0, ddof=1) / np.sqrt(n_batches)
+        return blocks.mean(axis=0), standard_error(blocks, "batches")
 
     def dense(self, layer: int | None = None, cotangent_layer: int | None = None) -> np.ndarray:
         """The covariance as a dense (P, P, P, P) array, applying the operator to a basis.
@@ -227,9 +228,19 @@ def _checked_nngp(spec: NetworkSpec, nngp, P: int) -> np.ndarray:
     return nngp
 
 
+class _Variances(NamedTuple):
+    """The traced weight and bias variances of a network: g_in, g_1..g_L (L,), g_b of b0..bL (L+1,)."""
+
+    g_in: float
+    gains: jnp.ndarray
+    bias_vars: jnp.ndarray
+
+
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _prior_networks(act, depth, width, n, X, g_in, gains, bias_vars, key):
+def _prior_networks(act, depth, width, n, X, var: _Variances, key):
+    """C(1..L) of n random finite networks, (n, L, P, P), batched by lax.map."""
     P, d = X.shape
+    g_in, gains, bias_vars = var
 
     def one(k):
         keys = jax.random.split(k, 2 * depth)
@@ -258,16 +269,7 @@ def sample_prior_kernels(spec: NetworkSpec, X, n: int, key=0, X_test=None) -> np
       NumPy (n, L+1, P', P').
     """
     X_all = check_inputs(X, X_test)
-    hidden = _prior_networks(
-        spec.act,
-        spec.depth,
-        spec.width,
-        int(n),
-        jnp.asarray(X_all),
-        spec.g_in,
-        jnp.asarray(spec.gains),
-        jnp.asarray(spec.bias_vars),
-        as_key(key),
-    )
+    var = _Variances(spec.g_in, jnp.asarray(spec.gains), jnp.asarray(spec.bias_vars))
+    hidden = _prior_networks(spec.act, spec.depth, spec.width, int(n), jnp.asarray(X_all), var, as_key(key))
     C0 = np.broadcast_to(input_kernel(spec, X_all), (n, 1) + hidden.shape[-2:])
     return np.concatenate([C0, np.asarray(hidden)], axis=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .numerics import SE_KINDS, standard_error
 
 
 def _centre(K: np.ndarray) -> np.ndarray:
@@ -72,13 +73,6 @@ def se_target(adaptation, rtol: float) -> np.ndarray:
     return rtol * np.maximum(a, 0.1 * a.max(initial=0.0))
 
 
-_SE_SCALE = {  # SE of the estimate = spread (ddof 1) of the per-estimate CKA times this, B estimates
-    "batches": lambda B: 1 / np.sqrt(B),  # independent batch means, the estimate their mean
-    "jackknife": lambda B: (B - 1) / np.sqrt(B),  # leave-one-batch-out estimates K_(-b)
-    "replicas": lambda B: 1.0,  # full estimates with independent random numbers, the estimate one of them
-}
-
-
 def cka_layers_se(kernels, Y, *, kind: str = "batches") -> np.ndarray:
     """Standard error of the CKA of every layer from B estimates of the kernels.
 
@@ -86,17 +80,17 @@ def cka_layers_se(kernels, Y, *, kind: str = "batches") -> np.ndarray:
       kernels: (..., L+1, P', P') estimates (leading axes flattened, e.g. chains x batches).
       Y: (P, D) targets.
       kind: "batches" (independent batch means), "jackknife" (leave-one-batch-out estimates) or
-        "replicas" (independent full estimates).
+        "replicas" (independent full estimates); `numerics.standard_error`.
 
     Returns:
-      (L+1,) the spread s (ddof 1) of the per-estimate CKA times 1/sqrt(B), (B - 1)/sqrt(B) or 1.
+      (L+1,) the SE of the CKA: the spread (ddof 1) of the per-estimate CKA times 1/sqrt(B),
+      (B - 1)/sqrt(B) or 1.
     """
-    if kind not in _SE_SCALE:
-        raise InputError(f"kind: must be one of {sorted(_SE_SCALE)}, got {kind!r}")
+    if kind not in SE_KINDS:
+        raise InputError(f"kind: must be one of {', '.join(SE_KINDS)}, got {kind!r}")
     kernels = np.asarray(kernels)
     flat = kernels.reshape((-1,) + kernels.shape[-3:])
-    per_estimate = np.array([cka_layers(b, Y) for b in flat])
-    return per_estimate.std(axis=0, ddof=1) * _SE_SCALE[kind](len(flat))
+    return standard_error(np.array([cka_layers(b, Y) for b in flat]), kind)
 
 
 def test_error(f_test, Y_test) -> dict:

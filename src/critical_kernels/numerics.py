@@ -13,6 +13,7 @@ import scipy.linalg
 import threadpoolctl
 
 from .errors import InputError, NotPositiveDefiniteError
+from .runtime import warn_if_threads_unset
 
 
 def as_array(name: str, value, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -64,6 +65,25 @@ def check_kernel(name: str, K) -> np.ndarray:
     if np.max(np.abs(K - K.T)) > 1e-8 * scale:
         raise InputError(f"{name}: must be symmetric (max asymmetry {np.max(np.abs(K - K.T)):.3g})")
     return K
+
+
+SE_KINDS = ("batches", "jackknife", "replicas")
+
+
+def standard_error(estimates, kind: str) -> np.ndarray:
+    """Standard error of an estimate from B estimates (B, ...) along the first axis: the one SE formula.
+
+    kind "batches": i.i.d. block estimates whose mean is the estimate, SE = s / sqrt(B);
+    "jackknife": leave-one-batch-out estimates, SE = sqrt((B - 1)/B sum_b (x_b - mean)^2) = s (B - 1)/sqrt(B);
+    "replicas": independent full estimates, the estimate one of them, SE = s; with s the spread (ddof 1).
+    NaN propagates (a failed replica leaves its entries unknown).
+    """
+    if kind not in SE_KINDS:
+        raise InputError(f"kind: must be one of {', '.join(SE_KINDS)}, got {kind!r}")
+    x = np.asarray(estimates, dtype=float)
+    B = x.shape[0]
+    scale = {"batches": 1 / np.sqrt(B), "jackknife": (B - 1) / np.sqrt(B), "replicas": 1.0}[kind]
+    return x.std(axis=0, ddof=1) * scale
 
 
 def as_key(key) -> jax.Array:
@@ -190,11 +210,13 @@ def blas_threads() -> int:
 
 def limit_blas_threads(fn):
     """Run `fn` with blas_threads() BLAS/LAPACK threads (threadpoolctl); the caller's setting is
-    restored afterwards."""
+    restored afterwards. Every compute entry point has it, so it is also where a missing XLA thread
+    setting is reported (runtime.warn_if_threads_unset)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         global _controller
+        warn_if_threads_unset()
         if _controller is None:  # built on first use, when NumPy's and SciPy's BLAS are loaded
             _controller = threadpoolctl.ThreadpoolController()
         with _controller.limit(limits=blas_threads(), user_api="blas"):

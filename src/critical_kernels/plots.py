@@ -6,6 +6,7 @@ state touched, so importing this module leaves `matplotlib.get_backend()` as it 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.ticker
@@ -142,48 +143,51 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def line_panels(
-    panels,
-    path: Path,
-    xlabel: str,
-    *,
-    logx=False,
-    logy=False,
-    xticks=None,
-    vline=None,
-    hline=None,
-    title="",
-    categorical=False,
-    integer=False,
-) -> Path:
+@dataclass(frozen=True)
+class PanelAxes:
+    """The axes of `line_panels`: x label, log scales, optional (positions, labels) x ticks for
+    categorical x, dashed marker lines at x = vline and y = hline; categorical: x is a category
+    (e.g. the task): points, no lines, each curve shifted a little; integer: x takes integer values
+    only (e.g. the depth): integer ticks."""
+
+    xlabel: str
+    logx: bool = False
+    logy: bool = False
+    xticks: tuple | None = None
+    vline: float | None = None
+    hline: float | None = None
+    categorical: bool = False
+    integer: bool = False
+
+
+def line_panels(panels, path: Path, axes: PanelAxes, title: str = "") -> Path:
     """Side-by-side panels of lines with optional error bars.
 
     Args:
       panels: list of (panel title, y label, curves); a curve is (label, x, y, yerr or None, style),
         style a dict of matplotlib keyword arguments.
-      xticks: optional (positions, labels) for categorical x; vline, hline: dashed marker lines.
-      categorical: x is a category (e.g. the task): points, no lines, each curve shifted a little.
-      integer: x takes integer values only (e.g. the depth): integer ticks.
+      axes: the axes of every panel (PanelAxes).
     """
-    fig, axes = _subplots(1, len(panels), (4.6 * len(panels), 3.6))
-    for ax, (name, ylabel, curves) in zip(axes[0], panels, strict=True):
+    a = axes
+    fig, grid = _subplots(1, len(panels), (4.6 * len(panels), 3.6))
+    for ax, (name, ylabel, curves) in zip(grid[0], panels, strict=True):
         for k, (label, x, y, yerr, style) in enumerate(curves):
-            if categorical:
+            if a.categorical:
                 style = {**style, "fmt": style.get("fmt", "o")[:1]}  # a marker, no line
                 x = np.asarray(x, float) + 0.06 * (k - (len(curves) - 1) / 2)
             ax.errorbar(x, y, yerr=yerr, capsize=2, ms=4, label=label, **style)
-        if integer and xticks is None:
+        if a.integer and a.xticks is None:
             _integer_axis(ax, sorted({int(v) for c in curves for v in np.asarray(c[1]).ravel()}))
-        ax.set_xscale("log" if logx else "linear")
-        ax.set_yscale("log" if logy else "linear")
-        if xticks is not None:
-            ax.set_xticks(*xticks)
+        ax.set_xscale("log" if a.logx else "linear")
+        ax.set_yscale("log" if a.logy else "linear")
+        if a.xticks is not None:
+            ax.set_xticks(*a.xticks)
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        if vline is not None:
-            ax.axvline(vline, color="0.6", ls="--", lw=0.8)
-        if hline is not None:
-            ax.axhline(hline, color="0.6", ls="--", lw=0.8)
-        ax.set_xlabel(xlabel)
+        if a.vline is not None:
+            ax.axvline(a.vline, color="0.6", ls="--", lw=0.8)
+        if a.hline is not None:
+            ax.axhline(a.hline, color="0.6", ls="--", lw=0.8)
+        ax.set_xlabel(a.xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=9)
         handles = ax.get_legend_handles_labels()[0]

@@ -1,6 +1,6 @@
 """Estimators of the kernels of every layer, all returning KernelEstimate (DESIGN.md)."""
 
-from .base import KernelEstimate, Result
+from .base import Estimates, KernelEstimate, Result
 from .exact_tiny import ExactInfo, exact_posterior_kernels
 from .linear_exact import LinearExactInfo, linear_posterior_kernels
 from .map import MAPInfo, solve_map
@@ -17,6 +17,9 @@ from .options import (
     ImportanceSampling,
     Langevin,
     MonteCarlo,
+    PriorImportance,
+    Quadrature,
+    Reweighting,
     SecondCumulant,
     TemperedSMC,
 )
@@ -29,6 +32,7 @@ from .smc import SMCRun
 __all__ = [
     "KernelEstimate",
     "Result",
+    "Estimates",
     "perturbative_kernels",
     "PerturbativeInfo",
     "linear_output_shift",
@@ -46,6 +50,9 @@ __all__ = [
     "Preactivation",
     "SPACES",
     "MonteCarlo",
+    "Reweighting",
+    "PriorImportance",
+    "Quadrature",
     "ExactGaussian",
     "ImportanceSampling",
     "SecondCumulant",

@@ -2,7 +2,8 @@
 
 `estimate(spec, X, Y, X_test=None, *, options, key, throw=True) -> KernelEstimate` with the
 kernels of every layer on train + test rows, their standard errors (None only where exact), a
-`Result` whose advice says what to change, and a small method-specific `info` NamedTuple.
+`Result` whose advice says what to change, the method that produced the kernels, the set of
+estimates behind the standard errors, and a small method-specific `info` NamedTuple.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConvergenceError, DiagnosticsError, EstimateError, NotPositiveDefiniteError
+from ..numerics import SE_KINDS, standard_error
 
 
 class Result(enum.Enum):
@@ -22,8 +24,8 @@ class Result(enum.Enum):
 
     success = "success"
     max_steps_reached = (
-        "the iteration did not reach its tolerance: increase max_steps, lower damping, add annealing "
-        "stages (widths=...), or increase the width or kappa"
+        "the iteration did not reach its tolerance: raise Anderson.max_steps, lower Anderson.damping or "
+        "add annealing stages (Anderson.widths; config table [methods.solver]), or raise the width or kappa"
     )
     ess_collapsed = (
         "the effective sample size collapsed: use more n_samples, a larger width or kappa, or another "
@@ -56,17 +58,36 @@ class Result(enum.Enum):
         }.get(self, ConvergenceError)
 
 
+class Estimates(NamedTuple):
+    """The set of estimates behind a standard error: `kernels` (B, L+1, P', P') and their `kind`,
+    "batches" (i.i.d. block estimates whose mean is the estimate), "jackknife" (leave-one-batch-out
+    estimates) or "replicas" (independent full estimates, the estimate one of them). The SE of any
+    smooth function f of the kernels (e.g. the CKA) is `numerics.standard_error` of f over them."""
+
+    kind: str
+    kernels: np.ndarray
+
+    def se(self, values=None) -> np.ndarray:
+        """SE of `values` (B, ...) computed from these estimates (default: the kernels themselves)."""
+        return standard_error(self.kernels if values is None else values, self.kind)
+
+
 @dataclass(frozen=True)
 class KernelEstimate:
     """Kernels of every layer from one estimator, with standard errors and a result.
 
     Attributes:
-      estimator: "perturbative", "map", "sampled", "exact", "linear_exact", ...
+      estimator: "perturbative", "map", "sampled", "exact", "linear_exact", "reweighted".
       kernels: (L+1, P', P') NumPy kernels on train + test rows (training rows first); layer 0 is
         the input kernel.
       se: standard errors of the same shape, or None where the estimate is exact.
       result: `Result.success` or the failure; `message` says what happened and what to change.
       info: method-specific NamedTuple (iterations, residual, ESS, acceptance, R-hat, jitter, ...).
+      message: "" on success, else what failed and what to change.
+      method: how the kernels were computed, in a reader's words ("adaptive importance", "second
+        cumulant", "tempered SMC", "HMC, pre-activations", ...).
+      fallback: why an earlier method was abandoned for `method` ("" if none was).
+      estimates: the set of estimates behind `se` (None where the estimate is exact or has none).
     """
 
     estimator: str
@@ -75,6 +96,13 @@ class KernelEstimate:
     result: Result
     info: Any
     message: str = ""
+    method: str = ""
+    fallback: str = ""
+    estimates: Estimates | None = None
+
+    def __post_init__(self):
+        if self.estimates is not None and self.estimates.kind not in SE_KINDS:
+            raise ValueError(f"estimates.kind: must be one of {SE_KINDS}, got {self.estimates.kind!r}")
 
     @property
     def ok(self) -> bool:
@@ -87,29 +115,47 @@ class KernelEstimate:
         return self
 
 
+class Outcome(NamedTuple):
+    """How an estimator ended, for `finish`: the result, what happened (`detail`), advice that
+    replaces the result's generic advice where the estimator knows better, the method and fallback."""
+
+    result: Result = Result.success
+    detail: str = ""
+    advice: str | None = None
+    method: str = ""
+    fallback: str = ""
+
+
 def finish(
     estimator: str,
     kernels,
     se,
     info: NamedTuple,
+    outcome: Outcome = Outcome(),
     *,
-    result: Result = Result.success,
-    detail: str = "",
-    advice: str | None = None,
+    estimates: Estimates | None = None,
     throw: bool = True,
     jitter: float = 0.0,
 ) -> KernelEstimate:
-    """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`.
-    `advice` replaces the result's generic advice where the estimator knows better."""
+    """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`."""
     if jitter > 0:
         warnings.warn(
             f"{estimator}: a kernel needed Cholesky jitter {jitter:.3g} to be positive definite "
             "(recorded in info.jitter)",
             stacklevel=3,
         )
-    advice = result.advice if advice is None else advice
+    result, detail = outcome.result, outcome.detail
+    advice = result.advice if outcome.advice is None else outcome.advice
     message = "" if result.ok else f"{estimator}: {detail + '; ' if detail else ''}{advice}"
     out = KernelEstimate(
-        estimator, np.asarray(kernels), None if se is None else np.asarray(se), result, info, message
+        estimator,
+        np.asarray(kernels),
+        None if se is None else np.asarray(se),
+        result,
+        info,
+        message,
+        method=outcome.method,
+        fallback=outcome.fallback,
+        estimates=estimates,
     )
     return out.raise_for_result() if throw else out

@@ -1,16 +1,11 @@
-"""Monte Carlo standard errors, R-hat and effective sample sizes (THEORY section 7)."""
+"""R-hat and effective sample sizes of MCMC draws (THEORY section 7); standard errors are
+`numerics.standard_error`."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 from blackjax.diagnostics import effective_sample_size, rhat
-
-
-def batch_mcse(batch_means: np.ndarray) -> np.ndarray:
-    """Standard error of the overall mean from batch means shaped (chains, batches, ...)."""
-    flat = batch_means.reshape((-1,) + batch_means.shape[2:])
-    return flat.std(axis=0, ddof=1) / np.sqrt(flat.shape[0])
 
 
 @jax.jit  # one program per shape: op by op, BlackJAX's diagnostics compile ~80 small programs

@@ -20,7 +20,8 @@ from ..fluctuations import sample_prior_kernels
 from ..likelihood import log_evidence
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Result, finish
+from .base import KernelEstimate, Outcome, Result, finish
+from .options import PriorImportance
 
 
 class ExactInfo(NamedTuple):
@@ -38,9 +39,7 @@ def exact_posterior_kernels(
     Y,
     X_test=None,
     *,
-    n_samples: int = 100_000,
-    batch: int = 4096,
-    min_ess: float = 100.0,
+    options: PriorImportance = PriorImportance(),
     key=0,
     throw: bool = True,
 ) -> KernelEstimate:
@@ -48,27 +47,47 @@ def exact_posterior_kernels(
 
     Args:
       spec: network (any depth, activation, biases); X: (P, d); Y: (P,) or (P, D);
-      X_test: optional (P_test, d); n_samples: prior networks drawn (rounded up to whole batches);
-      batch: networks per compiled call; min_ess: below this effective sample size the standard
-        errors themselves are unreliable and the result is a failure (ess_collapsed); key.
+      X_test: optional (P_test, d).
+      options: PriorImportance(n_samples, batch, min_ess): prior networks drawn (rounded up to whole
+        batches), networks per compiled call, and the effective sample size below which the
+        standard errors themselves are unreliable and the result is a failure (ess_collapsed).
+      key: int or PRNGKey; throw: raise on failure (default).
 
     Returns:
-      KernelEstimate "exact": posterior means, se by the delta method for the self-normalised
-      estimator, info ExactInfo.
+      KernelEstimate "exact", method "prior importance": posterior means, se by the delta method for
+      the self-normalised estimator (estimates None), info ExactInfo.
 
     Example:
-      >>> est = exact_posterior_kernels(spec, X, Y, n_samples=200_000); est.kernels[-1], est.info.ess
+      >>> est = exact_posterior_kernels(spec, X, Y, options=PriorImportance(200_000))
+      >>> est.kernels[-1], est.info.ess
     """
     start = time.perf_counter()
-    for name, value in (("n_samples", n_samples), ("batch", batch)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise InputError(f"{name}: must be a positive integer, got {value!r}")
+    if not isinstance(options, PriorImportance):
+        raise InputError(f"options: expected PriorImportance(...), got {options!r}")
     X_all = check_inputs(X, X_test)
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
-    keys = jax.random.split(as_key(key), -(-int(n_samples) // batch))
-    sums = None  # sum w, sum w^2, sum w C, sum w^2 C, sum w^2 C^2 with w = exp(log w - ref)
-    ref = -np.inf  # running log-weight reference, so weights never overflow
+    keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch))
+    sw, sw2, swc, sw2c, sw2c2 = _weighted_sums(spec, X_all, Y, keys, options.batch)
+    mean = swc / sw
+    var = (sw2c2 - 2.0 * mean * sw2c + mean**2 * sw2) / sw**2  # delta method, self-normalised IS
+    ess = float(sw**2 / sw2)
+    info = ExactInfo(ess, len(keys) * options.batch, time.perf_counter() - start)
+    ok = ess >= options.min_ess
+    outcome = Outcome(
+        Result.success if ok else Result.ess_collapsed,
+        "" if ok else f"effective sample size {ess:.1f} < min_ess = {options.min_ess}",
+        method="prior importance",
+    )
+    return finish("exact", mean, np.sqrt(np.maximum(var, 0.0)), info, outcome, throw=throw)
+
+
+def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> list:
+    """sum w, sum w^2, sum w C, sum w^2 C, sum w^2 C^2 over `batch` prior networks per key, with
+    w = exp(log w - ref) the marginal likelihoods (THEORY 7) relative to a running log-weight
+    reference, so weights never overflow."""
+    P = len(Y)
+    sums, ref = None, -np.inf
     for k in keys:
         C = sample_prior_kernels(spec, X_all, batch, key=k)
         log_w = np.asarray(log_evidence(jnp.asarray(C[:, -1, :P, :P]), jnp.asarray(Y), spec.kappa))
@@ -87,18 +106,4 @@ def exact_posterior_kernels(
             np.einsum("m,m...->...", w2, C**2),
         ]
         sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
-    sw, sw2, swc, sw2c, sw2c2 = sums
-    mean = swc / sw
-    var = (sw2c2 - 2.0 * mean * sw2c + mean**2 * sw2) / sw**2  # delta method, self-normalised IS
-    ess = float(sw**2 / sw2)
-    info = ExactInfo(ess, len(keys) * batch, time.perf_counter() - start)
-    ok = ess >= min_ess
-    return finish(
-        "exact",
-        mean,
-        np.sqrt(np.maximum(var, 0.0)),
-        info,
-        result=Result.success if ok else Result.ess_collapsed,
-        detail="" if ok else f"effective sample size {ess:.1f} < min_ess = {min_ess}",
-        throw=throw,
-    )
+    return sums

@@ -58,7 +58,8 @@ from scipy.special import logsumexp
 from ..errors import InputError, SpecError
 from ..numerics import check_inputs, check_targets, limit_blas_threads
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Result, finish
+from .base import KernelEstimate, Outcome, Result, finish
+from .options import Quadrature
 
 # nodes per axis when n_quad is None: the tensor grid has n^L points (before pruning)
 DEFAULT_N_QUAD = {1: 32, 2: 24, 3: 20, 4: 14}
@@ -385,16 +386,26 @@ def _problem(spec: NetworkSpec, X_all: np.ndarray, Y: np.ndarray) -> _Problem:
     )
 
 
+def _n_quad(L: int, options: Quadrature) -> int:
+    """Gauss-Hermite nodes per axis: options.n_quad or the default of depth L, checked against the
+    size of the tensor grid."""
+    if not isinstance(options, Quadrature):
+        raise InputError(f"options: expected Quadrature(...), got {options!r}")
+    n_quad = options.n_quad
+    if n_quad is None:
+        n_quad = DEFAULT_N_QUAD.get(L) or max(3, int(1e5 ** (1 / L)))
+    if not 3 <= n_quad <= 150:
+        raise InputError(f"n_quad: must be an integer in [3, 150], got {n_quad!r}")
+    if n_quad**L > _MAX_POINTS:
+        raise InputError(f"n_quad: the tensor grid n_quad^L = {n_quad}^{L} is too large; lower n_quad")
+    if not np.isfinite(options.rtol):
+        raise InputError(f"rtol: must be a number > 0, got {options.rtol!r}")
+    return int(n_quad)
+
+
 @limit_blas_threads
 def linear_posterior_kernels(
-    spec: NetworkSpec,
-    X,
-    Y,
-    X_test=None,
-    *,
-    n_quad: int | None = None,
-    rtol: float = 1e-6,
-    throw: bool = True,
+    spec: NetworkSpec, X, Y, X_test=None, *, options: Quadrature = Quadrature(), throw: bool = True
 ) -> KernelEstimate:
     """Exact posterior mean kernels of every layer of a deep linear network (T18).
 
@@ -406,20 +417,21 @@ def linear_posterior_kernels(
     Args:
       spec: network with activation "linear" and n_out = 1 (any depth, width, gains, biases, kappa).
       X: training inputs (P, d); Y: targets (P,) or (P, 1); X_test: optional test inputs (P_test, d).
-      n_quad: Gauss-Hermite nodes per axis (>= 3); None: 32, 24, 20, 14 for L = 1, 2, 3, 4 and
-        about 1e5^(1/L) beyond (the grid has n_quad^L points before pruning, at most 2e6).
-      rtol: tolerance of the quadrature error bound, relative to each layer's largest diagonal entry.
-        1e-6 keeps the error far below anything these kernels are compared with: Monte Carlo standard
-        errors of sampled posteriors (1e-4 to 1e-2 relative) and adaptations of relative size ~P/N.
-        The default rules reach it from N = 10 at L <= 3 and from N ~ 20-30 at L = 4 (measured on
-        MNIST, P = 30); below that, raise n_quad.
+      options: Quadrature(n_quad, rtol). n_quad: Gauss-Hermite nodes per axis (3 to 150); None: 32,
+        24, 20, 14 for L = 1, 2, 3, 4 and about 1e5^(1/L) beyond (the grid has n_quad^L points
+        before pruning, at most 2e6). rtol: tolerance of the quadrature error bound, relative to each
+        layer's largest diagonal entry. 1e-6 keeps the error far below anything these kernels are
+        compared with: Monte Carlo standard errors of sampled posteriors (1e-4 to 1e-2 relative) and
+        adaptations of relative size ~P/N. The default rules reach it from N = 10 at L <= 3 and from
+        N ~ 20-30 at L = 4 (measured on MNIST, P = 30); below that, raise n_quad.
       throw: raise ConvergenceError when the bound exceeds rtol (default); False returns the estimate
         with result quadrature_inaccurate.
 
     Returns:
-      KernelEstimate "linear_exact": kernels (L+1, P', P') on train + test rows (layer 0 = C0, as
-      nngp_kernels), se = |K(n_quad) - K(n_quad // 2 + 1)| entrywise (a quadrature error bound, not a
-      statistical error), info LinearExactInfo (log evidence ln p(Y | X), mode and mean of u, ...).
+      KernelEstimate "linear_exact", method "quadrature": kernels (L+1, P', P') on train + test rows
+      (layer 0 = C0, as nngp_kernels), se = |K(n_quad) - K(n_quad // 2 + 1)| entrywise (a quadrature
+      error bound, not a statistical error; estimates None), info LinearExactInfo (log evidence
+      ln p(Y | X), mode and mean of u, ...).
 
     Example:
       >>> spec = NetworkSpec(depth=2, width=100, activation="linear", g_b=0.1, kappa=0.1)
@@ -427,32 +439,15 @@ def linear_posterior_kernels(
     """
     start = time.perf_counter()
     _check_spec(spec)
-    L = spec.depth
-    if n_quad is None:
-        n_quad = DEFAULT_N_QUAD.get(L) or max(3, int(1e5 ** (1 / L)))
-    if isinstance(n_quad, bool) or int(n_quad) != n_quad or not 3 <= n_quad <= 150:
-        raise InputError(f"n_quad: must be an integer in [3, 150], got {n_quad!r}")
-    n_quad = int(n_quad)
-    if n_quad**L > _MAX_POINTS:
-        raise InputError(f"n_quad: the tensor grid n_quad^L = {n_quad}^{L} is too large; lower n_quad")
-    if not (np.isfinite(rtol) and rtol > 0):
-        raise InputError(f"rtol: must be a number > 0, got {rtol!r}")
+    n_quad = _n_quad(spec.depth, options)
     X_all = check_inputs(X, X_test)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
+    Y = check_targets(Y, np.shape(X)[0], spec.n_out)
     pb = _problem(spec, X_all, Y)
-
     t_mode, x_mode, hess = _modes(pb)
-    w, U = np.linalg.eigh(-hess)
-    w = np.maximum(w, 1e-3)  # a non-concave mode (never seen) would cost accuracy only, not bias
-    A = np.linalg.cholesky((U / w) @ U.T)
+    A = _laplace_scale(hess)
     fine = _quadrature(pb, x_mode, A, n_quad)
     coarse = _quadrature(pb, x_mode, A, n_quad // 2 + 1)
-
-    se = np.abs(fine.kernels - coarse.kernels)
-    scale = np.max(np.abs(np.diagonal(fine.kernels, axis1=1, axis2=2)), axis=1)
-    scale = np.maximum(scale, np.finfo(np.float64).tiny)  # all-zero kernels (X = 0, no biases)
-    quad_error = float(np.max(np.max(se, axis=(1, 2)) / scale))
+    se, quad_error = _error_bound(fine.kernels, coarse.kernels)
     info = LinearExactInfo(
         n_quad=n_quad,
         n_points=fine.n_points,
@@ -463,15 +458,29 @@ def linear_posterior_kernels(
         u_mean=fine.u_mean,
         seconds=time.perf_counter() - start,
     )
-    ok = quad_error <= rtol
     return finish(
-        "linear_exact",
-        fine.kernels,
-        se,
-        info,
-        result=Result.success if ok else Result.quadrature_inaccurate,
-        detail=""
-        if ok
-        else (f"quadrature error bound {quad_error:.3g} > rtol = {rtol:g}: raise n_quad (now {n_quad})"),
-        throw=throw,
+        "linear_exact", fine.kernels, se, info, _outcome(quad_error, options.rtol, n_quad), throw=throw
     )
+
+
+def _outcome(quad_error: float, rtol: float, n_quad: int) -> Outcome:
+    """Success, or quadrature_inaccurate where the error bound exceeds rtol."""
+    if quad_error <= rtol:
+        return Outcome(method="quadrature")
+    detail = f"quadrature error bound {quad_error:.3g} > rtol = {rtol:g}: raise n_quad (now {n_quad})"
+    return Outcome(Result.quadrature_inaccurate, detail, method="quadrature")
+
+
+def _laplace_scale(hess: np.ndarray) -> np.ndarray:
+    """A with A A^T the inverse negative Hessian at the mode: the scale of the quadrature rule."""
+    w, U = np.linalg.eigh(-hess)
+    w = np.maximum(w, 1e-3)  # a non-concave mode (never seen) would cost accuracy only, not bias
+    return np.linalg.cholesky((U / w) @ U.T)
+
+
+def _error_bound(fine: np.ndarray, coarse: np.ndarray):
+    """|K(fine) - K(coarse)| entrywise and its maximum relative to each layer's largest diagonal entry."""
+    se = np.abs(fine - coarse)
+    scale = np.max(np.abs(np.diagonal(fine, axis1=1, axis2=2)), axis=1)
+    scale = np.maximum(scale, np.finfo(np.float64).tiny)  # all-zero kernels (X = 0, no biases)
+    return se, float(np.max(np.max(se, axis=(1, 2)) / scale))

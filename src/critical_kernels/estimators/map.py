@@ -15,23 +15,24 @@ import math
 import time
 import warnings
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InputError, NotPositiveDefiniteError
-from ..fluctuations import _checked_nngp
 from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_stack
 from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Result, finish
+from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .growth import growth_problem, tilt_growth
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
 from .tilted import (
     ADAPTIVE,
+    LABELS,
     layer_backward,
     layer_forward,
     layer_samples,
@@ -42,33 +43,43 @@ from .tilted import (
 
 
 class MAPInfo(NamedTuple):
-    """conj_kernels: (L+1, P', P') conjugate kernels (index 0 unused, zero on test rows); tilted:
-    the tilted-average method that produced the kernels ("linear", "importance", "importance
-    (adaptive)", "cumulant"); fallback: why an earlier method was abandoned ("" if none); n_iter:
+    """conj_kernels: (L+1, P', P') conjugate kernels (index 0 unused, zero on test rows); n_iter:
     sweeps over all stages; residual: final relative residual; ess: (L,) smallest effective sample
     fraction per layer in the last sweep (1 where exact); widths: annealing stages solved; timings:
     seconds per stage (the first includes compilation); jitter: 0 (the compiled sweep uses no
     jitter: K = C + kappa I that is not positive definite fails the solve as not_positive_definite);
-    replica_kernels: (1 + se_replicas, L+1, P', P') the solution and its replicas with independent
-    random numbers (None without), so the SE of any function of the kernels is its spread over them;
     proposals: (L, P, P) covariance S of the adaptive importance proposal of each layer in the
     whitened coordinates u of the training rows, h = u sqrt(C(l-1)) (None for the other methods);
     n_samples: Monte Carlo samples per layer of the final solve (0 where exact); rtol_met: whether
-    the CKA-adaptation tolerance was met (None without one)."""
+    the CKA-adaptation tolerance was met (None without one); tilt_growth: (L,) 2 g lambda* of each
+    layer's tilted measure (T20: normalisable below 1, importance weights of finite variance below 1/2;
+    a lower bound for relu-like phi, 0 for bounded phi). The method, the fallback and the
+    replicas behind the SE are KernelEstimate.method, .fallback and .estimates."""
 
     conj_kernels: np.ndarray
-    tilted: str
-    fallback: str
     n_iter: int
     residual: float
     ess: np.ndarray
     widths: tuple
     timings: dict
     jitter: float
-    replica_kernels: np.ndarray | None = None
     proposals: np.ndarray | None = None
     n_samples: int = 0
     rtol_met: bool | None = None
+    tilt_growth: np.ndarray | None = None
+
+
+class _Setup(NamedTuple):
+    """One MAP solve: the network, train + test inputs, training targets (P, D), the tilted-average
+    option, the solver, the annealing schedule (T12) and the key of the common random numbers."""
+
+    spec: NetworkSpec
+    X_all: np.ndarray
+    Y: np.ndarray
+    option: Any
+    solver: Anderson
+    schedule: tuple
+    key: Any
 
 
 class _Equations(NamedTuple):
@@ -149,8 +160,33 @@ class _Stage(NamedTuple):
     health: np.ndarray
 
 
+class _Controls(NamedTuple):
+    """The traced scalars of one annealing stage: its width and the solver's settings, so one
+    compiled stage serves every width and tolerance."""
+
+    width: float
+    rtol: float
+    atol: float
+    max_steps: int
+    damping: float
+    min_health: float
+
+
+def _anderson_step(c: dict, f, push, memory: int, damping):
+    """(dX, dF, next x) of one Anderson step from the loop state c and the residual f = F(x) - x: the
+    history of differences is a ring buffer of `memory` columns (zero columns do not count); memory 0 is
+    the plain damped iteration x + damping f."""
+    if memory == 0:
+        return c["dX"], c["dF"], c["x"] + damping * f
+    slot = c["count"] % memory
+    dX = jnp.where(push, c["dX"].at[slot].set(c["x"] - c["prev_x"]), c["dX"])
+    dF = jnp.where(push, c["dF"].at[slot].set(f - c["prev_f"]), c["dF"])
+    gamma = jnp.linalg.lstsq(dF.T, f)[0]  # minimal norm: unused (zero) columns get zero weight
+    return dX, dF, c["x"] + damping * f - (dX + damping * dF).T @ gamma
+
+
 @partial(jax.jit, static_argnames=("act", "depth", "method", "memory"))
-def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, damping, min_health):
+def _anderson(act, depth, method, memory, x, eq, ctl: _Controls):
     """Damped Anderson iteration x <- F(x) on the stacked C~ (T12), one compiled while loop: no
     host round trips inside an annealing stage. Returns (x, status, steps, residual, health)."""
     n = x.size
@@ -160,14 +196,14 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
     )  # fmt: skip
 
     def body(c):
-        fx, health = _sweep(act, depth, method, c["x"], eq, width)
+        fx, health = _sweep(act, depth, method, c["x"], eq, ctl.width)
         f = fx - c["x"]
         norm_f, norm_fx = jnp.linalg.norm(f), jnp.linalg.norm(fx)
         not_pd = ~jnp.all(jnp.isfinite(health)) | ~jnp.all(jnp.isfinite(f))
-        converged = norm_f <= rtol * norm_fx + atol
+        converged = norm_f <= ctl.rtol * norm_fx + ctl.atol
         # a low ESS fails the stage at the fixed point or for _ESS_PATIENCE sweeps in a row (a
         # runaway), not in a transient after a step in width or random numbers
-        low_ess = jnp.min(health) < min_health
+        low_ess = jnp.min(health) < ctl.min_health
         low = jnp.where(low_ess, c["low"] + 1, 0)
         status = jnp.select(
             [not_pd, low_ess & (converged | (low >= _ESS_PATIENCE)), converged],
@@ -175,13 +211,8 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
             _RUNNING,
         )
         residual = jnp.where(not_pd, jnp.inf, norm_f / jnp.maximum(norm_fx, 1e-300))
-        # history of differences, a ring buffer of `memory` columns (zero columns do not count)
         push = c["step"] > 0
-        slot = c["count"] % memory
-        dX = jnp.where(push, c["dX"].at[slot].set(c["x"] - c["prev_x"]), c["dX"])
-        dF = jnp.where(push, c["dF"].at[slot].set(f - c["prev_f"]), c["dF"])
-        gamma = jnp.linalg.lstsq(dF.T, f)[0]  # minimal norm: unused (zero) columns get zero weight
-        x_next = c["x"] + damping * f - (dX + damping * dF).T @ gamma
+        dX, dF, x_next = _anderson_step(c, f, push, memory, ctl.damping)
         x_new = jnp.where(status == _CONVERGED, fx, jnp.where(status == _RUNNING, x_next, c["x"]))
         return dict(
             step=c["step"] + 1, x=x_new, prev_x=c["x"], prev_f=f, dX=dX, dF=dF,
@@ -189,7 +220,7 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
         )  # fmt: skip
 
     def running(c):
-        return (c["status"] == _RUNNING) & (c["step"] < max_steps)
+        return (c["status"] == _RUNNING) & (c["step"] < ctl.max_steps)
 
     out = jax.lax.while_loop(running, body, init)
     return out["x"], out["status"], out["step"], out["residual"], out["health"]
@@ -197,10 +228,10 @@ def _anderson(act, depth, method, memory, x, eq, width, rtol, atol, max_steps, d
 
 def _anderson_solve(spec, method, eq: _Equations, conj, width, solver: Anderson, min_health: float) -> _Stage:
     """One annealing stage at `width`, compiled once per (activation, depth, method, memory, shapes)."""
+    ctl = _Controls(float(width), solver.rtol, solver.atol, solver.max_steps, solver.damping, min_health)
     x, status, steps, residual, health = _anderson(
-        spec.act, spec.depth, method, solver.memory, jnp.stack(conj).ravel(), eq, float(width),
-        solver.rtol, solver.atol, solver.max_steps, solver.damping, min_health,
-    )  # fmt: skip
+        spec.act, spec.depth, method, solver.memory, jnp.stack(conj).ravel(), eq, ctl
+    )
     return _Stage(np.asarray(x), _STATUS[int(status)], int(steps), float(residual), np.asarray(health))
 
 
@@ -243,11 +274,15 @@ def _range_basis(X, rtol: float = 1e-12) -> np.ndarray:
 
 
 def _schedule(width: int, widths) -> tuple:
+    """The annealing schedule (T12): Anderson.widths (default 100N, 10N, 3N, N), ending at N."""
     if widths is None:
         widths = (100 * width, 10 * width, 3 * width, width)
     widths = tuple(int(w) for w in widths)
     if not widths or widths[-1] != width or any(b > a for a, b in zip(widths, widths[1:], strict=False)):
-        raise InputError(f"widths: a descending schedule ending at the target width {width}, got {widths}")
+        raise InputError(
+            f"solver.widths (config methods.solver.widths): a descending schedule ending at the target "
+            f"width {width}, got {widths}"
+        )
     return widths
 
 
@@ -270,122 +305,106 @@ def _tilted_chain(spec: NetworkSpec, tilted) -> list:
 
 @limit_blas_threads
 def solve_map(
-    spec: NetworkSpec,
-    X,
-    Y,
-    X_test=None,
-    *,
-    tilted=None,
-    solver: Anderson = Anderson(),
-    widths=None,
-    se_replicas: int = 4,
-    rtol: float | None = 0.02,
-    max_samples: int = 131072,
-    nngp=None,
-    key=0,
-    throw: bool = True,
+    spec: NetworkSpec, X, Y, X_test=None, *, tilted=None, solver: Anderson = Anderson(), key=0, throw=True
 ) -> KernelEstimate:
     """MAP kernels of every layer from the forward-backward equations (T8-T12).
 
     Args:
       spec: network; X: (P, d); Y: (P,) or (P, D); X_test: optional (P_test, d).
       tilted: how tilted averages are computed: ExactGaussian() (linear phi; the default there),
-        ImportanceSampling(n_samples, min_ess), SecondCumulant(n_samples), or
-        Fallback(first, then) (the default for nonlinear phi: importance sampling, solved again with
-        the second-cumulant approximation if its effective sample size collapses; info says which ran).
-      solver: Anderson(rtol, atol, max_steps, damping, memory), per annealing stage.
-      widths: annealing schedule, descending to spec.width (default 100N, 10N, 3N, N) (T12); where
-        a stage's effective sample size collapses or an iterate loses positive definiteness, the
-        geometric mean width is solved first (at most 8 inserted widths).
-      se_replicas: Monte Carlo tilted averages only: this many extra solves at the final width with
-        independent random numbers, warm started from the solution; the SE of every kernel entry is
-        the spread (ddof 1) of the solution and its replicas (0: no SE).
-      rtol, max_samples: with replicas, solve again at the final width with more samples (up to
-        max_samples per layer) until the SE of the CKA adaptation (CKA - CKA_NNGP) of every hidden
-        layer is at most `metrics.se_target` (rtol times it); info.rtol_met says whether it was met
-        (None: no tolerance).
-      nngp: the NNGP stack (L+1, P', P') if already computed (the baseline of rtol's adaptation).
+        ImportanceSampling(...), SecondCumulant(...), or Fallback(first, then) (the default for
+        nonlinear phi: importance sampling, solved again with the second-cumulant approximation if
+        its effective sample size collapses; `fallback` says why). The Monte Carlo options' replicas
+        are extra solves at the final width with independent random numbers, warm started from the
+        solution (their spread, ddof 1, is the SE; 0: no SE); with their rtol, solve again with more
+        samples (up to max_samples per layer) until the SE of the CKA adaptation (CKA - CKA_NNGP) of
+        every hidden layer is at most `metrics.se_target` (info.rtol_met says whether it was met).
+      solver: Anderson(...) per annealing stage; its widths are the annealing schedule, descending
+        to spec.width (default 100N, 10N, 3N, N) (T12).
       key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
     Returns:
-      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo; se from the
+      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo, method "exact
+      Gaussian", "importance", "adaptive importance" or "second cumulant"; se and estimates from the
       replicas (None for linear phi, exact, or without replicas; NaN where a replica failed). A
       failed solve keeps the last iterate's kernels and says what to change.
 
     Example:
       >>> est = solve_map(NetworkSpec(depth=3, width=200, g_w=1.5, g_b=0.1), X, Y, X_test)
-      >>> est.ok, est.info.tilted, est.info.n_iter
+      >>> est.ok, est.method, est.info.n_iter
     """
     chain = _tilted_chain(spec, tilted)
+    if not isinstance(solver, Anderson):
+        raise InputError(f"solver: expected Anderson(...), got {solver!r}")
     X_all = check_inputs(X, X_test)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
-    schedule = _schedule(spec.width, widths)
-    if not (
-        isinstance(se_replicas, int | np.integer) and not isinstance(se_replicas, bool) and se_replicas >= 0
-    ):
-        raise InputError(f"se_replicas: must be an integer >= 0, got {se_replicas!r}")
-    if rtol is not None and not (isinstance(rtol, int | float) and rtol > 0):
-        raise InputError(f"rtol: must be a number > 0 or None, got {rtol!r}")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int | np.integer) or max_samples < 1:
-        raise InputError(f"max_samples: must be an integer >= 1, got {max_samples!r}")
-    fallback = ""
-    for i, option in enumerate(chain):
-        estimate = _solve(spec, X_all, Y, option, solver, schedule, key, fallback)
-        if estimate.result is not Result.ess_collapsed or i == len(chain) - 1:
-            break
-        fallback = f"{method_name(option)}: {estimate.message}"
-    if estimate.ok and estimate.info.tilted != "linear" and se_replicas > 0:
-        estimate = _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, se_replicas)
-        if rtol is not None:
-            base = nngp_stack(spec, X_all[:P]) if nngp is None else _checked_nngp(spec, nngp, len(X_all))
-            estimate = _to_tolerance(
-                spec, X_all, Y, option, solver, key, estimate, se_replicas, rtol, max_samples, base[:, :P, :P]
-            )
+    Y = check_targets(Y, np.shape(X)[0], spec.n_out)
+    setup = _Setup(spec, X_all, Y, None, solver, _schedule(spec.width, solver.widths), key)
+    estimate, setup, fallback = _first_to_hold(setup, chain)
+    option = setup.option
+    if estimate.ok and not isinstance(option, ExactGaussian) and option.replicas > 0:
+        estimate = _with_replicas(setup, estimate)
+        if option.rtol is not None:
+            estimate = _to_tolerance(setup, estimate)
+    estimate = dataclasses.replace(estimate, fallback=fallback)
     return estimate.raise_for_result() if throw else estimate
 
 
-def _to_tolerance(spec, X_all, Y, option, solver, key, estimate, n_replicas, rtol, max_samples, nngp):
+def _first_to_hold(setup: _Setup, chain: list):
+    """Solve with each tilted-average option in turn until one keeps its effective sample size (the
+    last is kept whatever happens); returns its estimate, its setup and why earlier ones were dropped."""
+    fallback = ""
+    for i, option in enumerate(chain):
+        estimate = _solve(setup._replace(option=option))
+        if estimate.result is not Result.ess_collapsed or i == len(chain) - 1:
+            break
+        fallback = f"{LABELS[method_name(option)]}: {estimate.message}"
+    return estimate, setup._replace(option=option), fallback
+
+
+def _to_tolerance(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
     """Solve again at the final width with ~ (SE / target)^2 times the samples, rounded up to a
     doubling and at most 4-fold per attempt (warm started; up to 4 attempts) until
-    SE(CKA adaptation) <= se_target in every hidden layer."""
-    P = len(Y)
-    base = cka_layers(nngp, Y)[1:]
-    final = estimate.info.widths[-1:]
+    SE(CKA adaptation) <= se_target in every hidden layer (rtol of the option)."""
+    option, Y, P = setup.option, setup.Y, len(setup.Y)
+    base = cka_layers(nngp_stack(setup.spec, setup.X_all[:P]), Y)[1:]
+    final = setup._replace(schedule=estimate.info.widths[-1:])
     for attempt in range(1, 6):
-        se = cka_layers_se(estimate.info.replica_kernels, Y, kind="replicas")[1:]
-        target = se_target(cka_layers(estimate.kernels, Y)[1:] - base, rtol)
+        se = cka_layers_se(estimate.estimates.kernels, Y, kind="replicas")[1:]
+        target = se_target(cka_layers(estimate.kernels, Y)[1:] - base, option.rtol)
         met = bool(np.all(se <= target))
-        if met or option.n_samples >= max_samples or attempt == 5:
+        if met or option.n_samples >= option.max_samples or attempt == 5:
             break
-        # SE ~ 1/sqrt(n) asymptotically; at few samples the fixed point amplifies the noise (and a
-        # self-normalised bias shows in the spread), so grow at most 4-fold per attempt
-        grow = min(4.0, float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1)
-        # in doublings: the sample counts stay n_0 2^k, so attempts, replicas and later calls reuse
-        # the solver compiled for that shape instead of compiling one per attempt
-        grow = 2 ** math.ceil(math.log2(grow))
-        option = dataclasses.replace(option, n_samples=int(min(max_samples, option.n_samples * grow)))
-        k = jax.random.fold_in(as_key(key), 1000 + attempt)
-        main = _solve(
-            spec, X_all, Y, option, solver, final, k, estimate.info.fallback, warm=_warm(estimate, P)
-        )
+        option = dataclasses.replace(option, n_samples=_grown(option, se, target))
+        k = jax.random.fold_in(as_key(setup.key), 1000 + attempt)
+        main = _solve(final._replace(option=option, key=k), warm=_warm(estimate, P))
         if not main.ok:  # keep the last good estimate: it is a solution with a larger SE
             break
-        main = dataclasses.replace(
-            main,
-            info=main.info._replace(
-                n_iter=estimate.info.n_iter + main.info.n_iter, widths=estimate.info.widths
-            ),
+        timings = dict(estimate.info.timings)  # every stage's time, the final width's summed over solves
+        for stage, seconds in main.info.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        info = main.info._replace(
+            n_iter=estimate.info.n_iter + main.info.n_iter, widths=estimate.info.widths, timings=timings
         )
-        estimate = _with_replicas(spec, X_all, Y, option, solver, final, k, main, n_replicas)
-    info = estimate.info._replace(n_samples=option.n_samples, rtol_met=met)
+        estimate = _with_replicas(final._replace(option=option, key=k), dataclasses.replace(main, info=info))
     if not met:
         warnings.warn(
-            f"map: the CKA adaptation's SE is above rtol = {rtol} of the adaptation with "
+            f"map: the CKA adaptation's SE is above rtol = {option.rtol} of the adaptation with "
             f"{option.n_samples} samples (info.rtol_met False; raise max_samples)",
             stacklevel=3,
         )
-    return dataclasses.replace(estimate, info=info)
+    return dataclasses.replace(
+        estimate, info=estimate.info._replace(n_samples=option.n_samples, rtol_met=met)
+    )
+
+
+def _grown(option, se, target) -> int:
+    """The next sample count: SE ~ 1/sqrt(n) asymptotically; at few samples the fixed point
+    amplifies the noise (and a self-normalised bias shows in the spread), so grow at most 4-fold per
+    attempt, in doublings: the sample counts stay n_0 2^k, so attempts, replicas and later calls
+    reuse the solver compiled for that shape instead of compiling one per attempt."""
+    grow = min(4.0, float(np.max((se / np.maximum(target, 1e-300)) ** 2)) * 1.1)
+    grow = 2 ** math.ceil(math.log2(grow))
+    return int(min(option.max_samples, option.n_samples * grow))
 
 
 def _warm(estimate, P):
@@ -397,68 +416,85 @@ def _warm(estimate, P):
     )
 
 
-def _with_replicas(spec, X_all, Y, option, solver, schedule, key, estimate, n) -> KernelEstimate:
-    """The estimate with se (and info.replica_kernels) from n solves at the final width with
+def _with_replicas(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
+    """The estimate with se and estimates from option.replicas solves at the final width with
     independent common random numbers, warm started at its conjugate kernels."""
-    warm = _warm(estimate, len(Y))
+    warm = _warm(estimate, len(setup.Y))
+    final = setup._replace(schedule=setup.schedule[-1:])
     replicas = [estimate.kernels]
-    for k in jax.random.split(jax.random.fold_in(as_key(key), 1), n):
-        rep = _solve(spec, X_all, Y, option, solver, schedule[-1:], k, "", warm=warm)
+    for k in jax.random.split(jax.random.fold_in(as_key(setup.key), 1), setup.option.replicas):
+        rep = _solve(final._replace(key=k), warm=warm)
         replicas.append(rep.kernels if rep.ok else np.full_like(estimate.kernels, np.nan))
-    replicas = np.stack(replicas)
-    se = replicas.std(axis=0, ddof=1)  # NaN where a replica failed
-    return dataclasses.replace(estimate, se=se, info=estimate.info._replace(replica_kernels=replicas))
+    estimates = Estimates("replicas", np.stack(replicas))
+    return dataclasses.replace(estimate, se=estimates.se(), estimates=estimates)  # NaN where one failed
 
 
-def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -> KernelEstimate:
-    """One tilted-average method through the whole annealing schedule, then the test rows. `warm`
-    (nonlinear phi): (C~(1..L), D(1..L) of the adaptive proposals S = I + D or None) to start from
-    instead of zero."""
-    P = len(Y)
-    method = method_name(option)
-    n_samples = getattr(option, "n_samples", 1)
-    keys = jax.random.split(as_key(key), 2)
+class _System(NamedTuple):
+    """The equations of one solve: `full` on the training rows and `eq` the same in the coordinates
+    of `basis` (linear phi with rank([X, 1]) < P; else eq is full), the input kernel on train + test
+    rows, the common random numbers z_all (L, M, P') and the key of the test rows' own draws."""
+
+    full: _Equations
+    eq: _Equations
+    basis: np.ndarray | None
+    C0_all: jnp.ndarray
+    z_all: jnp.ndarray
+    test_key: jax.Array
+
+
+def _system(setup: _Setup, method: str) -> _System:
+    """The equations and common random numbers of one solve with `method`."""
+    spec, X_all, P = setup.spec, setup.X_all, len(setup.Y)
+    keys = jax.random.split(as_key(setup.key), 2)
     C0_all = jnp.asarray(input_kernel(spec, X_all))
-    z_all = jax.random.normal(keys[0], (spec.depth, n_samples, X_all.shape[0]))
+    z_all = jax.random.normal(keys[0], (spec.depth, getattr(setup.option, "n_samples", 1), X_all.shape[0]))
     z_train = None if method == "linear" else z_all[:, :, :P]
-    full = _equations(spec, C0_all[:P, :P], jnp.asarray(Y), z_train, jnp.ones(P))
+    full = _equations(spec, C0_all[:P, :P], jnp.asarray(setup.Y), z_train, jnp.ones(P))
     eq, basis = full, None
     if method == "linear":
         basis = _range_basis(X_all[:P])
         if basis.shape[1] < P:  # exact reduction to r = rank([X, 1]) coordinates
             B = jnp.asarray(basis)
             eq = _equations(spec, B.T @ full.C0 @ B, B.T @ full.Y, None, B.T @ full.ones)
-    r = eq.C0.shape[0]
+    return _System(full, eq, basis, C0_all, z_all, keys[1])
 
+
+def _start(spec: NetworkSpec, method: str, eq: _Equations, warm):
+    """C~(1..L) and D(1..L) of the adaptive proposals S = I + D (None for the other methods) to
+    start from: zero, or `warm` with its proposals re-matched to these random numbers."""
+    r = eq.C0.shape[0]
     conj = [jnp.zeros((r, r))] * spec.depth if warm is None else list(warm[0])
     D = None if method != ADAPTIVE else jnp.zeros((spec.depth, r, r)) if warm is None else warm[1]
-    if D is not None and warm is not None:  # the warm proposals, re-matched to these random numbers
+    if D is not None and warm is not None:
         for _ in range(2):
             D = _proposal_updates(spec.act, spec.depth, conj, _with_proposals(eq, D))
+    return conj, D
+
+
+def _solve(setup: _Setup, warm=None) -> KernelEstimate:
+    """One tilted-average method through the whole annealing schedule, then the test rows. `warm`
+    (nonlinear phi): (C~(1..L), D(1..L) of the adaptive proposals S = I + D or None) to start from
+    instead of zero."""
+    spec, method = setup.spec, method_name(setup.option)
+    system = _system(setup, method)
+    conj, D = _start(spec, method, system.eq, warm)
     importance = method.startswith("importance")
-    min_health = option.min_ess if importance else 0.0
-    conj, stage_eq, stages, solved, timings = _anneal(spec, method, eq, conj, D, schedule, solver, min_health)
+    min_health = setup.option.min_ess if importance else 0.0
+    conj, stage_eq, stages, solved, timings = _anneal(
+        spec, method, system.eq, conj, D, setup.schedule, setup.solver, min_health
+    )
     stage = stages[-1]
-    detail = "" if stage.result.ok else _detail(stage, solved[-1], min_health)
-    result = stage.result
-    if method == "linear" and result.ok and not _normalisable(spec, eq, conj):
-        result = Result.not_positive_definite
-        detail = f"the tilted Gaussian is not normalisable (C'^-1 - 2g C~ not > 0) at N={schedule[-1]}"
-    if eq is not full:  # back to the original coordinates: C = U S U^T, then T11 and T10 there
-        B = jnp.asarray(basis)
-        lifted = [full.C0] + [B @ S @ B.T for S in _kernels(spec, method, conj, eq)[1:]]
-        conj = _backward(spec.act, spec.depth, method, lifted, [None] * spec.depth, full, schedule[-1])[0]
-    # final forward pass on train + test inputs, C~ zero on test rows
-    conj_all = [jnp.zeros(C0_all.shape).at[:P, :P].set(c) for c in conj]
-    z_joint = jax.random.normal(keys[1], z_all.shape).at[:, :, :P].set(z_all[:, :, :P])
-    z_joint = None if method == "linear" else z_joint
-    # the proposals of the last stage: the training rows are the draws of the solution
-    joint = _equations(spec, C0_all, full.Y, z_joint, jnp.ones(len(C0_all)), stage_eq.proposals)
-    kernels = _kernels(spec, method, conj_all, joint)
+    outcome = Outcome(stage.result, "" if stage.result.ok else _detail(stage, solved[-1], min_health))
+    if method == "linear" and stage.result.ok and not _normalisable(spec, system.eq, conj):
+        detail = f"the tilted Gaussian is not normalisable (C'^-1 - 2g C~ not > 0) at N={setup.schedule[-1]}"
+        outcome = Outcome(Result.not_positive_definite, detail)
+    conj = _lifted(spec, method, system, conj, setup.schedule[-1])
+    kernels, conj_all = _test_rows(spec, method, system, conj, stage_eq.proposals)
+    growth = _growth(spec, kernels, conj_all, len(setup.Y))
+    if outcome.result.ok and growth_problem(growth):
+        outcome = Outcome(Result.not_positive_definite, growth_problem(growth))
     info = MAPInfo(
-        conj_kernels=np.concatenate([np.zeros((1,) + C0_all.shape), np.asarray(jnp.stack(conj_all))]),
-        tilted=method,
-        fallback=fallback,
+        conj_kernels=np.concatenate([np.zeros((1,) + system.C0_all.shape), np.asarray(jnp.stack(conj_all))]),
         n_iter=sum(s.steps for s in stages),
         residual=float(stage.residual),
         ess=stage.health if importance else np.ones(spec.depth),
@@ -466,11 +502,40 @@ def _solve(spec, X_all, Y, option, solver, schedule, key, fallback, warm=None) -
         timings=timings,
         jitter=0.0,
         proposals=None if D is None else np.stack([q.root @ q.root for q in stage_eq.proposals]),  # S
-        n_samples=0 if method == "linear" else n_samples,
+        n_samples=0 if method == "linear" else system.z_all.shape[1],
+        tilt_growth=growth,
     )
-    return finish(
-        "map", np.asarray(jnp.stack(kernels)), None, info, result=result, detail=detail, throw=False
+    return finish("map", kernels, None, info, outcome._replace(method=LABELS[method]), throw=False)
+
+
+def _growth(spec: NetworkSpec, kernels, conj_all, P: int) -> np.ndarray:
+    """(L,) 2 g_l lambda*_l of the solution's tilted measures on the training rows (T20; normalisable < 1)."""
+    return np.array(
+        [
+            tilt_growth(spec.act, spec.gains[l - 1], conj_all[l - 1][:P, :P], kernels[l - 1][:P, :P])
+            for l in range(1, spec.depth + 1)
+        ]
     )
+
+
+def _lifted(spec: NetworkSpec, method: str, system: _System, conj, width) -> list:
+    """C~(1..L) back in the original coordinates: C = U S U^T, then T11 and T10 there."""
+    if system.eq is system.full:
+        return conj
+    B = jnp.asarray(system.basis)
+    lifted = [system.full.C0] + [B @ S @ B.T for S in _kernels(spec, method, conj, system.eq)[1:]]
+    return _backward(spec.act, spec.depth, method, lifted, [None] * spec.depth, system.full, width)[0]
+
+
+def _test_rows(spec: NetworkSpec, method: str, system: _System, conj, proposals):
+    """The final forward pass on train + test inputs, C~ zero on test rows, with the proposals of
+    the last stage (the training rows are the draws of the solution): (kernels, C~ on all rows)."""
+    C0_all, z_all, P = system.C0_all, system.z_all, system.full.C0.shape[0]
+    conj_all = [jnp.zeros(C0_all.shape).at[:P, :P].set(c) for c in conj]
+    z_joint = jax.random.normal(system.test_key, z_all.shape).at[:, :, :P].set(z_all[:, :, :P])
+    z_joint = None if method == "linear" else z_joint
+    joint = _equations(spec, C0_all, system.full.Y, z_joint, jnp.ones(len(C0_all)), proposals)
+    return np.asarray(jnp.stack(_kernels(spec, method, conj_all, joint))), conj_all
 
 
 def _anneal(spec, method, eq: _Equations, conj, D, schedule, solver, min_health):

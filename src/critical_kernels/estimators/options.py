@@ -1,23 +1,187 @@
-"""Method options: small frozen objects instead of long keyword lists and string switches."""
+"""Method options: small frozen objects instead of long keyword lists and string switches.
+
+Every knob of every estimator lives in one of these objects. Each field declares its rule next to
+its default (`_field`), and one validator (`Options.__post_init__`) checks every rule, so a bad
+value fails with one line naming the class and the field, whether it came from Python or from a
+config file (`experiments.config` builds these same objects from its tables with `build`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import difflib
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import InputError
 
 
-def _check(name: str, value, *, low=0.0, integer=False, inclusive=False) -> None:
-    bad = (integer and (isinstance(value, bool) or int(value) != value)) or not (
-        value >= low if inclusive else value > low
-    )
-    if bad:
-        kind = "an integer" if integer else "a number"
-        raise InputError(f"{name}: must be {kind} {'>=' if inclusive else '>'} {low}, got {value!r}")
+class OptionError(InputError):
+    """A bad option value: `owner` (class name), `field` and `reason` name what is wrong."""
+
+    def __init__(self, owner: str, name: str, reason: str):
+        super().__init__(f"{owner}.{name}: {reason}")
+        self.owner, self.field, self.reason = owner, name, reason
 
 
 @dataclass(frozen=True)
-class MonteCarlo:
+class Rule:
+    """What a field accepts: kind "int", "number", "flag", "choice", "ints" (a tuple of ints) or
+    "option" (an instance of `types`); numbers within low/high (inclusive or not); optional: None too."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    inclusive: bool = False
+    optional: bool = False
+    choices: tuple = ()
+    types: tuple = ()
+
+    def check(self, value) -> str | None:
+        """None if `value` passes, else the reason it fails."""
+        if value is None:
+            return None if self.optional else f"must be {self.describe()}, got None"
+        ok = {
+            "int": isinstance(value, numbers.Integral) and not isinstance(value, bool),
+            "number": isinstance(value, numbers.Real) and not isinstance(value, bool),
+            "flag": isinstance(value, bool),
+            "choice": value in self.choices,
+            "ints": isinstance(value, tuple) and all(_is_int(v) and v >= 1 for v in value) and value != (),
+            "option": isinstance(value, self.types),
+        }[self.kind]
+        if ok and self.kind in ("int", "number"):
+            ok = self._in_range(value)
+        return None if ok else f"must be {self.describe()}, got {value!r}"
+
+    def _in_range(self, value) -> bool:
+        low_ok = self.low is None or (value >= self.low if self.inclusive else value > self.low)
+        high_ok = self.high is None or (value <= self.high if self.inclusive else value < self.high)
+        return bool(low_ok and high_ok)
+
+    def describe(self) -> str:
+        kind = {
+            "int": "an integer",
+            "number": "a number",
+            "flag": "true or false",
+            "choice": "one of " + ", ".join(map(repr, self.choices)),
+            "ints": "a list of positive integers",
+            "option": " or ".join(f"{t.__name__}(...)" for t in self.types),
+        }[self.kind]
+        if self.kind in ("int", "number") and (self.low is not None or self.high is not None):
+            ge, le = (">=", "<=") if self.inclusive else (">", "<")
+            parts = [f"{ge} {self.low:g}" if self.low is not None else ""]
+            parts.append(f"{le} {self.high:g}" if self.high is not None else "")
+            kind += " " + " and ".join(p for p in parts if p)
+        return kind + (" or None" if self.optional else "")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _field(default, kind: str, **rule) -> Any:
+    """A dataclass field with its validation rule."""
+    return field(default=default, metadata={"rule": Rule(kind, **rule)})
+
+
+def count(default, low: int = 1, **rule) -> Any:
+    """An integer field >= low."""
+    return _field(default, "int", low=low, inclusive=True, **rule)
+
+
+def positive(default, **rule) -> Any:
+    """A number field > 0."""
+    return _field(default, "number", low=0, **rule)
+
+
+class Options:
+    """Base of every options object: validates each field against its rule after construction."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # a list from a config file: the frozen tuple it stands for
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            rule = f.metadata.get("rule")
+            reason = rule.check(value) if rule is not None else None
+            if reason:
+                raise OptionError(type(self).__name__, f.name, reason)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules that tie fields together (overridden where there are any)."""
+
+    def fail(self, name: str, reason: str):
+        raise OptionError(type(self).__name__, name, reason)
+
+
+def build(cls, table: dict, where: str):
+    """An options object of `cls` from a config table; unknown keys get a did-you-mean, and every
+    error names the config field (`where.key`)."""
+    if isinstance(table, cls):
+        return table
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: expected a table of {cls.__name__} fields, got {table!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in table:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(names)})"
+            raise InputError(f"{where}.{key}: unknown field of {cls.__name__}{hint}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    table = {key: _nested(fields[key], value, f"{where}.{key}") for key, value in table.items()}
+    try:
+        return cls(**table)
+    except OptionError as err:
+        raise InputError(f"{where}.{err.field}: {err.reason}") from None
+
+
+def _nested(f, value, where: str):
+    """A nested options table (e.g. Reweighting.tempering) built too; `false` stands for None there."""
+    rule = f.metadata.get("rule")
+    if rule is None or rule.kind != "option":
+        return value
+    if value is False and rule.optional:
+        return None
+    return build(rule.types[0], value, where) if isinstance(value, dict) else value
+
+
+def as_dict(options) -> dict:
+    """The fields of an options object as plain values (nested options as dicts, tuples as lists, a
+    nested option that is None as false, other None dropped): what a config table holds and `build`
+    reads back."""
+    out = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if value is None:
+            if f.metadata.get("rule", Rule("int")).kind == "option":
+                out[f.name] = False
+            continue
+        if isinstance(value, Options):
+            value = as_dict(value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# ----------------------------------------------------------------------- Monte Carlo, first order
+
+_DEFAULT_MAX_SAMPLES = 131072
+
+
+class _SampleBudget(Options):
+    """rtol / max_samples: the shared reading of a Monte Carlo budget."""
+
+    def _check_together(self) -> None:
+        if self.max_samples is None:  # the default budget: 131072, or n_samples if that is larger
+            object.__setattr__(self, "max_samples", max(_DEFAULT_MAX_SAMPLES, self.n_samples))
+        if self.max_samples < self.n_samples:
+            self.fail("max_samples", f"must be >= n_samples = {self.n_samples}, got {self.max_samples}")
+
+
+@dataclass(frozen=True)
+class MonteCarlo(_SampleBudget):
     """Plain Monte Carlo with common random numbers (V contractions, T5): n_samples per layer,
     split into n_batches blocks whose spread gives the standard error.
 
@@ -26,174 +190,242 @@ class MonteCarlo:
     less than a tenth of the most-adapting one: rtol times that tenth; `metrics.se_target`), or
     max_samples (default max(131072, n_samples)) are used (info says which); None: exactly n_samples."""
 
-    n_samples: int = 4096
-    n_batches: int = 16
-    rtol: float | None = 0.02
-    max_samples: int | None = None
+    n_samples: int = count(4096)
+    n_batches: int = count(16, low=2)
+    rtol: float | None = positive(0.02, optional=True)
+    max_samples: int | None = count(None, optional=True)
 
-    def __post_init__(self):
-        _check("n_samples", self.n_samples, integer=True)
-        _check("n_batches", self.n_batches, low=2, integer=True, inclusive=True)
+    def _check_together(self) -> None:
         if self.n_samples < 2 * self.n_batches:
-            raise InputError(
-                f"n_samples: need at least 2 per batch ({2 * self.n_batches}), got {self.n_samples}"
-            )
-        if self.rtol is not None:
-            _check("rtol", self.rtol)
-        if self.max_samples is None:  # the default budget: 131072, or n_samples if that is larger
-            object.__setattr__(self, "max_samples", max(131072, self.n_samples))
-        _check("max_samples", self.max_samples, low=self.n_samples, integer=True, inclusive=True)
+            self.fail("n_samples", f"need at least 2 per batch ({2 * self.n_batches}), got {self.n_samples}")
+        super()._check_together()
+
+
+# ------------------------------------------------------------------ tilted averages (MAP, T9-T10)
 
 
 @dataclass(frozen=True)
-class ExactGaussian:
+class ExactGaussian(Options):
     """Tilted averages of linear networks in closed form (T9-T10): the tilted measure is Gaussian."""
 
 
 @dataclass(frozen=True)
-class ImportanceSampling:
+class ImportanceSampling(_SampleBudget):
     """Self-normalised importance sampling of the tilted measures with common random numbers,
     the closed-form untilted averages as control variates; fails when the effective sample
     fraction drops below min_ess. adaptive: draw from a defensive mixture of the untilted Gaussian
     (1/4 of the draws) and a Gaussian moment-matched to each tilted measure, re-estimated between
-    annealing stages (survives strong tilts), instead of from the untilted Gaussian alone."""
+    annealing stages (survives strong tilts), instead of from the untilted Gaussian alone.
 
-    n_samples: int = 4096
-    min_ess: float = 0.05
-    adaptive: bool = True
+    Standard errors: `replicas` extra solves at the final width with independent random numbers,
+    warm started from the solution (0: no SE); with rtol, solve again with more samples (up to
+    max_samples per layer, default max(131072, n_samples)) until the SE of the CKA adaptation of
+    every hidden layer is at most `metrics.se_target` (rtol times it); None: n_samples only."""
 
-    def __post_init__(self):
-        _check("n_samples", self.n_samples, integer=True)
-        _check("min_ess", self.min_ess)
-
-
-@dataclass(frozen=True)
-class SecondCumulant:
-    """The tilt expanded to first order: C = mu(C') + V[C~] (THEORY section 4), by Monte Carlo."""
-
-    n_samples: int = 4096
-
-    def __post_init__(self):
-        _check("n_samples", self.n_samples, integer=True)
+    n_samples: int = count(4096)
+    min_ess: float = _field(0.05, "number", low=0, high=1, inclusive=True)
+    adaptive: bool = _field(True, "flag")
+    replicas: int = count(4, low=0)
+    rtol: float | None = positive(0.02, optional=True)
+    max_samples: int | None = count(None, optional=True)
 
 
 @dataclass(frozen=True)
-class Fallback:
+class SecondCumulant(_SampleBudget):
+    """The tilt expanded to first order: C = mu(C') + V[C~] (THEORY section 4), by Monte Carlo;
+    replicas, rtol and max_samples as in ImportanceSampling."""
+
+    n_samples: int = count(4096)
+    replicas: int = count(4, low=0)
+    rtol: float | None = positive(0.02, optional=True)
+    max_samples: int | None = count(None, optional=True)
+
+
+@dataclass(frozen=True)
+class Fallback(Options):
     """Try `first`; if its effective sample size collapses, solve again with `then`."""
 
-    first: ImportanceSampling = ImportanceSampling()
-    then: SecondCumulant = SecondCumulant()
+    first: ImportanceSampling = _field(ImportanceSampling(), "option", types=(ImportanceSampling,))
+    then: SecondCumulant = _field(SecondCumulant(), "option", types=(SecondCumulant,))
+
+
+TILTED = (ExactGaussian, ImportanceSampling, SecondCumulant, Fallback)
 
 
 @dataclass(frozen=True)
-class Anderson:
-    """Damped Anderson iteration of a fixed point x = F(x): stop when |F(x) - x| <= rtol |F(x)| + atol."""
+class Anderson(Options):
+    """Damped Anderson iteration of a fixed point x = F(x): stop when |F(x) - x| <= rtol |F(x)| + atol,
+    at most max_steps sweeps per annealing stage.
 
-    rtol: float = 1e-8
-    atol: float = 1e-14
-    max_steps: int = 300
-    damping: float = 0.5
-    memory: int = 5
+    widths: the annealing schedule (T12), descending to the network's width (None: 100N, 10N, 3N, N);
+    where a stage's effective sample size collapses or an iterate loses positive definiteness, the
+    geometric mean width is solved first (at most 8 inserted widths)."""
 
-    def __post_init__(self):
-        _check("rtol", self.rtol, inclusive=True)
-        _check("atol", self.atol, inclusive=True)
-        _check("max_steps", self.max_steps, integer=True)
-        _check("damping", self.damping)
-        _check("memory", self.memory, integer=True, inclusive=True)
+    rtol: float = _field(1e-8, "number", low=0, inclusive=True)
+    atol: float = _field(1e-14, "number", low=0, inclusive=True)
+    max_steps: int = count(300)
+    damping: float = positive(0.5)
+    memory: int = count(5, low=0)
+    widths: tuple[int, ...] | None = _field(None, "ints", optional=True)
+
+    def _check_together(self) -> None:
+        w = self.widths
+        if w is not None and any(b > a for a, b in zip(w, w[1:], strict=False)):
+            self.fail("widths", f"must descend (an annealing schedule), got {list(w)}")
+
+
+# --------------------------------------------------------------------- beyond the saddle (T17)
 
 
 @dataclass(frozen=True)
-class TemperedSMC:
+class TemperedSMC(Options):
     """Tempered SMC from the saddle point's measure q to the posterior (`reweighted_kernels`, THEORY
     section 8): n_runs independent runs (their spread is the standard error) of n_particles each;
     target_ess: the fraction of particles each temperature step keeps effective; n_mcmc HMC moves of
     n_leapfrog steps per temperature (initial step_size, then adapted); at beta = 1, n_final more moves
-    whose mean kernels are the run's estimate; n_mh Metropolis-Hastings steps
-    per neuron for the initial draws from q; n_w Monte Carlo points for W~; at most max_temperatures
-    steps; batch_size particles per compiled batch (0: all at once; bounds memory)."""
+    whose mean kernels are the run's estimate; n_mh Metropolis-Hastings steps per neuron for the initial
+    draws from q; n_w Monte Carlo points for W~; at most max_temperatures steps; batch_size particles
+    per compiled batch (0: all at once; bounds memory). always: temper without trying plain
+    reweighting first (else only when its ESS is below min_ess)."""
 
-    n_particles: int = 128
-    n_runs: int = 8
-    target_ess: float = 0.5
-    n_mcmc: int = 10
-    n_leapfrog: int = 8
-    n_final: int = 20
-    step_size: float = 0.1
-    n_mh: int = 20
-    n_w: int = 256
-    max_temperatures: int = 100
-    batch_size: int = 0
+    n_particles: int = count(128)
+    n_runs: int = count(8, low=2)
+    target_ess: float = _field(0.5, "number", low=0, high=1)
+    n_mcmc: int = count(10)
+    n_leapfrog: int = count(8)
+    n_final: int = count(20)
+    step_size: float = positive(0.1)
+    n_mh: int = count(20)
+    n_w: int = count(256)
+    max_temperatures: int = count(100)
+    batch_size: int = count(0, low=0)
+    always: bool = _field(False, "flag")
 
-    def __post_init__(self):
-        for name in ("n_particles", "n_mcmc", "n_leapfrog", "n_final", "n_mh", "n_w", "max_temperatures"):
-            _check(name, getattr(self, name), integer=True)
-        _check("n_runs", self.n_runs, low=2, integer=True, inclusive=True)
-        _check("batch_size", self.batch_size, integer=True, inclusive=True)
-        _check("step_size", self.step_size)
-        if not 0 < self.target_ess < 1:
-            raise InputError(f"target_ess: must lie in (0, 1), got {self.target_ess!r}")
+
+# Below ~50 effective networks the estimate is not trustworthy and neither is its error bar: the
+# self-normalised ratio has an O(1/ESS) bias of the order of its standard error, and with 16
+# jackknife batches each batch then carries ~3 effective networks, so the delete-one-batch
+# jackknife is dominated by the few heaviest weights and understates the error.
+DEFAULT_MIN_ESS = 50.0
 
 
 @dataclass(frozen=True)
-class MALA:
+class Reweighting(Options):
+    """Saddle-point importance sampling (T17): n_samples networks drawn from the tilted chain q (rounded
+    down to a multiple of n_batches), n_batches jackknife batches, below min_ess (Kish ESS) the result
+    is ess_collapsed; n_mh Metropolis-Hastings steps per neuron and n_w Monte Carlo points for W~
+    (nonlinear phi); chunk networks per compiled call (memory bound). tempering: TemperedSMC(...) to
+    move to the posterior by tempered SMC when the ESS is low (or always), None never."""
+
+    n_samples: int = count(2048)
+    n_batches: int = count(16, low=2)
+    min_ess: float = _field(DEFAULT_MIN_ESS, "number", low=0, inclusive=True)
+    n_mh: int = count(20)
+    n_w: int = count(4096)
+    chunk: int = count(64)
+    tempering: TemperedSMC | None = _field(TemperedSMC(), "option", types=(TemperedSMC,), optional=True)
+
+    def _check_together(self) -> None:
+        if self.n_samples < self.n_batches:
+            self.fail("n_samples", f"must be at least n_batches = {self.n_batches}, got {self.n_samples}")
+
+
+# ------------------------------------------------------------------ exact references (tiny, T18)
+
+
+@dataclass(frozen=True)
+class PriorImportance(Options):
+    """Exact posterior of tiny problems: n_samples prior networks (rounded up to whole batches of
+    `batch`) weighted by their marginal likelihood; below min_ess the result is ess_collapsed."""
+
+    n_samples: int = count(100_000)
+    batch: int = count(4096)
+    min_ess: float = _field(100.0, "number", low=0, inclusive=True)
+
+
+@dataclass(frozen=True)
+class Quadrature(Options):
+    """Gauss-Hermite quadrature of the L readout norms of a deep linear network (T18): n_quad nodes per
+    axis (None: 32, 24, 20, 14 for L = 1..4, about 1e5^(1/L) beyond); rtol: tolerance of the
+    quadrature error bound relative to each layer's largest diagonal entry."""
+
+    n_quad: int | None = count(None, low=3, high=150, optional=True)
+    rtol: float = positive(1e-6)
+
+
+# ------------------------------------------------------------------------- samplers (THEORY 7)
+
+SPACES = ("weights", "preactivation")
+
+
+@dataclass(frozen=True)
+class _Sampler(Options):
+    """Fields every sampler has. space: the parameterisation of the same posterior, "weights" (all
+    weights and biases, whitened) or "preactivation" (T19: the readout and the weights of every layer
+    with P' <= fan_in integrated out). prior: sample the prior instead (likelihood off)."""
+
+    space: str = field(default="weights", kw_only=True, metadata={"rule": Rule("choice", choices=SPACES)})
+    prior: bool = field(default=False, kw_only=True, metadata={"rule": Rule("flag")})
+
+
+_ACCEPT = dict(low=0, high=1)
+
+
+@dataclass(frozen=True)
+class MALA(_Sampler):
     """Metropolis-adjusted Langevin; step size tuned by dual averaging towards target_accept."""
 
-    step_size: float = 0.1
-    target_accept: float = 0.57
+    step_size: float = positive(0.1)
+    target_accept: float = _field(0.57, "number", **_ACCEPT)
 
 
 @dataclass(frozen=True)
-class HMC:
+class HMC(_Sampler):
     """Hamiltonian Monte Carlo with n_leapfrog integration steps."""
 
-    n_leapfrog: int = 16
-    step_size: float = 0.1
-    target_accept: float = 0.75
-
-    def __post_init__(self):
-        _check("n_leapfrog", self.n_leapfrog, integer=True)
+    n_leapfrog: int = count(16)
+    step_size: float = positive(0.1)
+    target_accept: float = _field(0.75, "number", **_ACCEPT)
 
 
 @dataclass(frozen=True)
-class NUTS:
+class NUTS(_Sampler):
     """No-U-turn sampler."""
 
-    step_size: float = 0.1
-    target_accept: float = 0.8
+    step_size: float = positive(0.1)
+    target_accept: float = _field(0.8, "number", **_ACCEPT)
 
 
 @dataclass(frozen=True)
-class Langevin:
+class Langevin(_Sampler):
     """Unadjusted Langevin (Euler-Maruyama, no accept step) at a fixed step size: biased, an option only."""
 
-    step_size: float = 1e-3
+    step_size: float = positive(1e-3)
 
 
 SAMPLERS = {"mala": MALA, "hmc": HMC, "nuts": NUTS, "langevin": Langevin}
 
 
 @dataclass(frozen=True)
-class Chains:
+class Chains(Options):
     """How long to sample: `chains` vmapped chains, `warmup` adaptation steps, `n_samples` steps per
     chain after warm-up with a draw recorded every `thin` steps, in `n_batches` compiled chunks
-    (the batch means behind the standard errors); runs whose CKA R-hat exceeds rhat_max fail."""
+    (the batch means behind the standard errors); runs whose CKA R-hat exceeds rhat_max fail.
+    progress: a progress bar over the chunks."""
 
-    chains: int = 4
-    warmup: int = 1000
-    n_samples: int = 1000
-    thin: int = 10
-    n_batches: int = 10
-    rhat_max: float = 1.01
+    chains: int = count(4)
+    warmup: int = count(1000, low=0)
+    n_samples: int = count(1000)
+    thin: int = count(10)
+    n_batches: int = count(10)
+    rhat_max: float = _field(1.01, "number", low=1, inclusive=True)
+    progress: bool = _field(False, "flag")
 
-    def __post_init__(self):
-        for name in ("chains", "n_samples", "thin", "n_batches"):
-            _check(name, getattr(self, name), integer=True)
-        _check("warmup", self.warmup, integer=True, inclusive=True)
+    def _check_together(self) -> None:
         if self.n_samples < self.thin * self.n_batches:
-            raise InputError(
-                f"n_samples: need at least thin * n_batches = {self.thin * self.n_batches} steps, "
-                f"got {self.n_samples}"
+            self.fail(
+                "n_samples",
+                f"need at least thin * n_batches = {self.thin * self.n_batches} steps, got {self.n_samples}",
             )
 
     @property

@@ -12,43 +12,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import InputError
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..numerics import as_key, check_targets, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
-from .base import KernelEstimate, finish
+from .base import Estimates, KernelEstimate, Outcome, finish
 from .options import MonteCarlo
 
 
 class PerturbativeInfo(NamedTuple):
     """conj_kernels: (L+1, P', P') first-order conjugate kernels C~(l) = J_{L<-l}^T[G]/N (index 0
     unused, zero on test rows); n_samples: Monte Carlo samples of V used in all (T5; unused for
-    linear phi); n_batches; jitter: Cholesky jitter of K; seconds; batch_kernels: (n_batches, L+1,
-    P', P') i.i.d. block estimates whose mean is `kernels` (None for linear phi), so the SE of any
-    function of the kernels (e.g. the CKA) is their spread / sqrt(n_batches); rtol_met: whether the
-    CKA-adaptation tolerance was met (None without one or for linear phi)."""
+    linear phi); n_batches; jitter: Cholesky jitter of K; seconds; rtol_met: whether the
+    CKA-adaptation tolerance was met (None without one or for linear phi). The n_batches i.i.d.
+    block estimates behind the SE are KernelEstimate.estimates (kind "batches")."""
 
     conj_kernels: np.ndarray
     n_samples: int
     n_batches: int
     jitter: float
     seconds: float
-    batch_kernels: np.ndarray | None = None
     rtol_met: bool | None = None
 
 
 @limit_blas_threads
 def perturbative_kernels(
-    spec: NetworkSpec,
-    X,
-    Y,
-    X_test=None,
-    *,
-    options: MonteCarlo = MonteCarlo(),
-    key=0,
-    nngp=None,
-    throw: bool = True,
+    spec: NetworkSpec, X, Y, X_test=None, *, options: MonteCarlo = MonteCarlo(), key=0, throw: bool = True
 ) -> KernelEstimate:
     """First-order MAP / field-theory kernels of every layer (T13-T14).
 
@@ -58,44 +49,55 @@ def perturbative_kernels(
 
     Args:
       spec: network; X: (P, d); Y: (P,) or (P, D); X_test: optional (P_test, d).
-      options: MonteCarlo(n_samples, n_batches) for V (T5); exact (se = 0) for linear phi.
-      key: int or PRNGKey of the common random numbers.
-      nngp: the NNGP stack (L+1, P', P') if already computed.
+      options: MonteCarlo(n_samples, n_batches, rtol, max_samples) for V (T5); exact for linear phi.
+      key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
     Returns:
-      KernelEstimate "perturbative": kernels (L+1, P', P'), se from the spread over the n_batches
-      blocks of common random numbers (None for linear phi, where V is exact), info PerturbativeInfo.
+      KernelEstimate "perturbative": kernels (L+1, P', P'), method "Monte Carlo" with se and
+      estimates from the n_batches blocks of common random numbers, or "closed form" for linear phi
+      (V exact: se and estimates None); info PerturbativeInfo.
 
     Example:
       >>> est = perturbative_kernels(spec, data.X, data.Y); ck.cka_layers(est.kernels, data.Y)
     """
     start = time.perf_counter()
-    cov = kernel_covariance(spec, X, X_test, key=key, n_samples=options.n_samples, nngp=nngp)
+    if not isinstance(options, MonteCarlo):
+        raise InputError(f"options: expected MonteCarlo(...), got {options!r}")
+    cov = kernel_covariance(spec, X, X_test, key=key, n_samples=options.n_samples)
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
     G = np.zeros(cov.kernels.shape[1:])
     grad = likelihood_gradient(np.asarray(cov.kernels[-1])[:P, :P], Y, spec.kappa)
     G[:P, :P] = grad.G
     back = cov.pullback(G)  # C~(l) = J_{L<-l}^T [G] / N (T13)
-    conj = np.zeros((spec.depth + 1,) + G.shape)
-    for k, A in back.items():
-        conj[k] = np.asarray(A) / spec.width
+    conj = _conjugate_kernels(back, spec, G.shape)
     if cov.phi is None:  # linear phi: V exact
         shift = np.asarray(jnp.stack(cov.push_forward(back)))
         info = PerturbativeInfo(conj, 0, 1, grad.jitter, time.perf_counter() - start)
         kernels = np.asarray(cov.kernels) + shift
-        return finish("perturbative", kernels, None, info, throw=throw, jitter=grad.jitter)
+        outcome = Outcome(method="closed form")
+        return finish("perturbative", kernels, None, info, outcome, throw=throw, jitter=grad.jitter)
     blocks, n_used, met = _blocks_to_tolerance(cov, back, Y, options, key)
-    batches = np.asarray(cov.kernels) + blocks
-    se = blocks.std(axis=0, ddof=1) / np.sqrt(len(blocks))
-    info = PerturbativeInfo(conj, n_used, len(blocks), grad.jitter, time.perf_counter() - start, batches, met)
+    estimates = Estimates("batches", np.asarray(cov.kernels) + blocks)
+    info = PerturbativeInfo(conj, n_used, len(blocks), grad.jitter, time.perf_counter() - start, met)
     if met is False:
         warnings.warn(
             f"perturbative: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation "
             f"after max_samples = {n_used} samples (info.rtol_met False)",
             stacklevel=2,
         )
-    return finish("perturbative", batches.mean(axis=0), se, info, throw=throw, jitter=grad.jitter)
+    mean, se, outcome = estimates.kernels.mean(axis=0), estimates.se(), Outcome(method="Monte Carlo")
+    return finish(
+        "perturbative", mean, se, info, outcome, estimates=estimates, throw=throw, jitter=grad.jitter
+    )
+
+
+def _conjugate_kernels(back: dict, spec: NetworkSpec, shape) -> np.ndarray:
+    """(L+1, P', P') first-order C~(l) = J_{L<-l}^T [G] / N (T13), index 0 zero."""
+    conj = np.zeros((spec.depth + 1,) + shape)
+    for k, A in back.items():
+        conj[k] = np.asarray(A) / spec.width
+    return conj
 
 
 _ROUND_MAX = 32768  # samples per round: bounds the memory of phi, (L, M, P')

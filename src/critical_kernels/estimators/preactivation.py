@@ -35,6 +35,15 @@ from ..spec import NetworkSpec
 from .network import Network, empirical_kernel
 
 
+def input_rank(spec: NetworkSpec, X_all) -> int:
+    """The numerical rank of C0 = g_in/d X X^T + g_b[0] 11^T on the P' rows X_all (at most d + 1): below
+    P' the input kernel is singular (e.g. MNIST's always-blank pixels make rank X < 784), and layer 1 must
+    keep its weights."""
+    X_all = np.asarray(X_all, dtype=float)
+    factor = np.hstack([X_all, np.full((len(X_all), 1), 1.0 if spec.bias_vars[0] > 0 else 0.0)])
+    return int(np.linalg.matrix_rank(factor))
+
+
 @dataclass(frozen=True)
 class Preactivation:
     """The network of `spec` on `n_rows` = P' inputs of dimension `d` as functions of the flat vector
@@ -44,12 +53,15 @@ class Preactivation:
     spec: NetworkSpec
     d: int
     n_rows: int
+    input_rank: int | None = None  # rank of C0 (`input_rank`); None: d, i.e. C0 of full rank on P' <= d
 
     @property
     def preactivation_layers(self) -> tuple[bool, ...]:
-        """Per hidden layer 1..L: True where the layer is parameterised by its pre-activations."""
+        """Per hidden layer 1..L: True where the layer is parameterised by its pre-activations (C_emp(l-1)
+        can be positive definite on the P' rows: P' <= the rank its fan-in allows)."""
         s = self.spec
-        fan_ins = np.array([self.d] + [s.width] * (s.depth - 1))
+        first = self.d if self.input_rank is None else self.input_rank
+        fan_ins = np.array([first] + [s.width] * (s.depth - 1))
         if s.act.name == "linear":  # rank C_emp(l-1) <= min(fan_in(1..l)) + biases
             fan_ins = np.minimum.accumulate(fan_ins)
         return tuple(bool(self.n_rows <= f) for f in fan_ins)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -49,19 +49,12 @@ import numpy as np
 from ..errors import InputError
 from ..likelihood import log_evidence
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, symmetrize
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, standard_error, symmetrize
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Result, finish
-from .map import solve_map
-from .options import TemperedSMC
-from .smc import run_smc
-
-# Below ~50 effective networks the estimate is not trustworthy and neither is its error bar: the
-# self-normalised ratio has an O(1/ESS) bias of the order of its standard error, and with 16
-# jackknife batches each batch then carries ~3 effective networks, so the delete-one-batch
-# jackknife is dominated by the few heaviest weights and understates the error.
-DEFAULT_MIN_ESS = 50.0
-TEMPERING = ("auto", "always", "never")
+from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .map import MAPInfo, solve_map
+from .options import Reweighting, TemperedSMC
+from .smc import SMCRun, run_smc
 
 
 def _ess_advice(ess: float, n_used: int, min_ess: float, var_R: float) -> str:
@@ -85,12 +78,9 @@ class ReweightedInfo(NamedTuple):
     n_batches: jackknife batches; acceptance: (L,) Metropolis-Hastings acceptance rate per layer
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     seconds: wall time (including the saddle solve when it was not passed in);
-    jackknife_kernels: (B, L+1, P', P') leave-one-out estimates K_(-b) (None on failure): the SE of any
-    smooth function f of the kernels (e.g. the CKA) is sqrt((B-1)/B sum_b (f(K_(-b)) - mean_b f(K_(-b)))^2),
-    B = n_batches (plain reweighting) or the number of SMC runs;
-    method: "importance" (plain reweighting) or "tempered SMC" (which produced the kernels);
     smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ().
     ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
+    The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
     """
 
     ess: float
@@ -100,9 +90,62 @@ class ReweightedInfo(NamedTuple):
     acceptance: np.ndarray
     saddle_ok: bool
     seconds: float
-    jackknife_kernels: np.ndarray | None = None
-    method: str = "importance"
-    smc_runs: tuple = ()
+    smc_runs: tuple[SMCRun, ...] = ()
+
+
+class _Plain(NamedTuple):
+    """The plain reweighting pass (T17): kernels, their jackknife SE and leave-one-batch-out
+    estimates loo (all None when a network failed), Kish ESS and Var R (NaN then), networks used,
+    (L,) MH acceptance, and the count of networks with a non-normalisable tilted measure."""
+
+    kernels: np.ndarray | None
+    se: np.ndarray | None
+    loo: np.ndarray | None
+    ess: float
+    var_R: float
+    n_used: int
+    acceptance: np.ndarray
+    bad: int
+
+
+class _Problem(NamedTuple):
+    """What both passes read: the network, all rows X_all (training rows first), targets Y (P, 1),
+    the saddle point's conjugate kernels conj = C~*(0..L) (L+1, P', P'), and P training rows."""
+
+    spec: NetworkSpec
+    X_all: np.ndarray
+    Y: np.ndarray
+    conj: np.ndarray
+    P: int
+
+
+class _Report(NamedTuple):
+    """What every ReweightedInfo records besides the pass that ran; start: perf_counter at the call."""
+
+    start: float
+    n_batches: int
+    depth: int
+    n_rows: int
+    saddle_ok: bool
+
+    def info(self, plain: _Plain | None = None, smc_runs: tuple = ()) -> ReweightedInfo:
+        nan = float("nan")
+        if plain is None:  # the plain reweighting did not run
+            plain = _Plain(None, None, None, nan, nan, 0, np.full(self.depth, nan), 0)
+        seconds = time.perf_counter() - self.start
+        return ReweightedInfo(
+            plain.ess,
+            plain.var_R,
+            plain.n_used,
+            self.n_batches,
+            plain.acceptance,
+            self.saddle_ok,
+            seconds,
+            smc_runs,
+        )
+
+    def nan_kernels(self) -> np.ndarray:
+        return np.full((self.depth + 1, self.n_rows, self.n_rows), np.nan)
 
 
 def _tilt(h_train, A):
@@ -209,10 +252,171 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
     return chunk
 
 
-def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+class _Chunks(NamedTuple):
+    """Per compiled chunk (in batch order): log weights R of every network (concatenated), max R,
+    sum w and sum w C with w = exp(R - max R), (L,) acceptance; failed networks in all."""
+
+    R: np.ndarray
+    maxes: np.ndarray
+    sw: np.ndarray
+    swk: np.ndarray
+    acc: list
+    bad: int
+
+
+def _input_factor(spec: NetworkSpec, X_all) -> jnp.ndarray:
+    """F0 with C0 = F0 F0^T: [sqrt(g_in/d) X, sqrt(g_b0) 1] (T1)."""
+    n_rows, d = X_all.shape
+    return jnp.asarray(
+        np.hstack([math.sqrt(spec.g_in / d) * X_all, np.full((n_rows, 1), math.sqrt(spec.bias_vars[0]))])
+    )
+
+
+def _accumulate(fn, keys, args) -> _Chunks:
+    """Run the compiled chunk `fn` over keys (n_batches, n_chunks, size, 2) with the shared args."""
+    R_all, maxes, sw, swk, accs, bad = [], [], [], [], [], 0
+    for b in range(keys.shape[0]):
+        for c in range(keys.shape[1]):
+            R, m, s, sk, acc, nbad = fn(keys[b, c], *args)
+            R_all.append(np.asarray(R))
+            maxes.append(float(m))
+            sw.append(float(s))
+            swk.append(np.asarray(sk))
+            accs.append(np.asarray(acc))
+            bad += int(nbad)
+    return _Chunks(np.concatenate(R_all), np.asarray(maxes), np.asarray(sw), np.asarray(swk), accs, bad)
+
+
+def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kernels, se, loo): the self-normalised ratio sum w C / sum w over all networks, its
+    delete-one-batch estimates loo (B, L+1, P', P') and their jackknife SE; layer 0 is C0 (SE 0)."""
+    scale = np.exp(chunks.maxes - max(chunks.maxes))  # every chunk on a common scale
+    sw_b = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
+    swk_b = (chunks.swk * scale[:, None, None, None]).reshape((n_batches, -1) + chunks.swk.shape[1:])
+    swk_b = swk_b.sum(axis=1)
+    kernels = swk_b.sum(axis=0) / sw_b.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
+        loo = (swk_b.sum(axis=0)[None] - swk_b) / (sw_b.sum() - sw_b)[:, None, None, None]
+    se = standard_error(loo, "jackknife")
+    kernels[0], se[0], loo[:, 0] = C0, 0.0, C0
+    return kernels, se, loo
+
+
+def _reweight(problem: _Problem, options: Reweighting, key) -> _Plain:
+    """The plain pass (T17): options.n_samples networks (rounded down to whole batches) drawn from q
+    in compiled chunks of at most options.chunk, weighted by e^R."""
+    spec, P, L = problem.spec, problem.P, problem.spec.depth
+    linear = spec.act.name == "linear"
+    per_batch = options.n_samples // options.n_batches
+    n_used = per_batch * options.n_batches
+    size = max(d for d in range(1, min(options.chunk, per_batch) + 1) if per_batch % d == 0)
+    kappa = float(spec.kappa)
+    fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, kappa, spec.width, P, linear, options.n_mh)
+    k_draw, k_w = jax.random.split(as_key(key))
+    keys = jax.random.split(k_draw, n_used).reshape(options.n_batches, per_batch // size, size, -1)
+    zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, options.n_w, P))
+    args = (_input_factor(spec, problem.X_all), jnp.asarray(problem.conj[1:]), jnp.asarray(problem.Y), zw)
+    chunks = _accumulate(fn, keys, args)
+    acceptance = np.mean(chunks.acc, axis=0) if not linear else np.ones(L)
+    if chunks.bad or not np.isfinite(chunks.R).all():
+        return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
+    C0 = np.asarray(input_kernel(spec, problem.X_all))
+    kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
+    w = np.exp(chunks.R - chunks.R.max())
+    ess, var_R = float(w.sum() ** 2 / np.sum(w**2)), float(np.var(chunks.R))
+    return _Plain(kernels, se, loo, ess, var_R, n_used, acceptance, chunks.bad)
+
+
+def _shortfall(plain: _Plain, min_ess: float) -> str:
+    """'<ESS> < min_ess = <min_ess> of <n> networks (Var R = <var>)'."""
+    return f"{plain.ess:.3g} < min_ess = {min_ess:.3g} of {plain.n_used} networks (Var R = {plain.var_R:.3g})"
+
+
+def _plain_estimate(plain: _Plain, min_ess: float, report: _Report, throw: bool) -> KernelEstimate:
+    """The plain reweighting's KernelEstimate: failed networks, a collapsed ESS, or success."""
+    info = report.info(plain)
+    if plain.kernels is None:
+        nan = report.nan_kernels()
+        detail = (
+            f"{plain.bad} of {plain.n_used} drawn networks had a non-normalisable tilted measure "
+            f"(1 - 2g s <= 0) or a non-finite log weight"
+        )
+        outcome = Outcome(Result.not_positive_definite, detail, method="importance")
+        return finish("reweighted", nan, nan, info, outcome, throw=throw)
+    outcome = Outcome(method="importance")
+    if plain.ess < min_ess:
+        advice = _ess_advice(plain.ess, plain.n_used, min_ess, plain.var_R)
+        detail = "effective sample size " + _shortfall(plain, min_ess)
+        outcome = Outcome(Result.ess_collapsed, detail, advice, method="importance")
+    estimates = Estimates("jackknife", plain.loo)
+    return finish("reweighted", plain.kernels, plain.se, info, outcome, estimates=estimates, throw=throw)
+
+
+def _smc_problems(runs: list[SMCRun]) -> list[str]:
+    """Runs that stopped early (and why), did not reach beta = 1, or whose final HMC acceptance fell
+    below 0.1."""
+    problems = [f"run {i}: {r.problem}" for i, r in enumerate(runs) if r.problem]
+    problems += [
+        f"run {i}: stopped at beta = {r.temperatures[-1]:.3g} after {len(r.temperatures) - 1} temperatures"
+        for i, r in enumerate(runs)
+        if not r.reached and not r.problem
+    ]
+    problems += [
+        f"run {i}: final HMC acceptance {r.acceptance[-1]:.2f} < 0.1"
+        for i, r in enumerate(runs)
+        if len(r.acceptance) and r.acceptance[-1] < 0.1
+    ]
+    return problems
+
+
+def _tempered(problem: _Problem, key, smc: TemperedSMC, report: _Report, plain, throw, fallback=""):
+    """Tempered SMC from q to the posterior (smc.py): the mean of smc.n_runs independent runs, with
+    the leave-one-run-out means as jackknife set. Fails (diagnostics_failed) when a run did not reach
+    beta = 1 within smc.max_temperatures or its final HMC acceptance fell below 0.1. plain: the plain
+    reweighting that ran first (None if none), fallback: why it was abandoned."""
+    spec, X_all = problem.spec, problem.X_all
+    per_run, runs = run_smc(spec, X_all, problem.Y, problem.conj, jax.random.fold_in(as_key(key), 1), smc)
+    B = len(per_run)
+    C0 = np.broadcast_to(np.asarray(input_kernel(spec, X_all)), (B, 1) + per_run.shape[-2:])
+    per_run = np.concatenate([C0, per_run], axis=1)
+    kernels = per_run.mean(axis=0)
+    loo = (per_run.sum(axis=0)[None] - per_run) / (B - 1)
+    problems = _smc_problems(runs)
+    advice = None
+    if problems:
+        advice = "more temperatures (max_temperatures), more MCMC moves (n_mcmc) or a smaller step_size"
+    if not all(r.finite for r in runs):
+        advice = (
+            "the tempered path has no finite weights: remove duplicate inputs, add biases (g_b > 0), or "
+            "raise the width or kappa (a weaker tilt)"
+        )
+    outcome = Outcome(
+        Result.diagnostics_failed if problems else Result.success,
+        "tempered SMC: " + "; ".join(problems) if problems else "",
+        advice,
+        method="tempered SMC",
+        fallback=fallback,
+    )
+    info = report.info(plain, tuple(runs))
+    estimates = Estimates("jackknife", loo)
+    se = standard_error(loo, "jackknife")
+    return finish("reweighted", kernels, se, info, outcome, estimates=estimates, throw=throw)
+
+
+def _conj_kernels(saddle, depth: int, n_rows: int) -> np.ndarray:
+    """The saddle point's conjugate kernels C~*(0..L) (T8), checked to be a solve_map estimate's."""
+    if not (
+        isinstance(saddle, KernelEstimate) and saddle.estimator == "map" and isinstance(saddle.info, MAPInfo)
+    ):
+        got = f"a {saddle.estimator!r} estimate" if isinstance(saddle, KernelEstimate) else repr(saddle)
+        raise InputError(f"saddle: expected a solve_map estimate (KernelEstimate 'map'), got {got}")
+    conj = saddle.info.conj_kernels
+    if np.shape(conj) != (depth + 1, n_rows, n_rows):
+        raise InputError(
+            f"saddle: expected info.conj_kernels of shape {(depth + 1, n_rows, n_rows)} (the same X and "
+            f"X_test), got {np.shape(conj)}"
+        )
+    return np.asarray(conj)
 
 
 @limit_blas_threads
@@ -222,194 +426,57 @@ def reweighted_kernels(
     Y,
     X_test=None,
     *,
-    n_samples: int = 2048,
-    n_batches: int = 16,
-    min_ess: float = DEFAULT_MIN_ESS,
+    options: Reweighting = Reweighting(),
     saddle: KernelEstimate | None = None,
-    n_mh: int = 20,
-    n_w: int = 4096,
-    chunk: int = 64,
-    tempering: str = "auto",
-    smc: TemperedSMC = TemperedSMC(),
     key=0,
     throw: bool = True,
 ) -> KernelEstimate:
-    """Posterior mean kernels by saddle-point importance sampling (T17).
+    """Posterior mean kernels by saddle-point importance sampling (T17), or tempered SMC (THEORY 8).
 
     Args:
       spec: network (one output); X: (P, d); Y: (P,) or (P, 1); X_test: optional (P_test, d).
-      n_samples: networks drawn from the tilted chain q (rounded down to a multiple of n_batches);
-      n_batches: jackknife batches (>= 2); min_ess: below this Kish ESS the result is ess_collapsed;
+      options: Reweighting(n_samples, n_batches, min_ess, n_mh, n_w, chunk, tempering); tempering
+        TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess
+        (always=True: without trying plain reweighting), None never.
       saddle: an already computed `solve_map` estimate on the same X, Y, X_test (else solved here);
-      n_mh: Metropolis-Hastings steps per neuron (nonlinear phi); n_w: Monte Carlo points M for W~
-        (nonlinear phi); chunk: networks per compiled call (memory bound); key: int or PRNGKey;
-      throw: raise on failure (default).
+      key: int or PRNGKey; throw: raise on failure (default).
 
     Returns:
       KernelEstimate "reweighted": kernels (L+1, P', P') on train + test rows (layer 0 the input kernel),
-      se the delete-one-batch jackknife standard errors (zero in layer 0), info ReweightedInfo. If the
-      saddle point did not converge the kernels are NaN and the result the MAP's failure.
+      se the delete-one-batch (or -run) jackknife standard errors (zero in layer 0), estimates the
+      leave-one-out set, method "importance" or "tempered SMC" (fallback: why reweighting was
+      abandoned), info ReweightedInfo. If the saddle point did not converge the kernels are NaN and
+      the result the MAP's failure.
 
     Example:
       >>> est = reweighted_kernels(NetworkSpec(depth=2, width=30, activation="linear", g_b=0.1), X, Y)
-      >>> est.kernels, est.se, est.info.ess
+      >>> est.kernels, est.se, est.method, est.info.ess
     """
     start = time.perf_counter()
-    n_samples = _check_count("n_samples", n_samples, 1)
-    n_batches = _check_count("n_batches", n_batches, 2)
-    n_mh = _check_count("n_mh", n_mh, 1)
-    n_w = _check_count("n_w", n_w, 1)
-    chunk = _check_count("chunk", chunk, 1)
-    if n_samples < n_batches:
-        raise InputError(f"n_samples: must be at least n_batches = {n_batches}, got {n_samples}")
-    if not (isinstance(min_ess, (int, float)) and min_ess >= 0):
-        raise InputError(f"min_ess: must be a number >= 0, got {min_ess!r}")
+    if not isinstance(options, Reweighting):
+        raise InputError(f"options: expected Reweighting(...), got {options!r}")
     if not isinstance(spec, NetworkSpec):
         raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
-    if tempering not in TEMPERING:
-        raise InputError(f"tempering: expected one of {', '.join(map(repr, TEMPERING))}, got {tempering!r}")
-    if not isinstance(smc, TemperedSMC):
-        raise InputError(f"smc: expected TemperedSMC(...), got {smc!r}")
     X_all = check_inputs(X, X_test)
-    P, Pa, L, N = np.shape(X)[0], X_all.shape[0], spec.depth, spec.width
+    P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
-    linear = spec.act.name == "linear"
-
     if saddle is None:
         saddle = solve_map(spec, X, Y, X_test, key=key, throw=False)
-    conj = getattr(getattr(saddle, "info", None), "conj_kernels", None)
-    if conj is None or np.shape(conj) != (L + 1, Pa, Pa):
-        raise InputError(
-            f"saddle: expected a solve_map estimate with info.conj_kernels of shape {(L + 1, Pa, Pa)}, "
-            f"got {None if conj is None else np.shape(conj)}"
-        )
-
-    def info(ess=float("nan"), var=float("nan"), n=0, acc=None, loo=None, **smc_fields):
-        acc = np.full(L, np.nan) if acc is None else acc
-        seconds = time.perf_counter() - start
-        return ReweightedInfo(ess, var, n, n_batches, acc, bool(saddle.ok), seconds, loo, **smc_fields)
-
+    problem = _Problem(spec, X_all, Y, _conj_kernels(saddle, spec.depth, len(X_all)), P)
+    report = _Report(start, options.n_batches, spec.depth, len(X_all), bool(saddle.ok))
+    smc = options.tempering
+    always = smc is not None and smc.always
     if not saddle.ok:
-        nan = np.full((L + 1, Pa, Pa), np.nan)
+        nan = report.nan_kernels()
         detail = (
             f"the saddle point (MAP) did not converge, so there is nothing to reweight ({saddle.message})"
         )
-        return finish("reweighted", nan, nan, info(), result=saddle.result, detail=detail, throw=throw)
-
-    if tempering == "always":
-        return _tempered(spec, X_all, Y, conj, key, smc, info, throw)
-    per_batch = n_samples // n_batches
-    n_used = per_batch * n_batches
-    size = max(d for d in range(1, min(chunk, per_batch) + 1) if per_batch % d == 0)
-    fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, float(spec.kappa), N, P, linear, n_mh)
-    k_draw, k_w = jax.random.split(as_key(key))
-    C0 = jnp.asarray(input_kernel(spec, X_all))
-    d = X_all.shape[1]  # C0 = F0 F0^T, F0 = [sqrt(g_in/d) X, sqrt(g_b0) 1]
-    F0 = jnp.asarray(
-        np.hstack([math.sqrt(spec.g_in / d) * X_all, np.full((Pa, 1), math.sqrt(spec.bias_vars[0]))])
-    )
-    conj_j = jnp.asarray(conj[1:])
-    Yj = jnp.asarray(Y)
-    zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, n_w, P))
-
-    keys = jax.random.split(k_draw, n_used).reshape(n_batches, per_batch // size, size, -1)
-    R_all, maxes, sw, swk, accs, bad = [], [], [], [], [], 0
-    for b in range(n_batches):
-        for c in range(per_batch // size):
-            R, m, s, sk, acc, nbad = fn(keys[b, c], F0, conj_j, Yj, zw)
-            R_all.append(np.asarray(R))
-            maxes.append(float(m))
-            sw.append(float(s))
-            swk.append(np.asarray(sk))
-            accs.append(np.asarray(acc))
-            bad += int(nbad)
-    R_all = np.concatenate(R_all)
-    acceptance = np.mean(accs, axis=0) if not linear else np.ones(L)
-    finite = np.isfinite(R_all)
-    if bad or not finite.all():
-        nan = np.full((L + 1, Pa, Pa), np.nan)
-        detail = (
-            f"{bad} of {n_used} drawn networks had a non-normalisable tilted measure "
-            f"(1 - 2g s <= 0) or a non-finite log weight"
-        )
-        return finish(
-            "reweighted",
-            nan,
-            nan,
-            info(acc=acceptance, n=n_used),
-            result=Result.not_positive_definite,
-            detail=detail,
-            throw=throw,
-        )
-
-    # combine chunks on a common scale, then per-batch sums
-    top = max(maxes)
-    scale = np.exp(np.asarray(maxes) - top)
-    n_chunks = per_batch // size
-    sw_b = (np.asarray(sw) * scale).reshape(n_batches, n_chunks).sum(axis=1)
-    swk_b = (np.asarray(swk) * scale[:, None, None, None]).reshape((n_batches, n_chunks) + swk[0].shape)
-    swk_b = swk_b.sum(axis=1)
-    kernels = swk_b.sum(axis=0) / sw_b.sum()
-    # delete-one-batch jackknife of the ratio estimator
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
-        loo = (swk_b.sum(axis=0)[None] - swk_b) / (sw_b.sum() - sw_b)[:, None, None, None]
-    se = np.sqrt((n_batches - 1) / n_batches * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
-    kernels[0], se[0], loo[:, 0] = np.asarray(C0), 0.0, np.asarray(C0)
-
-    w = np.exp(R_all - R_all.max())
-    ess = float(w.sum() ** 2 / np.sum(w**2))
-    var_R = float(np.var(R_all))
-    result, detail = Result.success, ""
-    if ess < min_ess and tempering == "auto":
-        return _tempered(spec, X_all, Y, conj, key, smc, partial(info, ess, var_R, n_used, acceptance), throw)
-    if ess < min_ess:
-        result = Result.ess_collapsed
-        detail = (
-            f"effective sample size {ess:.3g} < min_ess = {min_ess:.3g} of {n_used} networks "
-            f"(Var R = {var_R:.3g})"
-        )
-    return finish(
-        "reweighted",
-        kernels,
-        se,
-        info(ess, var_R, n_used, acceptance, loo),
-        result=result,
-        detail=detail,
-        advice=_ess_advice(ess, n_used, min_ess, var_R) if result is Result.ess_collapsed else None,
-        throw=throw,
-    )
-
-
-def _tempered(spec, X_all, Y, conj, key, options, info, throw) -> KernelEstimate:
-    """Tempered SMC from q to the posterior (smc.py): the mean of options.n_runs independent runs, with
-    the leave-one-run-out means as jackknife set. Fails (diagnostics_failed) when a run did not reach
-    beta = 1 within options.max_temperatures or its final HMC acceptance fell below 0.1."""
-    per_run, runs = run_smc(spec, X_all, Y, conj, jax.random.fold_in(as_key(key), 1), options)
-    B = len(per_run)
-    C0 = np.broadcast_to(np.asarray(input_kernel(spec, X_all)), (B, 1) + per_run.shape[-2:])
-    per_run = np.concatenate([C0, per_run], axis=1)
-    kernels = per_run.mean(axis=0)
-    loo = (per_run.sum(axis=0)[None] - per_run) / (B - 1)
-    se = np.sqrt((B - 1) / B * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0))
-    problems = [
-        f"run {i}: stopped at beta = {r.temperatures[-1]:.3g} after {len(r.temperatures) - 1} temperatures"
-        for i, r in enumerate(runs)
-        if not r.reached
-    ]
-    problems += [
-        f"run {i}: final HMC acceptance {r.acceptance[-1]:.2f} < 0.1"
-        for i, r in enumerate(runs)
-        if r.acceptance[-1] < 0.1
-    ]
-    return finish(
-        "reweighted",
-        kernels,
-        se,
-        info(loo=loo, method="tempered SMC", smc_runs=tuple(runs)),
-        result=Result.diagnostics_failed if problems else Result.success,
-        detail="tempered SMC: " + "; ".join(problems) if problems else "",
-        advice="more temperatures (max_temperatures), more MCMC moves (n_mcmc) or a smaller step_size"
-        if problems
-        else None,
-        throw=throw,
-    )
+        outcome = Outcome(saddle.result, detail, method="tempered SMC" if always else "importance")
+        return finish("reweighted", nan, nan, report.info(), outcome, throw=throw)
+    if always:
+        return _tempered(problem, key, smc, report, None, throw)
+    plain = _reweight(problem, options, key)
+    if smc is not None and plain.kernels is not None and plain.ess < options.min_ess:
+        fallback = "plain reweighting: ESS " + _shortfall(plain, options.min_ess)
+        return _tempered(problem, key, smc, report, plain, throw, fallback)
+    return _plain_estimate(plain, options.min_ess, report, throw)

@@ -4,7 +4,8 @@ Chains run under vmap, every loop is a lax.scan, and the step size of each chain
 dual averaging during warm-up. Sampling runs in chunks so a progress bar can advance between
 compiled calls; each chunk's per-chain kernel means are the batch means behind the Monte Carlo
 standard errors of kernel entries (THEORY section 7). The compiled programs are built once per
-(spec, sampler, schedule, space, shapes) and reused: a second call with the same shapes compiles nothing.
+(spec, sampler with its space and prior, schedule, shapes) and reused: a second call with the same
+shapes compiles nothing.
 Two parameterisations of the same posterior: whitened weights (Network, THEORY 7) or pre-activations
 with the weights and readout integrated out (Preactivation, T19).
 """
@@ -24,23 +25,24 @@ from rich.progress import Progress
 
 from ..errors import InputError, NotPositiveDefiniteError
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
+from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, standard_error
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Result, finish
-from .diagnostics import batch_mcse, chain_diagnostics
+from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .diagnostics import chain_diagnostics
 from .network import Network
 from .options import HMC, MALA, NUTS, Chains, Langevin
-from .preactivation import Preactivation
+from .options import SPACES as SPACES  # re-exported: other code imports it from here
+from .preactivation import Preactivation, input_rank
 
 
 class SamplingInfo(NamedTuple):
-    """sampler: its options; acceptance, step_size: (chains,); rhat_cka, ess_cka: (L+1,) R-hat and
-    ESS of the per-draw CKA (layer 0: 1 and inf); rhat_kernels, ess_kernels: (L+1,) worst R-hat and
-    smallest ESS over kernel entries from the batch means (reported, not used to flag: with ~10
-    batches per chain R-hat is noisy); batch_kernels: (chains, n_batches, L+1, P', P') batch means;
-    f_test: (P_test, D) mean network output on the test inputs (pre-activation space: the mean of the
-    readout-integrated predictor) or None; grad_evals; warnings: what failed; timings; space: the
-    parameterisation sampled ("weights" or "preactivation")."""
+    """sampler: its options (space and prior included); acceptance, step_size: (chains,); rhat_cka,
+    ess_cka: (L+1,) R-hat and ESS of the per-draw CKA (layer 0: 1 and inf); rhat_kernels, ess_kernels:
+    (L+1,) worst R-hat and smallest ESS over kernel entries from the batch means (reported, not used to
+    flag: with ~10 batches per chain R-hat is noisy); f_test: (P_test, D) mean network output on the
+    test inputs (pre-activation space: the mean of the readout-integrated predictor) or None;
+    grad_evals; warnings: what failed; timings. The batch means behind the SE are the estimate's
+    `estimates` (kind "batches")."""
 
     sampler: object
     acceptance: np.ndarray
@@ -49,20 +51,16 @@ class SamplingInfo(NamedTuple):
     ess_cka: np.ndarray
     rhat_kernels: np.ndarray
     ess_kernels: np.ndarray
-    batch_kernels: np.ndarray
     f_test: np.ndarray | None
     grad_evals: int
     warnings: tuple
     timings: dict
-    space: str = "weights"
 
 
-SPACES = ("weights", "preactivation")
-
-
-def _model(spec: NetworkSpec, space: str, d: int, n_rows: int):
-    """The parameterisation: Network (whitened weights) or Preactivation on n_rows = P' inputs (T19)."""
-    return Network(spec, d) if space == "weights" else Preactivation(spec, d, n_rows)
+def _model(spec: NetworkSpec, space: str, d: int, n_rows: int, rank: int):
+    """The parameterisation: Network (whitened weights) or Preactivation on n_rows = P' inputs whose
+    input kernel has rank `rank` (T19)."""
+    return Network(spec, d) if space == "weights" else Preactivation(spec, d, n_rows, rank)
 
 
 def _kernel_fns(sampler):
@@ -113,30 +111,18 @@ class _Programs(NamedTuple):
     batch: object
 
 
-@lru_cache(maxsize=16)
-def _programs(
-    spec: NetworkSpec,
-    sampler,
-    d: int,
-    P: int,
-    prior: bool,
-    warmup: int,
-    thin: int,
-    draws: int,
-    space: str = "weights",
-):
-    """Compiled init / warm-up / batch programs, built once per configuration (jit caches shapes;
-    the model is built when tracing, from the number of rows P' of X)."""
-    init_fn, step = _kernel_fns(sampler)
+class _Schedule(NamedTuple):
+    """What the compiled programs depend on besides spec, sampler and shapes: warm-up steps, steps
+    per recorded draw (thin) and recorded draws per batch."""
+
+    warmup: int
+    thin: int
+    draws: int
+
+
+def _warm_program(sampler, step, log_density, warmup: int):
+    """Compiled warm-up: `warmup` steps per chain with dual-averaging step-size adaptation."""
     da_init, da_update, da_final = dual_averaging_adaptation(getattr(sampler, "target_accept", 0.6))
-
-    def log_density(X, Y):
-        net = _model(spec, space, d, X.shape[0])
-        return partial(net.log_density, X=X, Y=Y, prior=prior)
-
-    @jax.jit
-    def init(X, Y, positions):
-        return jax.vmap(lambda u: init_fn(u, log_density(X, Y)))(positions)
 
     @jax.jit
     def warm(X, Y, states, keys):
@@ -154,10 +140,19 @@ def _programs(
 
         return jax.vmap(one)(states, keys)
 
+    return warm
+
+
+def _batch_program(spec: NetworkSpec, space: str, step, log_density, shape: tuple, schedule: _Schedule):
+    """Compiled batch: per chain `draws` recorded draws `thin` steps apart; the sums of C and C^2 and
+    f_test over them, and per draw the CKA of every layer, the acceptance and the gradient evaluations."""
+    thin, draws = schedule.thin, schedule.draws
+    d, P, rank = shape
+
     @jax.jit
     def batch(X, Y, states, eps, keys):
         logdensity = log_density(X, Y)
-        net = _model(spec, space, d, X.shape[0])
+        net = _model(spec, space, d, X.shape[0], rank)
 
         def one(state, eps, key):
             def record(carry, k):
@@ -182,7 +177,85 @@ def _programs(
 
         return jax.vmap(one)(states, eps, keys)
 
+    return batch
+
+
+@lru_cache(maxsize=16)
+def _programs(spec: NetworkSpec, sampler, shape: tuple, schedule: _Schedule) -> _Programs:
+    """Compiled init / warm-up / batch programs, built once per configuration (the sampler carries the
+    space and prior; shape: (d, P, rank of C0); the model is built when tracing, from the rows P' of X)."""
+    init_fn, step = _kernel_fns(sampler)
+    d, _, rank = shape
+
+    def log_density(X, Y):
+        net = _model(spec, sampler.space, d, X.shape[0], rank)
+        return partial(net.log_density, X=X, Y=Y, prior=sampler.prior)
+
+    @jax.jit
+    def init(X, Y, positions):
+        return jax.vmap(lambda u: init_fn(u, log_density(X, Y)))(positions)
+
+    warm = _warm_program(sampler, step, log_density, schedule.warmup)
+    batch = _batch_program(spec, sampler.space, step, log_density, shape, schedule)
     return _Programs(init, warm, batch)
+
+
+class _Job(NamedTuple):
+    """One sample_posterior call: its compiled programs and options, all rows X_all (NumPy, training
+    rows first), P training rows, and the data on the device (Xj, Yj)."""
+
+    programs: _Programs
+    spec: NetworkSpec
+    sampler: object
+    chains: Chains
+    X_all: np.ndarray
+    P: int
+    Xj: jax.Array
+    Yj: jax.Array
+
+
+def _warm_up(job: _Job, k_init, k_warm, timings: dict):
+    """Initial prior draws, then the warm-up (none for Langevin): (states, step sizes (chains,))."""
+    chains, sampler = job.chains, job.sampler
+    start = time.perf_counter()
+    rank = input_rank(job.spec, job.X_all) if sampler.space == "preactivation" else None
+    dim = _model(job.spec, sampler.space, job.X_all.shape[1], job.X_all.shape[0], rank).dim
+    states = job.programs.init(job.Xj, job.Yj, jax.random.normal(k_init, (chains.chains, dim)))
+    if not np.all(np.isfinite(np.asarray(states.logdensity))):
+        raise NotPositiveDefiniteError(
+            f"the log density of the initial {sampler.space} draws is not finite: an empirical kernel is "
+            "singular (duplicate inputs, or x and -x with an odd activation and no biases); remove "
+            "duplicates, add biases (g_b > 0), or use space='weights'"
+        )
+    if isinstance(sampler, Langevin) or chains.warmup == 0:
+        eps = jnp.full(chains.chains, sampler.step_size)
+    else:
+        states, eps = job.programs.warm(job.Xj, job.Yj, states, jax.random.split(k_warm, chains.chains))
+    jax.block_until_ready((states, eps))  # dispatch is asynchronous: time the warm-up itself
+    timings["warmup"] = time.perf_counter() - start
+    return states, eps
+
+
+def _sample_batches(job: _Job, states, eps, k_draw, timings: dict) -> tuple[list, list]:
+    """chains.n_batches compiled batches (a progress bar between them if chains.progress): per batch
+    the per-chain sums and the per-draw records (NumPy)."""
+    chains = job.chains
+    start = time.perf_counter()
+    sums, per_draw = [], []
+    with Progress(disable=not chains.progress, transient=True) as bar:
+        task = bar.add_task(f"{type(job.sampler).__name__}: {chains.chains} chains", total=chains.n_batches)
+        timings["batches"] = []  # the first includes compilation on a first call
+        for k in jax.random.split(k_draw, chains.n_batches):
+            tick = time.perf_counter()
+            states, batch_sums, batch_draws = job.programs.batch(
+                job.Xj, job.Yj, states, eps, jax.random.split(k, chains.chains)
+            )
+            sums.append(jax.tree.map(np.asarray, batch_sums))
+            per_draw.append(jax.tree.map(np.asarray, batch_draws))
+            timings["batches"].append(time.perf_counter() - tick)
+            bar.advance(task)
+    timings["sampling"] = time.perf_counter() - start
+    return sums, per_draw
 
 
 @limit_blas_threads
@@ -195,9 +268,6 @@ def sample_posterior(
     sampler=MALA(),
     chains: Chains = Chains(),
     key=0,
-    prior: bool = False,
-    space: str = "weights",
-    progress: bool = False,
     throw: bool = True,
 ) -> KernelEstimate:
     """Finite networks sampled from the exact Bayesian posterior (or prior), with diagnostics.
@@ -208,11 +278,10 @@ def sample_posterior(
     Args:
       spec: network; X: (P, d); Y: (P,) or (P, D); X_test: optional (P_test, d).
       sampler: MALA(), HMC(n_leapfrog), NUTS() (Metropolis-adjusted) or Langevin(step_size)
-        (unadjusted, biased); each carries its initial step size and dual-averaging target.
-      chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max).
-      key: int or PRNGKey; prior: sample the prior instead (likelihood off); progress: a progress bar.
-      space: the parameterisation of the same posterior. "weights" (default): all weights and biases,
-        readout included, whitened (THEORY 7). "preactivation" (T19): the readout is integrated out,
+        (unadjusted, biased); each carries its initial step size and dual-averaging target, and
+        `prior` (sample the prior instead: likelihood off) and `space`, the parameterisation of the
+        same posterior. "weights" (default): all weights and biases, readout included, whitened
+        (THEORY 7). "preactivation" (T19): the readout is integrated out,
         ln p(u | Y) = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I), and every hidden layer with
         P' = P + P_test <= fan_in (fan_in = d for layer 1, N deeper) is parameterised by its
         pre-activations h(l) = chol(C_emp(l-1)) z(l), z ~ N(0, I) (P' x N), its weights integrated
@@ -220,12 +289,15 @@ def sample_posterior(
         d >> P' (MNIST); needs C_emp positive definite (distinct inputs; NotPositiveDefiniteError
         before sampling otherwise). f_test is then the mean of the predictor
         C_te,tr (C_tr,tr + kappa I)^-1 Y given the hidden layers.
-      throw: raise DiagnosticsError (carrying the estimate) when a diagnostic fails (default).
+      chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max, progress).
+      key: int or PRNGKey; throw: raise DiagnosticsError (carrying the estimate) when a diagnostic
+        fails (default).
 
     Returns:
       KernelEstimate "sampled": posterior mean kernels (L+1, P', P') (layer 0 the input kernel),
-      se their batch-means standard errors, info SamplingInfo; result diagnostics_failed when the
-      CKA R-hat exceeds chains.rhat_max or a chain's acceptance falls below 0.1.
+      se their batch-means standard errors, estimates the batch means (chains * n_batches, L+1, P', P'),
+      method the sampler ("HMC", "HMC, pre-activations", ...), info SamplingInfo; result
+      diagnostics_failed when the CKA R-hat exceeds chains.rhat_max or a chain's acceptance falls below 0.1.
 
     Example:
       >>> est = sample_posterior(spec, X, Y, sampler=HMC(), chains=Chains(warmup=500), key=0)
@@ -234,73 +306,42 @@ def sample_posterior(
         raise InputError(f"sampler: expected MALA(), HMC(), NUTS() or Langevin(), got {sampler!r}")
     if not isinstance(chains, Chains):
         raise InputError(f"chains: expected a Chains(...) schedule, got {chains!r}")
-    if space not in SPACES:
-        raise InputError(f"space: expected one of {', '.join(map(repr, SPACES))}, got {space!r}")
     X_all = check_inputs(X, X_test)
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
     warmup = 0 if isinstance(sampler, Langevin) else chains.warmup
-    programs = _programs(
-        spec, sampler, X_all.shape[1], P, bool(prior), warmup, chains.thin, chains.draws_per_batch, space
-    )
-    Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
+    rank = input_rank(spec, X_all) if sampler.space == "preactivation" else None
+    shape = (X_all.shape[1], P, rank)
+    programs = _programs(spec, sampler, shape, _Schedule(warmup, chains.thin, chains.draws_per_batch))
+    job = _Job(programs, spec, sampler, chains, X_all, P, jnp.asarray(X_all), jnp.asarray(Y))
     k_init, k_warm, k_draw = jax.random.split(as_key(key), 3)
     timings = {}
-
-    start = time.perf_counter()
-    dim = _model(spec, space, X_all.shape[1], X_all.shape[0]).dim
-    states = programs.init(Xj, Yj, jax.random.normal(k_init, (chains.chains, dim)))
-    if not np.all(np.isfinite(np.asarray(states.logdensity))):
-        raise NotPositiveDefiniteError(
-            f"the log density of the initial {space} draws is not finite: an empirical kernel is singular "
-            "(duplicate inputs, or x and -x with an odd activation and no biases); remove duplicates, "
-            "add biases (g_b > 0), or use space='weights'"
-        )
-    if warmup == 0:
-        eps = jnp.full(chains.chains, sampler.step_size)
-    else:
-        states, eps = programs.warm(Xj, Yj, states, jax.random.split(k_warm, chains.chains))
-    jax.block_until_ready((states, eps))  # dispatch is asynchronous: time the warm-up itself
-    timings["warmup"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    sums, per_draw = [], []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"{type(sampler).__name__}: {chains.chains} chains", total=chains.n_batches)
-        timings["batches"] = []  # the first includes compilation on a first call
-        for k in jax.random.split(k_draw, chains.n_batches):
-            tick = time.perf_counter()
-            states, batch_sums, batch_draws = programs.batch(
-                Xj, Yj, states, eps, jax.random.split(k, chains.chains)
-            )
-            sums.append(jax.tree.map(np.asarray, batch_sums))
-            per_draw.append(jax.tree.map(np.asarray, batch_draws))
-            timings["batches"].append(time.perf_counter() - tick)
-            bar.advance(task)
-    timings["sampling"] = time.perf_counter() - start
-    eps = np.asarray(eps)
-    return _summarise(spec, sampler, chains, space, X_all, P, sums, per_draw, eps, timings, throw)
+    states, eps = _warm_up(job, k_init, k_warm, timings)
+    sums, per_draw = _sample_batches(job, states, eps, k_draw, timings)
+    return _summarise(job, sums, per_draw, np.asarray(eps), timings, throw)
 
 
-def _summarise(
-    spec, sampler, chains: Chains, space, X_all, P, sums, per_draw, eps, timings, throw
-) -> KernelEstimate:
+def _layer_extremes(entries: np.ndarray, depth: int, worst) -> np.ndarray:
+    """(L+1,) `worst` (np.nanmax, np.min) over the kernel entries of each layer, layer 0 exact."""
+    exact = 1.0 if worst is np.nanmax else np.inf
+    return np.concatenate([[exact], worst(entries.reshape(depth, -1), axis=1)])
+
+
+def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate:
     """Means, standard errors and diagnostics from per-batch sums and per-draw records."""
+    spec, sampler, chains, X_all, P = job.spec, job.sampler, job.chains, job.X_all, job.P
     draws = chains.draws_per_batch
     batch_means = np.stack([s[0] for s in sums], axis=1) / draws  # (chains, batches, L, P', P')
     n_total = batch_means.shape[0] * batch_means.shape[1] * draws
     mean = batch_means.mean(axis=(0, 1))
     second = sum(s[1].sum(axis=0) for s in sums) / n_total
     C0 = input_kernel(spec, X_all)
-    mcse = batch_mcse(batch_means)
+    mcse = standard_error(batch_means.reshape((-1,) + batch_means.shape[2:]), "batches")
     draw_var = np.maximum(second - mean**2, 0.0)
     ess_entries = np.where(mcse > 0, draw_var / np.maximum(mcse, 1e-300) ** 2, np.inf)
     rhat_entries, _ = chain_diagnostics(batch_means)
-    ckas = np.concatenate([p[0] for p in per_draw], axis=1)  # (chains, draws, L)
-    rhat_cka, ess_cka = chain_diagnostics(ckas)
+    rhat_cka, ess_cka = chain_diagnostics(np.concatenate([p[0] for p in per_draw], axis=1))  # per draw
     acceptance = np.concatenate([p[1] for p in per_draw], axis=1).mean(axis=1)
-    f_test = sum(s[2].sum(axis=0) for s in sums) / n_total if len(X_all) > P else None
-    C0_batches = np.broadcast_to(C0, batch_means.shape[:2] + (1,) + C0.shape)
     warnings = []
     if np.any(rhat_cka > chains.rhat_max):
         warnings.append(f"R-hat of the CKA {np.max(rhat_cka):.3f} > {chains.rhat_max}")
@@ -312,21 +353,24 @@ def _summarise(
         step_size=eps,
         rhat_cka=np.concatenate([[1.0], rhat_cka]),
         ess_cka=np.concatenate([[np.inf], ess_cka]),
-        rhat_kernels=np.concatenate([[1.0], np.nanmax(rhat_entries.reshape(spec.depth, -1), axis=1)]),
-        ess_kernels=np.concatenate([[np.inf], np.min(ess_entries.reshape(spec.depth, -1), axis=1)]),
-        batch_kernels=np.concatenate([C0_batches, batch_means], axis=2),
-        f_test=f_test,
+        rhat_kernels=_layer_extremes(rhat_entries, spec.depth, np.nanmax),
+        ess_kernels=_layer_extremes(ess_entries, spec.depth, np.min),
+        f_test=sum(s[2].sum(axis=0) for s in sums) / n_total if len(X_all) > P else None,
         grad_evals=int(sum(p[2].sum() for p in per_draw)),
         warnings=tuple(warnings),
         timings=timings,
-        space=space,
     )
+    C0_batches = np.broadcast_to(C0, batch_means.shape[:2] + (1,) + C0.shape)
+    batches = np.concatenate([C0_batches, batch_means], axis=2)
+    method = type(sampler).__name__ + (", pre-activations" if sampler.space == "preactivation" else "")
     return finish(
         "sampled",
         np.concatenate([C0[None], mean]),
         np.concatenate([np.zeros((1,) + C0.shape), mcse]),
         info,
-        result=Result.diagnostics_failed if warnings else Result.success,
-        detail="; ".join(warnings),
+        Outcome(
+            Result.diagnostics_failed if warnings else Result.success, "; ".join(warnings), method=method
+        ),
+        estimates=Estimates("batches", batches.reshape((-1,) + batches.shape[2:])),
         throw=throw,
     )

@@ -47,13 +47,13 @@ from ..likelihood import log_evidence
 from ..spec import NetworkSpec
 from .network import empirical_kernel
 from .options import TemperedSMC
-from .preactivation import Preactivation
+from .preactivation import Preactivation, input_rank
 
 
 class SMCRun(NamedTuple):
     """One tempered SMC run: its temperature ladder beta_0 = 0 < ... < 1, the mean HMC acceptance and
-    step size at each step, its Kish ESS at the last temperature, whether it reached beta = 1, and the
-    mean acceptance of the final moves on the posterior."""
+    step size at each step, its Kish ESS at the last temperature, whether it reached beta = 1, the
+    mean acceptance of the final moves on the posterior, and why it stopped early ("" if it did not)."""
 
     temperatures: np.ndarray
     acceptance: np.ndarray
@@ -62,6 +62,8 @@ class SMCRun(NamedTuple):
     reached: bool
     final_acceptance: float
     n_particles: int
+    problem: str = ""
+    finite: bool = True  # False: non-finite log weights stopped the run
 
 
 def _tilt_terms(model: Preactivation, conj, zw, u, X, P):
@@ -133,52 +135,44 @@ def _initial_particles(model: Preactivation, conj, X, P, key, n_mh):
     return model.pack(blocks)
 
 
-@lru_cache(maxsize=16)
-def _programs(spec: NetworkSpec, d: int, n_rows: int, P: int, options: TemperedSMC):
-    """Compiled (initial draws, one adaptive tempered SMC step, weighted kernels) for one shape."""
-    model = Preactivation(spec, d, n_rows)
-    n_leapfrog = options.n_leapfrog
+def _log_ratio(model: Preactivation, P: int, X, Y, conj, zw, u):
+    """R(u) = ln N(Y; 0, C_emp(L) + kappa I) - T(u) (module docstring)."""
+    T, C = _tilt_terms(model, conj, zw, u, X, P)
+    return log_evidence(C[-1][:P, :P], Y, model.spec.kappa) - T
 
-    def densities(X, Y, conj, zw):
-        def loglik(u):  # R = ln N(Y; 0, C_emp(L) + kappa I) - T
-            T, C = _tilt_terms(model, conj, zw, u, X, P)
-            R = log_evidence(C[-1][:P, :P], Y, spec.kappa) - T
-            return jnp.where(jnp.isfinite(R), R, -jnp.inf)
 
-        def logprior(u):  # ln q = -|u|^2/2 + T
-            T, _ = _tilt_terms(model, conj, zw, u, X, P)
-            return -0.5 * jnp.sum(u * u) + T
+def _densities(model: Preactivation, P: int, X, Y, conj, zw):
+    """(ln q, R) as functions of u (module docstring): the prior and the likelihood of the tempered path."""
 
-        return logprior, loglik
+    def loglik(u):  # a non-finite R (checked before the first step) as zero weight
+        R = _log_ratio(model, P, X, Y, conj, zw, u)
+        return jnp.where(jnp.isfinite(R), R, -jnp.inf)
 
-    @jax.jit
-    def init(keys, X, conj):
-        return jax.vmap(lambda k: _initial_particles(model, conj, X, P, k, options.n_mh))(keys)
+    def logprior(u):  # ln q = -|u|^2/2 + T
+        T, _ = _tilt_terms(model, conj, zw, u, X, P)
+        return -0.5 * jnp.sum(u * u) + T
+
+    return logprior, loglik
+
+
+def _hmc_move(n_leapfrog: int):
+    """One HMC move (identity mass in u) of n_leapfrog steps: (key, state, logdensity, step_size)."""
 
     def mcmc_step(key, state, logdensity, step_size):
         return hmc.build_kernel()(
             key, state, logdensity, step_size, jnp.ones_like(state.position), n_leapfrog
         )
 
-    @jax.jit
-    def step(key, state, step_size, X, Y, conj, zw):
-        logprior, loglik = densities(X, Y, conj, zw)
-        kernel = adaptive_tempered.build_kernel(
-            logprior,
-            loglik,
-            mcmc_step,
-            hmc.init,
-            resampling.systematic,
-            options.target_ess,
-            batch_size=options.batch_size,
-        )
-        state, info = kernel(key, state, options.n_mcmc, {"step_size": step_size[None]})
-        return state, jnp.mean(info.update_info.acceptance_rate)
+    return mcmc_step
+
+
+def _final_program(model: Preactivation, mcmc_step, options: TemperedSMC):
+    """Compiled: resample by the final weights, then n_final HMC moves on the posterior itself (pi_1
+    needs no W~: ln p = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I)); the mean kernels over particles
+    and moves, and the mean acceptance."""
 
     @jax.jit
     def final(key, state, step_size, X, Y):
-        """Resample by the final weights, then n_final HMC moves on the posterior itself (pi_1 needs no
-        W~: ln p = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I)); the mean kernels over particles and moves."""
         k_resample, k_moves = jax.random.split(key)
         n = state.weights.shape[0]
         positions = state.particles[resampling.systematic(k_resample, state.weights, n)]
@@ -197,50 +191,118 @@ def _programs(spec: NetworkSpec, d: int, n_rows: int, P: int, options: TemperedS
         _, (K, acc) = jax.lax.scan(move, states, jax.random.split(k_moves, options.n_final))
         return jnp.mean(K, axis=0), jnp.mean(acc)
 
-    return init, step, final
+    return final
+
+
+@lru_cache(maxsize=16)
+def _programs(model: Preactivation, P: int, options: TemperedSMC):
+    """Compiled (initial draws, one adaptive tempered SMC step, weighted kernels) for one shape."""
+    mcmc_step = _hmc_move(options.n_leapfrog)
+
+    @jax.jit
+    def init(keys, X, conj):
+        return jax.vmap(lambda k: _initial_particles(model, conj, X, P, k, options.n_mh))(keys)
+
+    @jax.jit
+    def step(key, state, step_size, X, Y, conj, zw):
+        logprior, loglik = _densities(model, P, X, Y, conj, zw)
+        kernel = adaptive_tempered.build_kernel(
+            logprior,
+            loglik,
+            mcmc_step,
+            hmc.init,
+            resampling.systematic,
+            options.target_ess,
+            batch_size=options.batch_size,
+        )
+        state, info = kernel(key, state, options.n_mcmc, {"step_size": step_size[None]})
+        return state, jnp.mean(info.update_info.acceptance_rate)
+
+    @jax.jit
+    def ratios(particles, X, Y, conj, zw):  # R of every particle, non-finite values as they are
+        return jax.vmap(lambda u: _log_ratio(model, P, X, Y, conj, zw, u))(particles)
+
+    return init, step, _final_program(model, mcmc_step, options), ratios
+
+
+def _ladder(programs, state, data: tuple, key, options: TemperedSMC):
+    """Adaptive tempering steps until beta = 1: (state, betas, acceptances, step sizes, step size, problem,
+    the key left over).
+    Stops with a problem (never a silent jump to beta = 1) where the weights become non-finite or no
+    admissible next temperature exists."""
+    _, step, _, _ = programs
+    eps, betas, accs, steps, problem = options.step_size, [0.0], [], [], ""
+    while betas[-1] < 1.0 and len(betas) <= options.max_temperatures:
+        key, k = jax.random.split(key)
+        state, acc = step(k, state, jnp.asarray(eps), *data)
+        betas.append(float(state.tempering_param))
+        accs.append(float(acc))
+        steps.append(eps)
+        # HMC step size towards acceptance ~0.65 for the next temperature (a factor of 2 at most)
+        eps *= float(np.clip(np.exp(2.0 * (accs[-1] - 0.65)), 0.5, 2.0))
+        if not np.all(np.isfinite(np.asarray(state.weights))):
+            problem = f"non-finite particle weights at beta = {betas[-1]:.3g}"
+            break
+        if not np.isfinite(betas[-1]) or betas[-1] <= betas[-2]:
+            problem = f"no admissible temperature after beta = {betas[-2]:.3g}"  # stuck
+            break
+    return state, betas, accs, steps, eps, problem, key
+
+
+def _one_run(programs, data: tuple, keys: tuple, options: TemperedSMC, nan_kernels):
+    """One tempered SMC run from keys (initial draws, steps): (kernels (L, P', P'), SMCRun). A run whose
+    initial particles already have non-finite log weights R stops before its first step, saying so
+    (blackjax would read NaN weights as equal ones and jump to beta = 1)."""
+    init, _, final, ratios = programs
+    Xj, Yj, conj_tr, zw = data
+    k_init, k_steps = keys
+    state = adaptive_tempered.init(init(jax.random.split(k_init, options.n_particles), Xj, conj_tr))
+    state = state._replace(tempering_param=jnp.asarray(0.0))  # one trace for every step
+    R = np.asarray(ratios(state.particles, *data))
+    bad = int(np.sum(~np.isfinite(R)))
+    if bad:
+        problem = (
+            f"{bad} of {len(R)} initial particles have a non-finite log weight R (a singular empirical "
+            "kernel, or a tilt that overflows)"
+        )
+        run = SMCRun(np.zeros(1), np.zeros(0), np.zeros(0), math.nan, False, math.nan, len(R), problem, False)
+        return nan_kernels, run
+    state, betas, accs, steps, eps, problem, k_steps = _ladder(programs, state, data, k_steps, options)
+    weights = np.asarray(state.weights)
+    _, k_final = jax.random.split(k_steps)
+    K, acc = final(k_final, state, jnp.asarray(eps), Xj, Yj)
+    ess = float(1.0 / np.sum(weights**2))
+    reached = betas[-1] >= 1.0 and not problem
+    finite = bool(np.all(np.isfinite(weights)))
+    run = SMCRun(
+        np.asarray(betas),
+        np.asarray(accs),
+        np.asarray(steps),
+        ess,
+        reached,
+        float(acc),
+        len(R),
+        problem,
+        finite,
+    )
+    return np.asarray(K), run
 
 
 def run_smc(spec: NetworkSpec, X_all, Y, conj, key, options: TemperedSMC):
     """`options.n_runs` independent tempered SMC runs from q (saddle point conj = C~*(0..L) on all rows)
     to the posterior. Returns (kernels (n_runs, L, P', P') per run on all rows, [SMCRun])."""
     P, (n_rows, d) = Y.shape[0], X_all.shape
-    init, step, final = _programs(spec, d, n_rows, P, options)
+    programs = _programs(Preactivation(spec, d, n_rows, input_rank(spec, X_all)), P, options)
     Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
     conj_tr = jnp.asarray(np.asarray(conj)[1:, :P, :P])
     width = max(P, spec.width + 1)  # the columns of either factor of C_emp
+    nan_kernels = np.full((spec.depth, n_rows, n_rows), np.nan)
     out, runs = [], []
     for k_run in jax.random.split(key, options.n_runs):
         k_init, k_steps, k_w = jax.random.split(k_run, 3)
         # each run its own common random numbers for W~: their effect on the path is then in the run spread
         zw = jax.random.normal(k_w, (spec.depth, 1 if spec.act.name == "linear" else options.n_w, width))
-        state = adaptive_tempered.init(init(jax.random.split(k_init, options.n_particles), Xj, conj_tr))
-        state = state._replace(tempering_param=jnp.asarray(0.0))  # one trace for every step
-        eps, betas, accs, steps = options.step_size, [0.0], [], []
-        while betas[-1] < 1.0 and len(betas) <= options.max_temperatures:
-            k_steps, k = jax.random.split(k_steps)
-            state, acc = step(k, state, jnp.asarray(eps), Xj, Yj, conj_tr, zw)
-            acc = float(acc)
-            betas.append(float(state.tempering_param))
-            accs.append(acc)
-            steps.append(eps)
-            # HMC step size towards acceptance ~0.65 for the next temperature (a factor of 2 at most)
-            eps *= float(np.clip(np.exp(2.0 * (acc - 0.65)), 0.5, 2.0))
-            if not np.isfinite(betas[-1]) or betas[-1] <= betas[-2]:
-                break  # stuck: no admissible next temperature
-        weights = np.asarray(state.weights)
-        k_steps, k = jax.random.split(k_steps)
-        K, acc = final(k, state, jnp.asarray(eps), Xj, Yj)
-        ess = float(1.0 / np.sum(weights**2))
-        runs.append(
-            SMCRun(
-                np.asarray(betas),
-                np.asarray(accs),
-                np.asarray(steps),
-                ess,
-                betas[-1] >= 1.0,
-                float(acc),
-                options.n_particles,
-            )
-        )
-        out.append(np.asarray(K))
+        K, run = _one_run(programs, (Xj, Yj, conj_tr, zw), (k_init, k_steps), options, nan_kernels)
+        out.append(K)
+        runs.append(run)
     return np.stack(out), runs

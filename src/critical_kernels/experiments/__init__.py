@@ -1,10 +1,11 @@
 """Experiments: configs, runs, run folders and reports."""
 
 from .config import ExperimentConfig, load_config
-from .io import load_results, write_run
-from .report import write_report, write_sweep_report
+from .io import load_results
+from .report import write_report, write_run
 from .run import run
 from .sweep import Sweep, load_point, load_sweep, load_sweep_results, merge, run_sweep
+from .sweep_report import write_sweep_report
 
 __all__ = [
     "ExperimentConfig",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import difflib
 import re
 import tomllib
 from pathlib import Path
@@ -12,6 +15,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
     ValidationError,
     field_validator,
@@ -19,6 +24,22 @@ from pydantic import (
 )
 
 from ..errors import InputError
+from ..estimators.options import (
+    HMC,
+    MALA,
+    NUTS,
+    SAMPLERS,
+    Anderson,
+    Chains,
+    ImportanceSampling,
+    Langevin,
+    MonteCarlo,
+    Options,
+    Reweighting,
+    SecondCumulant,
+    as_dict,
+    build,
+)
 
 
 def _not_bool(value):
@@ -77,45 +98,170 @@ class NetworkConfig(_Strict):
     kappa: Float = Field(0.1, gt=0)
 
 
+# ----------------------------------------------------------------------------- [methods] tables
+
+
+# flat [methods] keys that stand for fields of the option tables, with their checks as before
+class Shorthands(_Strict):
+    """The flat keys of earlier configs; SHORTHANDS says which table fields each one sets."""
+
+    n_samples: Int | None = Field(
+        None, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
+    )
+    rtol: Float | None = Field(
+        None,
+        ge=0,
+        description="first order and MAP: more samples until SE(CKA adaptation) <= rtol x it (0: off)",
+    )
+    max_samples: Int | None = Field(None, ge=32, description="the sample budget of rtol")
+    reweighted_samples: Int | None = Field(
+        None, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
+    )
+    tempering: Literal["auto", "always", "never"] | None = Field(
+        None,
+        description="reweighted: tempered SMC from the saddle point when plain reweighting's ESS is low "
+        "(auto), always, or never",
+    )
+    smc_particles: Int | None = Field(None, ge=8, description="particles per tempered SMC run (8 runs)")
+    n_leapfrog: Int | None = Field(None, ge=1, description="HMC integration steps per trajectory")
+    space: Literal["weights", "preactivation"] | None = Field(
+        None, description="sample weights, or pre-activations with weights and readout integrated out (T19)"
+    )
+    chains: Int | None = Field(None, ge=1)
+    warmup: Int | None = Field(None, ge=0)
+    samples: Int | None = Field(None, ge=1)
+    thin: Int | None = Field(None, ge=1)
+
+
+_BUDGETS = ("monte_carlo", "importance", "cumulant")
+_CHOSEN = "<sampler>"  # the table of methods.sampler
+_TEMPERING = {"auto": {}, "always": {"always": True}, "never": False}
+
+
+def _max_samples(value, table, cls):
+    """As before: the budget is never below the table's n_samples."""
+    return max(value, table.get("n_samples", _defaults(cls)["n_samples"]))
+
+
+# shorthand -> (the tables it sets, the field, its value there from (value, table, class)); in the
+# order of Shorthands: n_samples before max_samples, tempering before smc_particles
+SHORTHANDS = {
+    "n_samples": (_BUDGETS, "n_samples", lambda v, t, c: v),
+    "rtol": (_BUDGETS, "rtol", lambda v, t, c: v or None),  # 0: off
+    "max_samples": (_BUDGETS, "max_samples", _max_samples),
+    "reweighted_samples": (("reweighting",), "n_samples", lambda v, t, c: v),
+    "tempering": (("reweighting",), "tempering", lambda v, t, c: _TEMPERING[v]),
+    "smc_particles": (("reweighting.tempering",), "n_particles", lambda v, t, c: v),
+    "n_leapfrog": (("hmc",), "n_leapfrog", lambda v, t, c: v),
+    "space": ((_CHOSEN,), "space", lambda v, t, c: v),
+    "chains": (("chains",), "chains", lambda v, t, c: v),
+    "warmup": (("chains",), "warmup", lambda v, t, c: v),
+    "samples": (("chains",), "n_samples", lambda v, t, c: v),
+    "thin": (("chains",), "thin", lambda v, t, c: v),
+}
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _option_table(cls, name: str, defaults: dict | None = None, off: tuple[str, ...] = ()):
+    """The type of [methods.NAME]: an options object of `cls`, built by `options.build` from its table
+    (config `defaults` for the fields it leaves out) and dumped back as that table. `off`: fields
+    where 0 stands for None (TOML has no null), e.g. rtol = 0 (no tolerance)."""
+    where = f"methods.{name}"
+
+    def parse(value):
+        if isinstance(value, dict):
+            value = {**(defaults or {}), **value}
+            value.update({k: None for k in off if value.get(k) == 0 and not isinstance(value[k], bool)})
+        return build(cls, value, where)  # InputError is a ValueError: pydantic reports it
+
+    def dump(options) -> dict:
+        table = as_dict(options)
+        return {**table, **{k: 0 for k in off if getattr(options, k) is None}}
+
+    return Annotated[cls, PlainValidator(parse), PlainSerializer(dump)]
+
+
+def _table_of(raw: dict, path: str) -> dict | None:
+    """The (copied) table at a dotted path under [methods], created where missing; None where it is
+    not a table (tempering = false: nothing to set)."""
+    table = raw
+    for part in path.split("."):
+        sub = table.get(part, {})
+        sub = as_dict(sub) if isinstance(sub, Options) else sub
+        if not isinstance(sub, dict):
+            return None
+        table[part] = sub = dict(sub)
+        table = sub
+    return table
+
+
+def expand_shorthands(raw):
+    """The one translation of the flat [methods] keys (SHORTHANDS) into their option tables; a
+    shorthand and the table field it stands for, both given, is an error."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    given = [k for k in SHORTHANDS if k in raw and not (k == "chains" and isinstance(raw[k], dict | Chains))]
+    try:
+        values = Shorthands.model_validate({k: raw.pop(k) for k in given})
+    except ValidationError as err:
+        raise ValueError(_first_error(err)) from None
+    for key, value in values.model_dump(exclude_unset=True).items():
+        tables, name, convert = SHORTHANDS[key]
+        for path in tables:
+            path = str(raw.get("sampler", "mala")) if path == _CHOSEN else path
+            table = _table_of(raw, path) if path.split(".")[0] in _TABLES else None
+            if table is None:
+                continue  # no such sampler (its own error follows), or tempering = false
+            if name in table:
+                raise ValueError(f"{key}: stands for methods.{path}.{name}, which is given too; give one")
+            table[name] = convert(value, table, _TABLES[path.split(".")[0]])
+    return raw
+
+
+_TABLES = {
+    "monte_carlo": MonteCarlo,
+    "importance": ImportanceSampling,
+    "cumulant": SecondCumulant,
+    "solver": Anderson,
+    "reweighting": Reweighting,
+    "chains": Chains,
+    **SAMPLERS,
+}
+
+
 class MethodsConfig(_Strict):
-    """Which kernels to compute, with their numerical settings."""
+    """Which kernels to compute, and the options object of every method (option tables
+    [methods.NAME]; the flat keys of SHORTHANDS set their fields)."""
 
     perturbative: StrictBool = True
     map: StrictBool = True
     reweighted: StrictBool = Field(False, description="networks from the saddle point, reweighted (T17)")
     linear_exact: StrictBool = Field(False, description="exact posterior of a linear network (T18)")
     sampled: StrictBool = False
-    n_samples: Int = Field(
-        4096, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
-    )
-    rtol: Float = Field(
-        0.02,
-        ge=0,
-        description="first order and MAP: more samples until SE(CKA adaptation) <= rtol x it (0: off)",
-    )
-    max_samples: Int = Field(131072, ge=32, description="the sample budget of rtol")
-    reweighted_samples: Int = Field(
-        4096, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
-    )
-    tempering: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="reweighted: tempered SMC from the saddle point when plain reweighting's ESS is low "
-        "(auto), always, or never",
-    )
-    smc_particles: Int = Field(128, ge=8, description="particles per tempered SMC run (8 runs)")
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
-    n_leapfrog: Int = Field(
-        16, ge=1, description="HMC integration steps per trajectory (4 for preactivation)"
-    )
-    space: Literal["weights", "preactivation"] = Field(
-        "weights",
-        description="sample weights, or pre-activations with weights and readout integrated out (T19)",
-    )
-    chains: Int = Field(4, ge=1)
-    warmup: Int = Field(1000, ge=0)
-    samples: Int = Field(2000, ge=1)
-    thin: Int = Field(10, ge=1)
+    monte_carlo: _option_table(MonteCarlo, "monte_carlo", off=("rtol",)) = MonteCarlo()
+    importance: _option_table(ImportanceSampling, "importance", off=("rtol",)) = ImportanceSampling()
+    cumulant: _option_table(SecondCumulant, "cumulant", off=("rtol",)) = SecondCumulant()
+    solver: _option_table(Anderson, "solver") = Anderson()
+    # config defaults that differ from the class defaults: 4096 networks, 2000 steps per chain
+    reweighting: _option_table(Reweighting, "reweighting", {"n_samples": 4096}) = Reweighting(n_samples=4096)
+    chains: _option_table(Chains, "chains", {"n_samples": 2000}) = Chains(n_samples=2000)
+    mala: _option_table(MALA, "mala") = MALA()
+    hmc: _option_table(HMC, "hmc") = HMC()
+    nuts: _option_table(NUTS, "nuts") = NUTS()
+    langevin: _option_table(Langevin, "langevin") = Langevin()
+
+    _shorthands = model_validator(mode="before")(expand_shorthands)
+
+    @property
+    def sampler_options(self):
+        """The options object of the chosen sampler (its [methods.NAME] table)."""
+        return getattr(self, self.sampler)
 
 
 class ExperimentConfig(_Strict):
@@ -159,14 +305,30 @@ def _first_error(err: ValidationError) -> str:
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "literal_error":
         message = f"must be one of {item['ctx']['expected']}"
+    if item["type"] == "extra_forbidden":
+        return f"{field}: {message}{_did_you_mean(loc)}"
     named = re.match(r"([a-z_.]+): (.*)", message, re.S)
-    if item["type"] == "value_error" and named:  # a model validator names its field itself
-        return f"{'.'.join([*loc, named[1]])}: {named[2]}"
+    if item["type"] == "value_error" and named:  # a validator names its field itself (options.build: in full)
+        path = named[1] if f"{named[1]}.".startswith(f"{field}.") else ".".join([*loc, named[1]])
+        return f"{path}: {named[2]}"
     return f"{field}: {message} (got {item.get('input')!r})"
 
 
+def _did_you_mean(loc: list[str]) -> str:
+    """ "; did you mean 'width'?" for an unknown key at `loc` (a section or a field of one)."""
+    model = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    names = list(model.model_fields) + (list(SHORTHANDS) if model is MethodsConfig else [])
+    close = difflib.get_close_matches(loc[-1], names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
+
+
 def read_toml(source: str | Path | dict) -> dict:
-    """The raw table of a TOML file (or a dict), sections copied so callers may edit them."""
+    """The raw table of a TOML file (or a dict), copied so callers may edit it."""
     if isinstance(source, dict):
         raw = source
     else:
@@ -183,7 +345,7 @@ def read_toml(source: str | Path | dict) -> dict:
             raise InputError(f"config: cannot read {path} ({err.strerror})") from None
         except tomllib.TOMLDecodeError as err:
             raise InputError(f"config: {path} is not valid TOML ({err})") from None
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    return copy.deepcopy(raw)  # callers may edit every table, nested ones too
 
 
 def set_field(raw: dict, key: str, value) -> None:

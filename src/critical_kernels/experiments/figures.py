@@ -9,22 +9,24 @@ import numpy as np
 import xarray as xr
 
 from .. import plots
+from ..plots import PanelAxes
+from .config import ExperimentConfig
 from .labels import (
     ADAPTATION_LABEL,
     CKA_OUT_LABEL,
     estimator_label,
     field_label,
     field_symbol,
-    map_is_cumulant,
+    result_failed,
     sampled_failed,
+    shared,
 )
+from .run import derived
+from .sweep import ok_points, point_attrs
 
 
 def run_title(ds: xr.Dataset) -> str:
     """ "name: data, L, N, P, alpha = P/N, g_w/g_c" of a run, in mathtext."""
-    from .config import ExperimentConfig
-    from .run import derived
-
     title = f"{ds.attrs['name']}: {ds.attrs['data']}"
     try:
         config = ExperimentConfig.model_validate_json(ds.attrs["config"])
@@ -73,24 +75,17 @@ def run_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
 
 
 def _method_labels(ds: xr.Dataset) -> dict:
-    """Legend names of the estimators of a sweep: the MAP's method where every point used the same,
-    the sampled networks flagged where some point failed its diagnostics."""
-    ok = ds.status.values == "ok"
-    methods = set(ds.map_method.values[ok].ravel()) if "map_method" in ds else set()
-    attrs = {"map_method": next(iter(methods))} if len(methods) == 1 else {}
-    if "sampler" in ds:
-        samplers = set(ds.sampler.values[ok].ravel())
-        attrs["sampler"] = next(iter(samplers)) if len(samplers) == 1 else ""
-    labels = {str(m): estimator_label(str(m), attrs, flag=False) for m in ds.estimator.values}
-    if "map" in labels and len(methods) > 1 and any(map_is_cumulant({"map_method": m}) for m in methods):
-        labels["map"] = "MAP (importance / second cumulant)"
-    if "sampled" in labels and "sampled_ok" in ds:
-        failed = sum(
-            sampled_failed({k: float(ds[k].values[i]) for k in ("sampled_ok", "rhat_cka", "acceptance")})
-            for i in zip(*np.nonzero(ok), strict=True)
-        )
-        if failed:
-            labels["sampled"] += f", not converged at {failed} point(s)"
+    """Legend names of the estimators of a sweep: their methods where every point used the same
+    (the MAP's methods joined where they differ), the sampled networks flagged where some point failed
+    its diagnostics."""
+    points = [point_attrs(ds, where) for where in ok_points(ds)]
+    labels = {str(m): estimator_label(str(m), shared(points), flag=False) for m in ds.estimator.values}
+    methods = list(dict.fromkeys(str(p["map_method"]) for p in points if p.get("map_method")))
+    if "map" in labels and len(methods) > 1:
+        labels["map"] = f"MAP ({' / '.join(methods)})"
+    failed = sum(sampled_failed(p) for p in points)
+    if "sampled" in labels and failed:
+        labels["sampled"] += f", not converged at {failed} point(s)"
     return labels
 
 
@@ -177,17 +172,15 @@ def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
         ticks = (x, [f"{v:.3g}" for v in x])
     title = f"{ds.attrs['name']} {note}".strip()
     integer = field in ("network.depth", "network.width", "data.n_train", "seed", "data.seed")
-    return plots.line_panels(
-        panels,
-        path,
+    axes = PanelAxes(
         xlabel,
         xticks=ticks,
         logx=gain,
         vline=1.0 if gain else None,
-        title=title,
         categorical=ticks is not None and not gain,
         integer=integer,
     )
+    return plots.line_panels(panels, path, axes, title=title)
 
 
 def _adaptation(sub: xr.Dataset, estimator: str) -> np.ndarray:
@@ -213,7 +206,7 @@ def _width_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         curves.append(("$\\propto 1/N$", inv, ref, None, {"fmt": "k:"}))
     panel = [("adaptation of the output kernel", f"$|${ADAPTATION_LABEL}$|$", curves)]
     title = f"{ds.attrs['name']} {note}".strip()
-    return plots.line_panels(panel, path, "$1/N$", logx=True, logy=True, title=title)
+    return plots.line_panels(panel, path, PanelAxes("$1/N$", logx=True, logy=True), title=title)
 
 
 def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
@@ -230,7 +223,8 @@ def _relative_miss_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     panel = [("theory against sampled networks, output kernel", "miss / sampled adaptation", curves)]
     ticks = (widths, [f"{w:g}" for w in widths])
     title = f"{ds.attrs['name']} {note}".strip()
-    return plots.line_panels(panel, path, "width $N$", logx=True, xticks=ticks, hline=0.15, title=title)
+    axes = PanelAxes("width $N$", logx=True, xticks=ticks, hline=0.15)
+    return plots.line_panels(panel, path, axes, title=title)
 
 
 def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
@@ -249,7 +243,8 @@ def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         labels = [f"{w:g}\n(P = {p})" for w, p in zip(widths, ds["n_train"].values, strict=True)]
     unconverged = "not converged" in _method_labels(ds).get("sampled", "")
     if unconverged:  # mark the widths whose sampled reference failed its diagnostics at some point
-        failed = (ds.sampled_ok == 0).any([d for d in ds.sampled_ok.dims if d != dim]).values
+        bad = xr.apply_ufunc(np.vectorize(result_failed, otypes=[bool]), ds.sampled_result)
+        failed = bad.any([d for d in bad.dims if d != dim]).values
         labels = [label + (" *" if bad else "") for label, bad in zip(labels, failed, strict=True)]
     panels = []
     for layer in range(1, ds.sizes["layer"]):
@@ -260,9 +255,8 @@ def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
     title = f"{ds.attrs['name']} {note}".strip()
     if unconverged:
         title += " (*: the sampled reference failed its diagnostics there)"
-    return plots.line_panels(
-        panels, path, "width $N$", logx=True, xticks=(widths, labels), hline=1.0, title=title
-    )
+    axes = PanelAxes("width $N$", logx=True, xticks=(widths, labels), hline=1.0)
+    return plots.line_panels(panels, path, axes, title=title)
 
 
 def _theory_vs_sampled(ds: xr.Dataset, path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Run folders on disk: atomic writes, config.toml, results.nc, meta.json; reading them back.
+"""Folders on disk: atomic writes, folder kinds, the resolved config.toml; reading results back
+(report.write_run writes a run folder).
 
 Every folder this tool writes carries a marker file (MARKER) naming its kind (run, sweep or demo),
 so a later command can tell its own folders from anything else and never overwrite silently.
@@ -18,6 +19,7 @@ from pathlib import Path
 import tomli_w
 import xarray as xr
 
+from .. import __version__
 from ..errors import CriticalKernelsError, InputError
 from .config import ExperimentConfig
 
@@ -67,8 +69,6 @@ def folder_kind(path: Path) -> str | None:
 
 def mark_folder(out: Path, kind: str) -> None:
     """Write the marker of a folder of `kind`, unless it has one already."""
-    from .. import __version__
-
     if not (Path(out) / MARKER).exists():
         record = {"kind": kind, "version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write(Path(out) / MARKER, json.dumps(record).encode())
@@ -165,8 +165,6 @@ def _remove(created: Path | None) -> None:
 def resolved_toml(config: ExperimentConfig, values: dict) -> str:
     """config.toml of a run: the resolved config with the g_w actually used (where it was given as
     `g_w_over_g_c`, that ratio and g_c become comments), so `load_config` of it gives the same spec."""
-    from .. import __version__
-
     raw = _drop_none(config.model_dump(mode="json"))
     ratio = raw["network"].pop("g_w_over_g_c", None)
     raw["network"]["g_w"] = values["g_w"]
@@ -181,38 +179,6 @@ def resolved_toml(config: ExperimentConfig, values: dict) -> str:
         note = f"# g_w below = g_w_over_g_c x g_c = {ratio!r} x {values['g_c']!r}\n"
         text = text.replace("[network]\n", "[network]\n" + note, 1)
     return "\n".join(header) + "\n" + text
-
-
-def write_run(ds: xr.Dataset, config: ExperimentConfig, out: Path) -> Path:
-    """Write the run folder of DESIGN.md and return it (files of an earlier run there are replaced;
-    InputError if `out` is a sweep or demo folder)."""
-    from .run import derived, versions
-
-    out = Path(out)
-    check_kind(out, "run")
-    values = derived(config, int(ds.attrs["n_train"]))
-    atomic_write(out / "config.toml", resolved_toml(config, values).encode())
-    mark_folder(out, "run")
-    atomic_write(out / "results.nc", ds.to_netcdf(engine="scipy"))
-    meta = {
-        "name": config.name,
-        "seed": config.seed,
-        "derived": {k: None if v != v else v for k, v in values.items()},  # NaN -> null
-        "timings": json.loads(ds.attrs["timings"]),
-        "versions": versions(),
-        "convergence": {
-            k: _plain(v) for k, v in ds.attrs.items() if k.startswith(("map_", "sampl", "rhat", "acc"))
-        },
-    }
-    atomic_write(out / "meta.json", json.dumps(meta, indent=2).encode())
-    from .report import write_report  # the report reads what io wrote
-
-    write_report(out, ds)
-    return out
-
-
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def read_netcdf(path: Path, advice: str, required: tuple[str, ...] = ()) -> xr.Dataset:

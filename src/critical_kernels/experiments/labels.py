@@ -9,9 +9,6 @@ import math
 
 import numpy as np
 
-_TILTED = {"linear": "exact Gaussian", "importance": "importance", "cumulant": "second cumulant"}
-_SAMPLERS = {"mala": "MALA", "hmc": "HMC", "nuts": "NUTS", "langevin": "Langevin", "ula": "Langevin"}
-
 NOT_CONVERGED = "not converged"
 
 # dotted config fields -> axis labels (matplotlib mathtext) and plain text (tables, terminals)
@@ -35,6 +32,10 @@ _FIELDS = {
     "methods.n_samples": ("Monte Carlo samples", "MC samples"),
     "methods.sampler": ("sampler", "sampler"),
     "methods.map_method": ("MAP method", "MAP method"),
+    "methods.monte_carlo.n_samples": ("first-order Monte Carlo samples", "first-order MC samples"),
+    "methods.solver.max_steps": ("MAP solver steps per stage", "MAP max steps"),
+    "methods.reweighting.n_samples": ("reweighted networks", "reweighted networks"),
+    "methods.chains.n_samples": ("steps per chain", "steps per chain"),
 }
 
 
@@ -68,65 +69,74 @@ ADAPTATION_LABEL = r"$\mathrm{CKA} - \mathrm{CKA}_\mathrm{NNGP}$"
 LAYER_LABEL = r"layer $\ell$"
 
 
+SUCCESS = "success"  # Result.success.name: the E_result of an estimate that succeeded
+CUMULANT = "second cumulant"  # the MAP's method when its kernels come from the second cumulant
+
+
+def result_failed(result) -> bool:
+    """An E_result that is a failure ("" and None: the estimator did not run)."""
+    return result is not None and str(result) not in (SUCCESS, "")
+
+
+def failed(attrs, name: str) -> bool:
+    """The estimator `name` ran and did not succeed (its E_result)."""
+    return result_failed(attrs.get(f"{name}_result"))
+
+
 def map_label(attrs) -> str:
-    """ "MAP (adaptive importance)", "MAP (importance)", "MAP (second cumulant)" or "MAP (exact
-    Gaussian)" from a run's attrs."""
+    """ "MAP (adaptive importance)", "MAP (second cumulant)", "MAP (exact Gaussian)", ... from the
+    MAP's method (map_method); "MAP" where it is not known."""
     method = str(attrs.get("map_method", ""))
-    tilted = method.split(" ")[0]
-    if tilted == "importance" and "(adaptive)" in method:
-        return "MAP (adaptive importance)"
-    return f"MAP ({_TILTED[tilted]})" if tilted in _TILTED else "MAP"
+    return f"MAP ({method})" if method else "MAP"
 
 
 def map_is_cumulant(attrs) -> bool:
     """The MAP kernels came from the second-cumulant approximation (chosen or fallen back to)."""
-    return "cumulant" in str(attrs.get("map_method", ""))
+    return str(attrs.get("map_method", "")) == CUMULANT
 
 
 def sampled_failed(attrs) -> bool:
     """The sampled networks failed their diagnostics (R-hat of the CKA, acceptance)."""
-    ok = attrs.get("sampled_ok")
-    if ok is not None and np.isfinite(float(ok)):
-        return not bool(int(ok))
-    rhat, acc = float(attrs.get("rhat_cka", np.nan)), float(attrs.get("acceptance", np.nan))
-    return (np.isfinite(rhat) and rhat > 1.01) or (np.isfinite(acc) and acc < 0.1)
+    return failed(attrs, "sampled")
 
 
 def map_failed(attrs) -> bool:
-    return _flag_failed(attrs, "map_converged")
-
-
-def _flag_failed(attrs, key: str) -> bool:
-    value = attrs.get(key)
-    return value is not None and np.isfinite(float(value)) and not bool(int(value))
+    return failed(attrs, "map")
 
 
 def reweighted_failed(attrs) -> bool:
     """The reweighted estimator failed (ESS below its threshold, or no converged saddle point)."""
-    return _flag_failed(attrs, "reweighted_ok")
+    return failed(attrs, "reweighted")
+
+
+def shared(points: list[dict]) -> dict:
+    """The text attrs (methods, results) every one of several points has with the same value: what
+    a sweep's column headers and legends may say of all of them."""
+    if not points:
+        return {}
+    return {k: v for k, v in points[0].items() if isinstance(v, str) and all(p.get(k) == v for p in points)}
 
 
 def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
-    """The reader's name of an estimator, with its method and, if `flag`, ", not converged"."""
+    """The reader's name of an estimator with its method (E_method), and, if `flag`, ", not
+    converged" or ", failed" where it did not succeed (E_result)."""
     attrs = attrs or {}
+    method = str(attrs.get(f"{name}_method", ""))
     if name == "nngp":
         return "NNGP"
     if name == "perturbative":
         return "first order"
     if name == "map":
-        label = map_label(attrs)
-        return label + (f", {NOT_CONVERGED}" if flag and map_failed(attrs) else "")
-    if name == "sampled":
-        sampler = _SAMPLERS.get(str(attrs.get("sampler", "")), "")
-        space = ", pre-activations" if str(attrs.get("sampled_space", "")) == "preactivation" else ""
-        label = f"sampled ({sampler}{space})" if sampler else "sampled"
-        return label + (f", {NOT_CONVERGED}" if flag and sampled_failed(attrs) else "")
-    if name == "reweighted":
-        smc = " (tempered SMC)" if str(attrs.get("reweighted_method", "")) == "tempered SMC" else ""
-        return f"reweighted{smc}" + (", failed" if flag and reweighted_failed(attrs) else "")
-    if name == "linear_exact":
-        return "exact (linear)" + (", failed" if flag and _flag_failed(attrs, "linear_exact_ok") else "")
-    return name
+        label, flagged = map_label(attrs), NOT_CONVERGED
+    elif name == "sampled":
+        label, flagged = (f"sampled ({method})" if method else "sampled"), NOT_CONVERGED
+    elif name == "reweighted":
+        label, flagged = "reweighted" + (" (tempered SMC)" if method == "tempered SMC" else ""), "failed"
+    elif name == "linear_exact":
+        label, flagged = "exact (linear)", "failed"
+    else:
+        return name
+    return label + (f", {flagged}" if flag and failed(attrs, name) else "")
 
 
 def fmt_se(value: float, se: float | None = None, digits: int = 4) -> str:
@@ -148,4 +158,4 @@ def fmt_number(value, digits: int = 5) -> str:
         return str(value)
     if isinstance(value, int | np.integer):
         return str(value)
-    return f"{value:.{digits}g}" if np.isfinite(value) else "NaN"
+    return f"{value:.{digits}g}" if np.isfinite(value) else ("NaN" if np.isnan(value) else str(value))

@@ -1,21 +1,24 @@
-"""Reports of run and sweep folders: report.md and report.html (tables rendered by markdown-it-py)."""
+"""Run folders and their reports: config.toml, results.nc, meta.json, figures, report.md and
+report.html (tables rendered by markdown-it-py)."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from markdown_it import MarkdownIt
+from pydantic import ValidationError
 
-from .figures import run_figures, sweep_figures
-from .io import _plain, atomic_write
+from ..errors import InputError
+from .attrs import estimator_attrs, plain
+from .config import ExperimentConfig
+from .figures import run_figures
+from .io import atomic_write, check_kind, mark_folder, resolved_toml
 from .labels import (
     NOT_CONVERGED,
     estimator_label,
-    field_label,
     fmt_number,
     fmt_se,
     map_failed,
@@ -23,6 +26,36 @@ from .labels import (
     reweighted_failed,
     sampled_failed,
 )
+from .run import derived, versions
+
+
+def write_run(ds: xr.Dataset, config: ExperimentConfig, out: Path) -> Path:
+    """Write the run folder of DESIGN.md and return it (files of an earlier run there are replaced;
+    InputError if `out` is a sweep or demo folder)."""
+    out = Path(out)
+    check_kind(out, "run")
+    values = derived(config, int(ds.attrs["n_train"]))
+    atomic_write(out / "config.toml", resolved_toml(config, values).encode())
+    mark_folder(out, "run")
+    atomic_write(out / "results.nc", ds.to_netcdf(engine="scipy"))
+    atomic_write(out / "meta.json", json.dumps(run_meta(ds, config, values), indent=2).encode())
+    write_report(out, ds)
+    return out
+
+
+def run_meta(ds: xr.Dataset, config: ExperimentConfig, values: dict) -> dict:
+    """meta.json of a run: name, seed, derived values, timings, versions, every estimator attr
+    (E_*) under "diagnostics" and the shapes of the info arrays that are no attrs under "arrays"."""
+    estimators = [str(m) for m in ds.estimator.values]
+    return {
+        "name": config.name,
+        "seed": config.seed,
+        "derived": {k: None if v != v else v for k, v in values.items()},  # NaN -> null
+        "timings": json.loads(ds.attrs["timings"]),
+        "versions": versions(),
+        "diagnostics": {k: plain(v) for k, v in estimator_attrs(ds.attrs, estimators).items()},
+        "arrays": json.loads(ds.attrs.get("arrays", "{}")),
+    }
 
 
 def write_report(out: Path, ds: xr.Dataset) -> None:
@@ -32,31 +65,13 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
     out = Path(out)
     run_figures(ds, out / "figures")
     attrs = ds.attrs
-    estimators = [str(m) for m in ds.estimator.values]
-    cka, se, errors = ds.cka.values, ds.cka_se.values, ds.test_error.values  # rows follow `estimators`
-    rows = [
-        f"| {estimator_label(m, attrs)} | "
-        + " | ".join(fmt_se(c, e) for c, e in zip(cka[i], se[i], strict=True))
-        + f" | {_fmt(errors[i], 3)} |"
-        for i, m in enumerate(estimators)
-    ]
-    header = "| estimator | " + " | ".join(f"C^({l})" for l in ds.layer.values) + " | test error |"
-    warnings = run_warnings(attrs)
     lines = [
         f"# {attrs['name']}",
         "",
         *summary_lines(ds),
         "",
-        *[f"> **Warning:** {w}\n" for w in warnings],
-        "## CKA with the target kernel YYᵀ per layer (T16)",
-        "",
-        "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. ± one standard error "
-        "where the estimator has one (first order: spread over 16 blocks of its random numbers; "
-        "reweighted: jackknife over 16 batches; sampled networks: batch means).",
-        "",
-        header,
-        "|" + "---|" * (len(ds.layer) + 2),
-        *rows,
+        *[f"> **Warning:** {w}\n" for w in run_warnings(attrs)],
+        *cka_table(ds),
         "",
         "![CKA per layer](figures/cka_per_layer.png)",
         "",
@@ -69,46 +84,87 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
         "",
         "## Convergence and diagnostics",
         "",
-        *[
-            f"- {k}: {_plain(v)}"
-            for k, v in attrs.items()
-            if k.startswith(("map_", "reweighted_", "linear_exact_", "sampl", "rhat", "acc"))
-        ],
+        *diagnostics_lines(ds),
         f"- timings [s]: {', '.join(f'{k} {v:.2f}' for k, v in json.loads(attrs['timings']).items())}",
         "",
         "## Versions",
         "",
-        _versions_line(attrs),
+        versions_line(attrs),
     ]
     write_markdown(out, lines)
 
 
+def cka_table(ds: xr.Dataset) -> list[str]:
+    """The CKA ± SE of every estimator and layer, with the test error."""
+    estimators = [str(m) for m in ds.estimator.values]
+    cka, se, errors = ds.cka.values, ds.cka_se.values, ds.test_error.values  # rows follow `estimators`
+    rows = [
+        f"| {estimator_label(m, ds.attrs)} | "
+        + " | ".join(fmt_se(c, e) for c, e in zip(cka[i], se[i], strict=True))
+        + f" | {_fmt(errors[i], 3)} |"
+        for i, m in enumerate(estimators)
+    ]
+    return [
+        "## CKA with the target kernel YYᵀ per layer (T16)",
+        "",
+        "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. ± one standard error "
+        "where the estimator has one (first order: spread over 16 blocks of its random numbers; "
+        "reweighted: jackknife over 16 batches; sampled networks: batch means).",
+        "",
+        "| estimator | " + " | ".join(f"C^({l})" for l in ds.layer.values) + " | test error |",
+        "|" + "---|" * (len(ds.layer) + 2),
+        *rows,
+    ]
+
+
+def diagnostics_lines(ds: xr.Dataset) -> list[str]:
+    """Every estimator attr (E_*: result, method, fallback, message, info fields), then the shapes of
+    the info arrays that are no attrs."""
+    found = estimator_attrs(ds.attrs, [str(m) for m in ds.estimator.values])
+    lines = [f"- {k}: {_attr_text(v)}" for k, v in found.items()]
+    shapes = json.loads(ds.attrs.get("arrays", "{}"))
+    return lines + [f"- {k}: array of shape {tuple(shape)} (not stored)" for k, shape in shapes.items()]
+
+
+def _attr_text(value) -> str:
+    return fmt_number(value.tolist() if isinstance(value, np.ndarray | np.generic) else value, 6)
+
+
 def run_warnings(attrs) -> list[str]:
     """Lines a reader must see: failed sampler diagnostics, an unconverged MAP, a MAP from the
-    second-cumulant approximation."""
+    second-cumulant approximation, a Monte Carlo tolerance not met, a failed reweighted estimator."""
     out = []
-    if "sampled_ok" in attrs and sampled_failed(attrs):
-        detail = str(attrs.get("sampled_warnings", "")) or "diagnostics failed"
+    if sampled_failed(attrs):
+        detail = "; ".join(json.loads(str(attrs.get("sampled_warnings", "[]")))) or "diagnostics failed"
         out.append(
             f"the sampled networks are {NOT_CONVERGED} ({detail}); their numbers are not a reference "
-            "(sample longer: methods.warmup, methods.samples)"
+            "(sample longer: methods.chains.warmup, methods.chains.n_samples)"
         )
     if map_failed(attrs):
         out.append(f"the MAP solve is {NOT_CONVERGED} ({attrs.get('map_message', '')}); its CKA is NaN")
     elif map_is_cumulant(attrs):
-        why = str(attrs.get("map_message", ""))
-        ess = re.search(r"ESS fell to ([0-9.e-]+) \(< min_ess=([0-9.e-]+)\)", why)
-        reason = f" (importance-sampling ESS fell to {ess[1]} < {ess[2]})" if ess else ""
-        out.append(f"the MAP kernels come from the second-cumulant approximation{reason}")
+        why = str(attrs.get("map_fallback", ""))
+        out.append(
+            "the MAP kernels come from the second-cumulant approximation" + (f" ({why})" if why else "")
+        )
     for name, label in (("perturbative", "first-order"), ("map", "MAP")):
-        if int(attrs.get(f"{name}_rtol_met", 1)) == 0:
+        met = attrs.get(f"{name}_rtol_met")
+        if met is not None and not isinstance(met, str) and int(met) == 0:
             out.append(
-                f"the {label} CKA adaptation's SE is above methods.rtol after "
-                f"{attrs.get(f'{name}_n_samples')} samples (raise methods.max_samples)"
+                f"the {label} CKA adaptation's SE is above its rtol after "
+                f"{attrs.get(f'{name}_n_samples')} samples (raise max_samples)"
             )
     if reweighted_failed(attrs):
         out.append(f"the reweighted estimator failed: {attrs.get('reweighted_message', '')}; its CKA is NaN")
     return out
+
+
+def unanswered(ds: xr.Dataset) -> list[str]:
+    """The estimators of a run that gave no answer: a NaN CKA in every hidden and output layer."""
+    adapted = ds.cka.sel(layer=ds.layer.values[ds.layer.values >= 1])
+    return [
+        str(m) for m, ckas in zip(ds.estimator.values, adapted.values, strict=True) if np.isnan(ckas).all()
+    ]
 
 
 def _fmt(value, digits: int) -> str:
@@ -137,12 +193,6 @@ def _ratio_text(values: dict) -> str:
 
 
 def _config_and_derived(ds: xr.Dataset):
-    from pydantic import ValidationError
-
-    from ..errors import InputError
-    from .config import ExperimentConfig
-    from .run import derived
-
     try:
         config = ExperimentConfig.model_validate_json(ds.attrs.get("config", ""))
     except ValidationError:
@@ -168,15 +218,24 @@ def config_table(ds: xr.Dataset) -> list[str]:
     if config.network.g_w_over_g_c is not None:  # the g_w field is not used then
         dump["network"]["g_w"] = f"{fmt_number(values['g_w'], 8)} (from g_w_over_g_c)"
     for section in ("data", "network", "methods"):
-        rows += [(f"{section}.{k}", v) for k, v in dump[section].items() if v is not None]
+        rows += _flat(section, dump[section])
     rows += [(k, dump[k]) for k in ("name", "seed")]
     lines = ["| quantity | value |", "|---|---|"]
     return lines + [f"| {name} | {fmt_number(value, 8)} |" for name, value in rows]
 
 
-def _versions_line(attrs) -> str:
-    from .run import versions
+def _flat(prefix: str, table: dict) -> list[tuple[str, object]]:
+    """(dotted field, value) of a config table, nested option tables included."""
+    rows = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            rows += _flat(f"{prefix}.{key}", value)
+        elif value is not None:
+            rows.append((f"{prefix}.{key}", value))
+    return rows
 
+
+def versions_line(attrs) -> str:
     found = json.loads(attrs["versions"]) if "versions" in attrs else versions()
     return ", ".join(f"{k} {v}" for k, v in found.items())
 
@@ -267,136 +326,3 @@ def write_markdown(out: Path, lines: list[str]) -> None:
     body = MarkdownIt("commonmark").enable("table").render(text)
     page = f"<!doctype html><html><head><meta charset='utf-8'>{_STYLE}</head><body>{body}</body></html>\n"
     atomic_write(out / "report.html", page.encode())
-
-
-def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
-    """Sweep figures (CKA and adaptation against every swept parameter, ΔCKA against 1/N, theory
-    against sampled) and report.md / report.html from a merged sweep Dataset: per point the swept
-    values, the g_w used, the output CKA ± SE of every estimator (flagged where the MAP used the
-    second cumulant or the sampled networks failed their diagnostics), and the status."""
-    out = Path(out)
-    fields = json.loads(ds.attrs["fields"])
-    dims = list(fields)
-    estimators = [str(m) for m in ds.estimator.values]
-    images = sweep_figures(ds, out / "figures")
-    counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "failed", "missing")}
-    flat = ds.stack(point=dims)
-    n = flat.sizes["point"]
-    columns = [(f, d if j == 0 else _zipped_name(ds, d, f)) for d in dims for j, f in enumerate(fields[d])]
-    columns = [(f, name) for f, name in columns if name in flat.coords]
-    point_attrs = [_point_attrs(flat, j) for j in range(n)]
-    map_methods = {
-        m for a, s in zip(point_attrs, flat.status.values, strict=True) if s == "ok" for m in [a["map"]]
-    }
-    headers = [field_label(f, math=False) for f, _ in columns] + ["g_w used"]
-    for m in estimators:
-        label = estimator_label(
-            m, {"map_method": next(iter(map_methods))} if len(map_methods) == 1 else {}, flag=False
-        )
-        headers.append(f"CKA out: {label}")
-    headers.append("status")
-    rows = []
-    for j in range(n):
-        p, attrs = flat.isel(point=j), point_attrs[j]
-        cells = [str(flat[name].values[j]) for _, name in columns]
-        cells.append(fmt_number(float(p.g_w_used), 5) if "g_w_used" in p else "")
-        for k, m in enumerate(estimators):
-            cell = fmt_se(float(p.cka_out.values[k]), float(p.cka_out_se.values[k]))
-            if m == "sampled" and sampled_failed(attrs) and p.status.item() == "ok":
-                cell += f" ({NOT_CONVERGED})"
-            if m == "reweighted" and reweighted_failed(attrs) and p.status.item() == "ok":
-                cell += " (failed)"
-            if m == "map" and len(map_methods) > 1 and map_is_cumulant(attrs):
-                cell += " (second cumulant)"
-            cells.append(cell)
-        cells.append(str(p.status.item()))
-        rows.append("| " + " | ".join(cells) + " |")
-    failed_reference = sum(
-        1 for a, s in zip(point_attrs, flat.status.values, strict=True) if s == "ok" and sampled_failed(a)
-    )
-    cumulant = sum(
-        1 for a, s in zip(point_attrs, flat.status.values, strict=True) if s == "ok" and map_is_cumulant(a)
-    )
-    notes = []
-    if "sampled" in estimators and failed_reference:
-        notes.append(
-            f"> **Warning:** the sampled networks of {failed_reference} point(s) are {NOT_CONVERGED} "
-            "(R-hat of the CKA or acceptance); they are no reference there."
-        )
-    if "map" in estimators and cumulant:
-        notes.append(
-            f"> **Note:** the MAP kernels of {cumulant} point(s) come from the second-cumulant approximation."
-        )
-    config_text = (out / "sweep.toml").read_text() if (out / "sweep.toml").is_file() else ""
-    lines = [
-        f"# Sweep {ds.attrs['name']}",
-        "",
-        f"Grid: {', '.join(f'{field_label(fields[d][0], math=False)} ({ds.sizes[d]})' for d in dims)}; "
-        f"points ok {counts['ok']}, failed {counts['failed']}, missing {counts['missing']}.",
-        "",
-        *[note + "\n" for note in notes],
-        "## CKA of the output kernel with YYᵀ (T16)",
-        "",
-        "± one standard error where the estimator has one (first order: spread over 16 blocks of its "
-        "random numbers; reweighted: jackknife over 16 batches; sampled networks: batch means).",
-        "",
-        "| " + " | ".join(headers) + " |",
-        "|" + "---|" * len(headers),
-        *rows,
-        "",
-        *[f"![{p.stem}](figures/{p.name})\n" for p in images],
-        "",
-        *agreement_lines(
-            (
-                _point_label(flat, j, dims),
-                flat.cka.isel(point=j),
-                flat.cka_se.isel(point=j),
-                not sampled_failed(point_attrs[j]),
-            )
-            for j in range(n)
-            if flat.status.values[j] == "ok"
-        ),
-        *[f"- failed: {e}" for e in np.unique(ds.error.values) if e],
-        "",
-        "## Configuration",
-        "",
-        *(
-            ["The sweep as resolved (`sweep.toml`):", "", "```toml", config_text.rstrip(), "```"]
-            if config_text
-            else []
-        ),
-        "",
-        "## Versions",
-        "",
-        _versions_line(ds.attrs),
-    ]
-    write_markdown(out, lines)
-
-
-def _zipped_name(ds: xr.Dataset, dim: str, field: str) -> str:
-    """The coordinate name merge gives a zipped field (its leaf, or its full path on a collision)."""
-    leaf = field.split(".")[-1]
-    return leaf if leaf in ds.coords and ds[leaf].dims == (dim,) else field.replace(".", "_")
-
-
-def _point_attrs(flat: xr.Dataset, j: int) -> dict:
-    """The diagnostics of one point as run attrs (for the labels and flags of labels.py)."""
-    out = {}
-    for name in (
-        "sampled_ok",
-        "rhat_cka",
-        "acceptance",
-        "map_converged",
-        "map_method",
-        "sampler",
-        "reweighted_ok",
-    ):
-        if name in flat:
-            value = flat[name].values[j]
-            out[name] = str(value) if name in ("map_method", "sampler") else float(value)
-    out["map"] = out.get("map_method", "")
-    return out
-
-
-def _point_label(flat: xr.Dataset, j: int, dims: list[str]) -> str:
-    return ", ".join(f"{d}={flat[d].values[j]}" for d in dims)

@@ -1,11 +1,14 @@
 """Run one experiment: NNGP, first-order, MAP and sampled kernels of every layer, as a Dataset.
 
-The experiment layer computes the NNGP stack, the CKA and the test predictions once per run; the
-estimators only estimate kernels (DESIGN: one estimator convention).
+The experiment layer computes the CKA, its standard error and the test predictions once per run
+from every estimate; the estimators only estimate kernels (DESIGN: one estimator convention), each
+called with the options objects of the config's [methods] tables.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import platform
 import time
@@ -15,20 +18,14 @@ from importlib import metadata
 import numpy as np
 import xarray as xr
 
-from .. import datasets
+from .. import __version__, datasets
 from ..criticality import critical_gain, criticality
 from ..errors import CriticalKernelsError, InputError
 from ..estimators import (
-    SAMPLERS,
-    Chains,
     ExactGaussian,
     Fallback,
-    ImportanceSampling,
     KernelEstimate,
-    MonteCarlo,
     Result,
-    SecondCumulant,
-    TemperedSMC,
     linear_posterior_kernels,
     perturbative_kernels,
     reweighted_kernels,
@@ -40,6 +37,7 @@ from ..metrics import cka_layers, cka_layers_se, test_error
 from ..nngp import nngp_kernels
 from ..numerics import limit_blas_threads
 from ..spec import NetworkSpec
+from .attrs import estimate_attrs
 from .config import ExperimentConfig, MethodsConfig
 
 
@@ -93,8 +91,6 @@ PACKAGES = ("critical_kernels", "jax", "jaxlib", "blackjax", "numpy", "xarray")
 
 def versions() -> dict:
     """Versions of Python and of the packages that make the numbers."""
-    from .. import __version__
-
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -106,78 +102,40 @@ def versions() -> dict:
 
 def tilted_option(m: MethodsConfig, spec: NetworkSpec):
     """The tilted-average option of `methods.map_method`; "auto" is exact for linear phi, else
-    importance sampling with the second-cumulant fallback."""
+    importance sampling ([methods.importance]) with the second-cumulant fallback ([methods.cumulant])."""
     if m.map_method == "linear" or (m.map_method == "auto" and spec.act.name == "linear"):
         return ExactGaussian()
-    importance, cumulant = ImportanceSampling(m.n_samples), SecondCumulant(m.n_samples)
-    return {"importance": importance, "cumulant": cumulant}.get(m.map_method, Fallback(importance, cumulant))
+    chosen = {"importance": m.importance, "cumulant": m.cumulant}
+    return chosen.get(m.map_method, Fallback(m.importance, m.cumulant))
 
 
-def estimate_all(
-    config: ExperimentConfig, spec: NetworkSpec, data, nngp, timed, progress: bool
-) -> dict[str, KernelEstimate]:
-    """Every estimator the config asks for, failures returned (throw=False), not raised."""
-    m, seed = config.methods, config.seed
-    budget = dict(rtol=m.rtol or None, max_samples=max(m.max_samples, m.n_samples))  # methods.rtol = 0: off
-    data_args = (spec, data.X, data.Y, data.X_test)
-    out = {}
-    if m.perturbative:
-        out["perturbative"] = timed(
-            "perturbative",
-            lambda: perturbative_kernels(
-                *data_args, options=MonteCarlo(m.n_samples, **budget), key=seed, nngp=nngp, throw=False
-            ),
-        )
-    if m.map:
-        out["map"] = timed(
-            "map",
-            lambda: solve_map(
-                *data_args, tilted=tilted_option(m, spec), **budget, nngp=nngp, key=seed, throw=False
-            ),
-        )
-    if m.reweighted:
-        out["reweighted"] = timed(
-            "reweighted",
-            lambda: reweighted_kernels(
-                spec,
-                data.X,
-                data.Y,
-                data.X_test,
-                n_samples=m.reweighted_samples,
-                saddle=out.get("map"),  # the run's own saddle point when the MAP was asked for
-                tempering=m.tempering,
-                smc=TemperedSMC(n_particles=m.smc_particles),
-                key=seed,
-                throw=False,
-            ),
-        )
-    if m.linear_exact:
-        out["linear_exact"] = timed(
-            "linear_exact", lambda: linear_posterior_kernels(spec, data.X, data.Y, data.X_test, throw=False)
-        )
-    if m.sampled:
-        chains = Chains(chains=m.chains, warmup=m.warmup, n_samples=m.samples, thin=m.thin)
-        out["sampled"] = timed(
-            "sampled",
-            lambda: sample_posterior(
-                spec,
-                data.X,
-                data.Y,
-                data.X_test,
-                sampler=SAMPLERS[m.sampler](**({"n_leapfrog": m.n_leapfrog} if m.sampler == "hmc" else {})),
-                chains=chains,
-                space=m.space,
-                key=seed,
-                progress=progress,
-                throw=False,
-            ),
-        )
-    return out
+def estimators(config: ExperimentConfig, spec: NetworkSpec, data, progress: bool) -> dict[str, Callable]:
+    """The estimator calls the config asks for, in run order, each from the results so far (the
+    reweighted estimator reuses the run's saddle point when the MAP ran); failures are returned
+    (throw=False), not raised."""
+    m, key = config.methods, config.seed
+    args = (spec, data.X, data.Y, data.X_test)
+    chains = dataclasses.replace(m.chains, progress=progress)  # a display setting of this run
+    calls = {
+        "perturbative": lambda out: perturbative_kernels(*args, options=m.monte_carlo, key=key, throw=False),
+        "map": lambda out: solve_map(
+            *args, tilted=tilted_option(m, spec), solver=m.solver, key=key, throw=False
+        ),
+        "reweighted": lambda out: reweighted_kernels(
+            *args, options=m.reweighting, saddle=out.get("map"), key=key, throw=False
+        ),
+        "linear_exact": lambda out: linear_posterior_kernels(*args, throw=False),
+        "sampled": lambda out: sample_posterior(
+            *args, sampler=m.sampler_options, chains=chains, key=key, throw=False
+        ),
+    }
+    return {name: call for name, call in calls.items() if getattr(m, name)}
 
 
 def usable(estimate: KernelEstimate) -> bool:
     """Kernels fit to measure: a success, or sampled chains that are flagged but finished."""
-    return estimate.result in (Result.success, Result.diagnostics_failed)
+    flagged = estimate.estimator == "sampled" and estimate.result is Result.diagnostics_failed
+    return estimate.result is Result.success or flagged
 
 
 @limit_blas_threads
@@ -187,7 +145,8 @@ def run(
     """Compute every requested kernel of every layer and collect them in one Dataset.
 
     Variables: kernel (estimator, layer, row, col) on train + test inputs, cka and cka_se
-    (estimator, layer), test_error and test_mse (estimator); attrs: convergence, diagnostics, timings.
+    (estimator, layer), test_error and test_mse (estimator); attrs: every estimate's E_* attrs
+    (`attrs.estimate_attrs`), the shapes of its larger info arrays ("arrays"), timings, config.
     """
     data = load_data(config)
     spec = make_spec(config)
@@ -200,8 +159,24 @@ def run(
         timings[name] = time.perf_counter() - start
         return out
 
-    nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))  # the one NNGP stack of the run
-    estimates = estimate_all(config, spec, data, nngp, timed, progress)
+    nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))
+    estimates = {}
+    for name, call in estimators(config, spec, data, progress).items():
+        estimates[name] = timed(name, functools.partial(call, estimates))
+    attrs = {
+        **run_attrs(estimates, data),
+        "name": config.name,
+        "data": data.name,
+        "n_train": data.n_train,
+        "timings": json.dumps(timings),
+        "config": config.model_dump_json(),
+        "versions": json.dumps(versions()),
+    }
+    return _dataset(estimates, nngp, data, spec, attrs)
+
+
+def _dataset(estimates: dict, nngp, data, spec: NetworkSpec, attrs: dict) -> xr.Dataset:
+    """The run Dataset: kernels, CKA with its SE and test errors of the NNGP and every estimate."""
     kernels = {"nngp": nngp, **{name: e.kernels for name, e in estimates.items()}}
     ok = {"nngp": True, **{name: usable(e) for name, e in estimates.items()}}
     cka_se = {name: _cka_se(estimates.get(name), data.Y, spec.depth) for name in kernels}
@@ -226,94 +201,34 @@ def run(
             "row": np.arange(len(nngp[0])),
             "col": np.arange(len(nngp[0])),
         },
-        attrs={
-            **_diagnostics(estimates, data),
-            "name": config.name,
-            "data": data.name,
-            "n_train": data.n_train,
-            "timings": json.dumps(timings),
-            "config": config.model_dump_json(),
-            "versions": json.dumps(versions()),
-        },
+        attrs=attrs,
     )
 
 
 def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
-    """SE of the CKA of every layer from the estimator's own set of estimates: batch means (sampled,
-    perturbative), leave-one-batch-out estimates (reweighted) or replicas (MAP); zero where the
-    kernels are exact (NNGP, linear phi, linear_exact), NaN where a Monte Carlo estimate has none."""
-    info = getattr(estimate, "info", None)
-    for field, kind in (
-        ("batch_kernels", "batches"),
-        ("jackknife_kernels", "jackknife"),
-        ("replica_kernels", "replicas"),
-    ):
-        if getattr(info, field, None) is not None:
-            return cka_layers_se(getattr(info, field), Y, kind=kind)
+    """SE of the CKA of every layer from the estimate's own set of estimates (batch means,
+    leave-one-batch-out estimates or replicas); zero where the kernels are exact (NNGP, linear phi,
+    linear_exact), NaN where a Monte Carlo estimate has none."""
+    if estimate is not None and estimate.estimates is not None:
+        return cka_layers_se(estimate.estimates.kernels, Y, kind=estimate.estimates.kind)
     if estimate is not None and estimate.se is not None and estimate.estimator != "linear_exact":
         return np.full(depth + 1, np.nan)  # a Monte Carlo estimate without its set of estimates
     return np.zeros(depth + 1)
 
 
-def _diagnostics(estimates: dict, data) -> dict:
-    """Convergence and sampler diagnostics as flat Dataset attributes."""
-    attrs = {}
-    if "perturbative" in estimates:
-        info = estimates["perturbative"].info
-        attrs["perturbative_n_samples"] = int(info.n_samples)
-        if info.rtol_met is not None:
-            attrs["perturbative_rtol_met"] = int(info.rtol_met)
-    if "map" in estimates:
-        est = estimates["map"]
-        attrs.update(
-            map_converged=int(est.ok),
-            map_method=est.info.tilted + (" (ESS fallback)" if est.info.fallback else ""),
-            map_n_iter=est.info.n_iter,
-            map_residual=est.info.residual,
-            map_message=est.message or est.info.fallback or "converged",
-            map_n_samples=int(est.info.n_samples),
-        )
-        if est.info.rtol_met is not None:
-            attrs["map_rtol_met"] = int(est.info.rtol_met)
-    if "reweighted" in estimates:
-        est = estimates["reweighted"]
-        attrs.update(
-            reweighted_ok=int(est.ok),
-            reweighted_ess=float(est.info.ess),
-            reweighted_var_log_weight=float(est.info.var_log_weight),
-            reweighted_n_samples=int(est.info.n_samples),
-            reweighted_message=est.message or "ok",
-            reweighted_method=est.info.method,
-        )
-        if est.info.smc_runs:  # tempered SMC ran: its temperature ladders (runs separated by |), worst ESS
-            runs = est.info.smc_runs
-            attrs.update(
-                reweighted_temperatures=" | ".join(
-                    ", ".join(f"{b:.3g}" for b in r.temperatures) for r in runs
-                ),
-                reweighted_final_ess=float(min(r.final_ess for r in runs)),
-                reweighted_n_particles=int(sum(r.n_particles for r in runs)),
-            )
-    if "linear_exact" in estimates:
-        est = estimates["linear_exact"]
-        attrs.update(linear_exact_ok=int(est.ok), linear_exact_message=est.message or "ok")
-    if "sampled" in estimates:
-        est = estimates["sampled"]
-        info = est.info
-        attrs.update(
-            sampler=type(info.sampler).__name__.lower(),
-            sampled_space=info.space,
-            sampled_ok=int(est.ok),
-            sampled_warnings="; ".join(info.warnings),
-            rhat_cka=float(np.nanmax(info.rhat_cka)),
-            ess_cka=float(np.min(info.ess_cka)),
-            acceptance=float(info.acceptance.mean()),
-        )
-        if info.f_test is not None and data.Y_test is not None:  # the sampled networks' own predictions
-            attrs["sampled_networks_test_error"] = test_error(info.f_test, data.Y_test).get(
-                "class_error", np.nan
-            )
-    return attrs
+def run_attrs(estimates: dict, data) -> dict:
+    """The E_* attrs of every estimate, the shapes of their >= 2-D info arrays as one JSON attr
+    ("arrays"), and the sampled networks' own test error."""
+    attrs, shapes = {}, {}
+    for estimate in estimates.values():
+        more, arrays = estimate_attrs(estimate)
+        attrs.update(more)
+        shapes.update(arrays)
+    sampled = estimates.get("sampled")
+    if sampled is not None and sampled.info.f_test is not None and data.Y_test is not None:
+        error = test_error(sampled.info.f_test, data.Y_test).get("class_error", np.nan)
+        attrs["sampled_networks_test_error"] = error  # the sampled networks' own predictions
+    return {**attrs, "arrays": json.dumps(shapes)}
 
 
 def _errors(kernels, data, kappa) -> dict:

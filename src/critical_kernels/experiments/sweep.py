@@ -17,12 +17,14 @@ import io
 import itertools
 import json
 import multiprocessing
+import numbers
 import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,12 +33,16 @@ import numpy as np
 import tomli_w
 import xarray as xr
 
-from ..errors import InputError
+from .. import __version__
+from ..criticality import critical_gain
+from ..errors import CriticalKernelsError, InputError
+from ..runtime import THREADS_VARIABLE, use_one_xla_thread
 from .config import ExperimentConfig, apply_overrides, read_toml, set_field, validate
 from .io import atomic_write, check_kind, mark_folder, read_netcdf
+from .run import run
 
 EXECUTORS = ("local", "dask", "serial")
-CACHE_FORMAT = 1  # bump when the Dataset a point stores changes, so old caches are recomputed
+CACHE_FORMAT = 2  # bump when the Dataset a point stores changes, so old caches are recomputed
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,6 @@ class Sweep:
 
 def config_hash(config: ExperimentConfig) -> str:
     """Hash of a resolved config, the package version and the cache format (the cache key of a point)."""
-    from .. import __version__
-
     identity = {"version": __version__, "format": CACHE_FORMAT, "config": config.model_dump(mode="json")}
     text = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -186,8 +190,6 @@ def _error_of(out: Path, key: str) -> str | None:
 
 def compute_point(config_json: str) -> tuple[str, object, float]:
     """Run one experiment (in a worker): ("ok", NetCDF bytes, s) or ("failed", (message, traceback), s)."""
-    from .run import run
-
     start = time.perf_counter()
     try:
         ds = run(ExperimentConfig.model_validate_json(config_json), progress=False)
@@ -207,6 +209,20 @@ def pin_to_one_core(cpu: int) -> None:
             pass
 
 
+@contextmanager
+def _workers_with_one_xla_thread() -> Iterator[None]:
+    """Worker processes started in the body get PJRT_NPROC=1 where jaxlib needs it (runtime.py): they
+    start JAX's backend while importing this module, before any hook of ours could run. This process's
+    own environment is left as it was."""
+    before = os.environ.get(THREADS_VARIABLE)
+    use_one_xla_thread()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_VARIABLE, None)
+
+
 def _init_local_worker(counter, cpus: list[int]) -> None:
     with counter.get_lock():
         slot = counter.value
@@ -222,7 +238,8 @@ def _run_local(jobs: dict, workers: int) -> Iterator[tuple[str, tuple]]:
     with ProcessPoolExecutor(
         workers, context, initializer=_init_local_worker, initargs=(counter, cpus)
     ) as pool:
-        futures = {pool.submit(compute_point, text): key for key, text in jobs.items()}
+        with _workers_with_one_xla_thread():  # the workers are spawned at the first submit
+            futures = {pool.submit(compute_point, text): key for key, text in jobs.items()}
         for future in as_completed(futures):
             try:
                 yield futures[future], future.result()
@@ -241,16 +258,17 @@ CONNECT_TIMEOUT_S = 3  # an unreachable --scheduler fails after this long, with 
 def _dask_client(workers: int, scheduler: str | None):
     """A Dask client: on a scheduler address (InputError within CONNECT_TIMEOUT_S if it cannot be
     reached), or on a LocalCluster of single-threaded worker processes; and that cluster or None."""
-    try:
+    try:  # dask is an optional extra, imported only when asked for
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise InputError(
             "--executor dask: install the dask extra (pip install 'critical-kernels[dask]')"
         ) from None
     if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        with _workers_with_one_xla_thread():
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(cluster)
         client.run(_pin_dask_worker)
         return client, cluster
@@ -273,7 +291,7 @@ def _dask_client(workers: int, scheduler: str | None):
 
 def _run_dask(jobs: dict, client, cluster) -> Iterator[tuple[str, tuple]]:
     """Dask distributed: run the jobs on `client`, then close it (and `cluster`, if any)."""
-    from dask.distributed import as_completed as dask_completed
+    from dask.distributed import as_completed as dask_completed  # optional extra: lazy, as above
 
     try:
         with client:
@@ -355,70 +373,46 @@ def _without_none(value):
     return value
 
 
+# the per-point diagnostics a merged sweep keeps, named as the run attrs they come from
+ESTIMATORS = ("perturbative", "map", "reweighted", "linear_exact", "sampled")
+POINT_TEXTS = tuple(f"{name}_{part}" for name in ESTIMATORS for part in ("result", "method"))
+POINT_SCALARS = (
+    "perturbative_n_samples",
+    "map_n_iter",
+    "map_residual",
+    "map_n_samples",
+    "reweighted_ess",
+    "reweighted_n_samples",
+    "sampled_networks_test_error",
+)
+POINT_LAYERS = ("sampled_rhat_cka", "sampled_ess_cka")  # per layer
+
+
 def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     """One Dataset over the grid: CKA per method and layer (NaN past a point's depth), output-layer
-    CKA, test errors, diagnostics, and each point's status ("ok", "failed", "missing") and error."""
+    CKA, test errors, diagnostics (POINT_TEXTS, POINT_SCALARS, POINT_LAYERS), and each point's status
+    ("ok", "failed", "missing") and error."""
     loaded = {point.index: load_point(out, point.key) for point in sweep.points}
     done = [ds for ds in loaded.values() if ds is not None]
     methods = list(dict.fromkeys(str(m) for ds in done for m in ds.estimator.values)) or ["nngp"]
     n_layers = max((ds.sizes["layer"] for ds in done), default=1)
-    shape = sweep.shape
-    full = lambda *extra: np.full(shape + extra, np.nan)  # noqa: E731
-    cka, cka_se = full(len(methods), n_layers), full(len(methods), n_layers)
-    cka_out, cka_out_se = full(len(methods)), full(len(methods))
-    test_err, test_mse = full(len(methods)), full(len(methods))
-    diagnostics = ("map_converged", "reweighted_ok", "reweighted_ess", "sampled_ok", "rhat_cka", "acceptance")
-    names = (*diagnostics, "g_c", "g_w_used", "seconds")
-    scalars = {name: full() for name in names}
-    status = np.full(shape, "missing", dtype=object)
-    error = np.full(shape, "", dtype=object)
-    texts = {name: np.full(shape, "", dtype=object) for name in ("map_method", "sampler", "sampled_warnings")}
+    grid = _empty_grid(sweep.shape, len(methods), n_layers)
     for point in sweep.points:
         i, ds = point.index, loaded[point.index]
-        scalars["g_c"][i] = _g_c(point.config)
-        scalars["g_w_used"][i] = _g_w_used(point.config, scalars["g_c"][i])
-        if ds is None:
-            message = _error_of(out, point.key)
-            if message is not None:
-                status[i], error[i] = "failed", message
-            continue
-        status[i] = "ok"
-        rows = [methods.index(str(m)) for m in ds.estimator.values]
-        depth = ds.sizes["layer"]
-        cka[i][rows, :depth] = ds.cka.values
-        cka_se[i][rows, :depth] = ds.cka_se.values
-        cka_out[i][rows] = ds.cka.values[:, -1]
-        cka_out_se[i][rows] = ds.cka_se.values[:, -1]
-        test_err[i][rows] = ds.test_error.values
-        test_mse[i][rows] = ds.test_mse.values
-        for name in diagnostics:
-            scalars[name][i] = float(ds.attrs.get(name, np.nan))
-        for name in texts:
-            texts[name][i] = str(ds.attrs.get(name, ""))
-        scalars["seconds"][i] = sum(json.loads(ds.attrs["timings"]).values())
+        grid["g_c"][1][i] = _g_c(point.config)
+        grid["g_w_used"][1][i] = _g_w_used(point.config, grid["g_c"][1][i])
+        if ds is not None:
+            _fill_point(grid, i, ds, [methods.index(str(m)) for m in ds.estimator.values])
+        elif (message := _error_of(out, point.key)) is not None:
+            grid["status"][1][i], grid["error"][1][i] = "failed", message
     dims = tuple(axis.name for axis in sweep.axes)
-    coords = {axis.name: [_label(v[0]) for v in axis.values] for axis in sweep.axes}
-    for axis in sweep.axes:  # the other fields of a zipped axis
-        for j, field in enumerate(axis.fields[1:], start=1):
-            name = field.split(".")[-1]
-            name = field.replace(".", "_") if name in coords or name in dims else name
-            coords[name] = (axis.name, [_label(v[j]) for v in axis.values])
-    coords.update(estimator=methods, layer=np.arange(n_layers))
     variables = {
-        "cka": (dims + ("estimator", "layer"), cka),
-        "cka_se": (dims + ("estimator", "layer"), cka_se),
-        "cka_out": (dims + ("estimator",), cka_out),
-        "cka_out_se": (dims + ("estimator",), cka_out_se),
-        "test_error": (dims + ("estimator",), test_err),
-        "test_mse": (dims + ("estimator",), test_mse),
-        "status": (dims, status.astype(str)),
-        "error": (dims, error.astype(str)),
-        **{name: (dims, values) for name, values in scalars.items()},
-        **{name: (dims, values.astype(str)) for name, values in texts.items()},
+        name: (dims + extra, values.astype(str) if values.dtype == object else values)
+        for name, (extra, values) in grid.items()
     }
     return xr.Dataset(
         variables,
-        coords=coords,
+        coords=_grid_coords(sweep, methods, n_layers),
         attrs={
             "name": sweep.name,
             "fields": json.dumps({a.name: list(a.fields) for a in sweep.axes}),
@@ -427,11 +421,83 @@ def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     )
 
 
+def _empty_grid(shape: tuple, n_methods: int, n_layers: int) -> dict[str, tuple[tuple, np.ndarray]]:
+    """name -> (dimensions beyond the grid's, values): NaN, "" and "missing" until a point fills them."""
+    full = lambda *extra: np.full(shape + extra, np.nan)  # noqa: E731
+    text = lambda fill="": np.full(shape, fill, dtype=object)  # noqa: E731
+    per_layer, per_method = ("estimator", "layer"), ("estimator",)
+    return {
+        "cka": (per_layer, full(n_methods, n_layers)),
+        "cka_se": (per_layer, full(n_methods, n_layers)),
+        **{
+            name: (per_method, full(n_methods))
+            for name in ("cka_out", "cka_out_se", "test_error", "test_mse")
+        },
+        "status": ((), text("missing")),
+        "error": ((), text()),
+        **{name: ((), full()) for name in (*POINT_SCALARS, "g_c", "g_w_used", "seconds")},
+        **{name: ((), text()) for name in POINT_TEXTS},
+        **{name: (("layer",), full(n_layers)) for name in POINT_LAYERS},
+    }
+
+
+def _fill_point(grid: dict, i: tuple, ds: xr.Dataset, rows: list[int]) -> None:
+    """Enter a finished point's Dataset at grid index i (its estimators at `rows`)."""
+    depth = ds.sizes["layer"]
+    grid["status"][1][i] = "ok"
+    grid["cka"][1][i][rows, :depth] = ds.cka.values
+    grid["cka_se"][1][i][rows, :depth] = ds.cka_se.values
+    grid["cka_out"][1][i][rows] = ds.cka.values[:, -1]
+    grid["cka_out_se"][1][i][rows] = ds.cka_se.values[:, -1]
+    grid["test_error"][1][i][rows] = ds.test_error.values
+    grid["test_mse"][1][i][rows] = ds.test_mse.values
+    for name in POINT_SCALARS:
+        grid[name][1][i] = _number(ds.attrs.get(name))
+    for name in POINT_TEXTS:
+        grid[name][1][i] = str(ds.attrs.get(name, ""))
+    for name in POINT_LAYERS:
+        values = np.atleast_1d(ds.attrs.get(name, []))
+        grid[name][1][i][: len(values)] = values
+    grid["seconds"][1][i] = sum(json.loads(ds.attrs["timings"]).values())
+
+
+def _number(value) -> float:
+    """A scalar attr as a float (NaN where it is absent or not a number, e.g. "none")."""
+    return float(value) if isinstance(value, numbers.Real) else np.nan
+
+
+def _grid_coords(sweep: Sweep, methods: list[str], n_layers: int) -> dict:
+    """The swept values (the first field of each axis names it; the others of a zipped axis are
+    coordinates along it), the estimators and the layers."""
+    dims = tuple(axis.name for axis in sweep.axes)
+    coords = {axis.name: [_label(v[0]) for v in axis.values] for axis in sweep.axes}
+    for axis in sweep.axes:
+        for j, field in enumerate(axis.fields[1:], start=1):
+            name = field.split(".")[-1]
+            name = field.replace(".", "_") if name in coords or name in dims else name
+            coords[name] = (axis.name, [_label(v[j]) for v in axis.values])
+    return {**coords, "estimator": methods, "layer": np.arange(n_layers)}
+
+
+def point_attrs(ds: xr.Dataset, where: dict) -> dict:
+    """The diagnostics of one point of a merged sweep (`where`: its index per dimension), named as
+    the run attrs they come from, for the labels and flags of labels.py."""
+    out = {}
+    for name in (*POINT_TEXTS, *POINT_SCALARS, *POINT_LAYERS):
+        if name in ds:
+            values = ds[name].isel(where).values
+            out[name] = values.item() if values.ndim == 0 else values
+    return out
+
+
+def ok_points(ds: xr.Dataset) -> list[dict]:
+    """The index (per dimension) of every finished point of a merged sweep."""
+    dims = ds.status.dims
+    return [dict(zip(dims, i, strict=True)) for i in zip(*np.nonzero(ds.status.values == "ok"), strict=True)]
+
+
 def _g_c(config: ExperimentConfig) -> float:
     """The critical g_c of a point's activation and bias variance (NaN where it has none)."""
-    from ..criticality import critical_gain
-    from ..errors import CriticalKernelsError
-
     g_b = config.network.g_b
     if not np.isscalar(g_b):
         return np.nan

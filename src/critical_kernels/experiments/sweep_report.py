@@ -1,0 +1,142 @@
+"""The report of a sweep folder: report.md and report.html from its merged Dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .figures import sweep_figures
+from .labels import (
+    NOT_CONVERGED,
+    estimator_label,
+    field_label,
+    fmt_number,
+    fmt_se,
+    map_is_cumulant,
+    reweighted_failed,
+    sampled_failed,
+    shared,
+)
+from .report import agreement_lines, versions_line, write_markdown
+from .sweep import point_attrs
+
+
+def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
+    """Sweep figures (CKA and adaptation against every swept parameter, ΔCKA against 1/N, theory
+    against sampled) and report.md / report.html from a merged sweep Dataset: per point the swept
+    values, the g_w used, the output CKA ± SE of every estimator (flagged where the MAP used the
+    second cumulant or the sampled networks failed their diagnostics), and the status."""
+    out = Path(out)
+    fields = json.loads(ds.attrs["fields"])
+    dims = list(fields)
+    images = sweep_figures(ds, out / "figures")
+    counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "failed", "missing")}
+    flat = ds.stack(point=dims)
+    points = [point_attrs(flat, {"point": j}) for j in range(flat.sizes["point"])]
+    ok = [j for j, s in enumerate(flat.status.values) if s == "ok"]
+    lines = [
+        f"# Sweep {ds.attrs['name']}",
+        "",
+        f"Grid: {', '.join(f'{field_label(fields[d][0], math=False)} ({ds.sizes[d]})' for d in dims)}; "
+        f"points ok {counts['ok']}, failed {counts['failed']}, missing {counts['missing']}.",
+        "",
+        *[note + "\n" for note in _notes(ds, [points[j] for j in ok])],
+        "## CKA of the output kernel with YYᵀ (T16)",
+        "",
+        "± one standard error where the estimator has one (first order: spread over 16 blocks of its "
+        "random numbers; reweighted: jackknife over 16 batches; sampled networks: batch means).",
+        "",
+        *_point_table(ds, flat, points, ok),
+        "",
+        *[f"![{p.stem}](figures/{p.name})\n" for p in images],
+        "",
+        *agreement_lines(
+            (
+                _point_label(flat, j, dims),
+                flat.cka.isel(point=j),
+                flat.cka_se.isel(point=j),
+                not sampled_failed(points[j]),
+            )
+            for j in ok
+        ),
+        *[f"- failed: {e}" for e in np.unique(ds.error.values) if e],
+        "",
+        *_configuration_lines(out),
+        "",
+        "## Versions",
+        "",
+        versions_line(ds.attrs),
+    ]
+    write_markdown(out, lines)
+
+
+def _point_table(ds: xr.Dataset, flat: xr.Dataset, points: list[dict], ok: list[int]) -> list[str]:
+    """One row per point: the swept values, the g_w used, the output CKA ± SE of every estimator
+    (flagged per point where the column header cannot say it for all), the status."""
+    fields = json.loads(ds.attrs["fields"])
+    estimators = [str(m) for m in ds.estimator.values]
+    columns = [(f, d if j == 0 else _zipped_name(ds, d, f)) for d in fields for j, f in enumerate(fields[d])]
+    columns = [(f, name) for f, name in columns if name in flat.coords]
+    common = shared([points[j] for j in ok])
+    headers = [field_label(f, math=False) for f, _ in columns] + ["g_w used"]
+    headers += [f"CKA out: {estimator_label(m, common, flag=False)}" for m in estimators] + ["status"]
+    rows = []
+    for j, attrs in enumerate(points):
+        p = flat.isel(point=j)
+        cells = [str(flat[name].values[j]) for _, name in columns]
+        cells.append(fmt_number(float(p.g_w_used), 5) if "g_w_used" in p else "")
+        for k, m in enumerate(estimators):
+            cell = fmt_se(float(p.cka_out.values[k]), float(p.cka_out_se.values[k]))
+            cells.append(cell + (_flag(m, attrs, common) if p.status.item() == "ok" else ""))
+        cells.append(str(p.status.item()))
+        rows.append("| " + " | ".join(cells) + " |")
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *rows]
+
+
+def _flag(name: str, attrs: dict, common: dict) -> str:
+    """What a point's cell adds to its column: a failed estimator, a MAP from the second cumulant
+    where the points used different MAP methods."""
+    if name == "sampled" and sampled_failed(attrs):
+        return f" ({NOT_CONVERGED})"
+    if name == "reweighted" and reweighted_failed(attrs):
+        return " (failed)"
+    if name == "map" and "map_method" not in common and map_is_cumulant(attrs):
+        return " (second cumulant)"
+    return ""
+
+
+def _notes(ds: xr.Dataset, points: list[dict]) -> list[str]:
+    """Warnings over the finished points: sampled references that failed, MAPs from the second cumulant."""
+    estimators = [str(m) for m in ds.estimator.values]
+    failed_reference = sum(sampled_failed(a) for a in points)
+    cumulant = sum(map_is_cumulant(a) for a in points)
+    notes = []
+    if "sampled" in estimators and failed_reference:
+        notes.append(
+            f"> **Warning:** the sampled networks of {failed_reference} point(s) are {NOT_CONVERGED} "
+            "(R-hat of the CKA or acceptance); they are no reference there."
+        )
+    if "map" in estimators and cumulant:
+        notes.append(
+            f"> **Note:** the MAP kernels of {cumulant} point(s) come from the second-cumulant approximation."
+        )
+    return notes
+
+
+def _configuration_lines(out: Path) -> list[str]:
+    text = (out / "sweep.toml").read_text() if (out / "sweep.toml").is_file() else ""
+    resolved = ["The sweep as resolved (`sweep.toml`):", "", "```toml", text.rstrip(), "```"] if text else []
+    return ["## Configuration", "", *resolved]
+
+
+def _zipped_name(ds: xr.Dataset, dim: str, field: str) -> str:
+    """The coordinate name merge gives a zipped field (its leaf, or its full path on a collision)."""
+    leaf = field.split(".")[-1]
+    return leaf if leaf in ds.coords and ds[leaf].dims == (dim,) else field.replace(".", "_")
+
+
+def _point_label(flat: xr.Dataset, j: int, dims: list[str]) -> str:
+    return ", ".join(f"{d}={flat[d].values[j]}" for d in dims)
