@@ -237,7 +237,7 @@ def test_second_sampler_call_compiles_nothing(tiny):
     assert [programs.init._cache_size(), programs.warm._cache_size(), programs.batch._cache_size()] == sizes
 
 
-def test_one_run_computes_the_nngp_stack_once(monkeypatch):
+def test_a_run_computes_one_nngp_stack_and_the_first_order_its_own(monkeypatch):
     calls, stacks = [], []
     layer_map, stack = nngp_module._mu_inplace, run_module.nngp_kernels
 

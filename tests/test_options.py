@@ -2,6 +2,7 @@
 the same objects built from config tables (`build`) and written back (`as_dict`)."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -112,3 +113,11 @@ def test_the_package_exports_every_option():
     for cls in ALL:
         if not cls.__name__.startswith("_"):
             assert getattr(ck, cls.__name__) is cls
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: ck.Anderson(damping=math.inf), lambda: ck.MonteCarlo(rtol=math.nan)]
+)
+def test_numbers_must_be_finite(make):
+    with pytest.raises(ck.InputError, match="must be a number"):
+        make()

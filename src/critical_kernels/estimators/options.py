@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,9 @@ class Rule:
             return None if self.optional else f"must be {self.describe()}, got None"
         ok = {
             "int": isinstance(value, numbers.Integral) and not isinstance(value, bool),
-            "number": isinstance(value, numbers.Real) and not isinstance(value, bool),
+            "number": isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(value),
             "flag": isinstance(value, bool),
             "choice": value in self.choices,
             "ints": isinstance(value, tuple) and all(_is_int(v) and v >= 1 for v in value) and value != (),
@@ -150,8 +153,9 @@ def _nested(f, value, where: str):
 
 def as_dict(options) -> dict:
     """The fields of an options object as plain values (nested options as dicts, tuples as lists, a
-    nested option that is None as false, other None dropped): what a config table holds and `build`
-    reads back."""
+    nested option that is None as false, other None dropped, as TOML has no None): what a config table
+    holds and `build` reads back (a None whose default is not None reads back as the default; configs
+    spell those as 0, e.g. rtol = 0)."""
     out = {}
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
