@@ -14,6 +14,7 @@ import critical_kernels as ck
 from critical_kernels import nngp as nngp_module
 from critical_kernels.estimators import map as map_module
 from critical_kernels.estimators import sampled as sampled_module
+from critical_kernels.estimators.options import Options
 from critical_kernels.experiments import load_config, run
 
 # the module (critical_kernels.experiments exports the function `run` under the same name)
@@ -98,8 +99,8 @@ def test_every_estimator_returns_a_kernel_estimate(tiny, name):
 def test_every_estimator_names_its_method_and_its_estimates(tiny, name):
     spec, data = tiny
     est = ESTIMATORS[name](spec, data, key=0)
-    assert isinstance(est.method, str) and est.method
-    assert isinstance(est.fallback, str)
+    assert isinstance(est.method, Options) and est.method.label  # the options that produced the kernels
+    assert est.fallback is None or (isinstance(est.fallback[0], Options) and est.fallback[1])
     if est.estimates is not None:
         assert est.estimates.kind in ("batches", "jackknife", "replicas")
         assert est.estimates.kernels.ndim == 4 and est.estimates.kernels.shape[1:] == est.kernels.shape
@@ -117,8 +118,8 @@ def test_every_estimator_names_its_method_and_its_estimates(tiny, name):
         "exact": "prior importance",
         "linear_exact": "quadrature",
     }
-    assert est.method == expected.get(name, est.method)
-    assert name != "reweighted" or est.method in ("importance", "tempered SMC")
+    assert est.method.label == expected.get(name, est.method.label)
+    assert name != "reweighted" or est.method.label in ("importance", "tempered SMC")
 
 
 @pytest.mark.parametrize("name", list(FAILING))

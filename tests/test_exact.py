@@ -22,7 +22,7 @@ def test_importance_weighting_equals_one_dimensional_quadrature():
     assert abs(res.kernels[1, 0, 0] - ref) < 4 * res.se[1, 0, 0]  # 4 standard errors
     assert abs(ref - (scale * N + g_b)) > 10 * res.se[1, 0, 0]  # the posterior really moved
     assert res.info.ess > 1e4 and res.info.n_samples == 200_000
-    assert res.method == "prior importance" and res.estimates is None
+    assert res.method.label == "prior importance" and res.estimates is None
 
 
 def test_options_of_the_wrong_type_are_named():

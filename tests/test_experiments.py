@@ -17,6 +17,7 @@ from critical_kernels.estimators import (
     ReweightedInfo,
     SamplingInfo,
 )
+from critical_kernels.estimators.options import as_dict
 from critical_kernels.experiments import (
     ExperimentConfig,
     load_config,
@@ -161,7 +162,17 @@ def test_every_info_field_reaches_the_attrs_meta_json_and_the_report(tmp_path):
     }
     assert list(ds.estimator.values) == ["nngp", *infos]
     for name, info in infos.items():
-        for field in ("result", "method", "fallback", "message", *info._fields):
+        common = (
+            "result",
+            "method",
+            "options",
+            "approximation",
+            "fallback",
+            "message",
+            "se_kind",
+            "se_count",
+        )
+        for field in (*common, *info._fields):
             key = f"{name}_{field}"
             assert (key in ds.attrs) != (key in arrays), key  # an attr, or a listed array
             assert key in (meta["diagnostics"] if key in ds.attrs else meta["arrays"]), key
@@ -169,7 +180,9 @@ def test_every_info_field_reaches_the_attrs_meta_json_and_the_report(tmp_path):
     estimator_keys = [k for k in ds.attrs if k.startswith(tuple(f"{name}_" for name in infos))]
     assert estimator_keys and all(k in meta["diagnostics"] and f"- {k}: " in report for k in estimator_keys)
     assert meta["arrays"] == arrays and arrays["map_conj_kernels"] == [2, 8, 8]
-    assert ds.attrs["sampled_sampler"] == repr(cfg.methods.hmc) and ds.attrs["map_method"] == "exact Gaussian"
+    hmc = {"options": "HMC", **as_dict(cfg.methods.hmc)}  # options as their table, in attrs and meta.json
+    assert json.loads(ds.attrs["sampled_sampler"]) == hmc and meta["diagnostics"]["sampled_options"] == hmc
+    assert ds.attrs["map_method"] == "exact Gaussian" and ds.attrs["map_approximation"] == 0
     assert ds.attrs["reweighted_saddle_ok"] in (0, 1) and ds.attrs["sampled_result"] in (
         "success",
         "diagnostics_failed",

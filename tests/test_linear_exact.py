@@ -52,7 +52,7 @@ def test_matches_importance_weighted_exact_posterior(depth, width, kappa):
     spec = linear_spec(depth, width, kappa)
     est = linear_posterior_kernels(spec, X, Y, X_test)
     assert est.ok and est.estimator == "linear_exact" and isinstance(est.info, LinearExactInfo)
-    assert est.method == "quadrature" and est.estimates is None
+    assert est.method.label == "quadrature" and est.estimates is None
     assert est.kernels.shape == est.se.shape == (depth + 1, 8, 8)
     ref = ck.exact_posterior_kernels(spec, X, Y, X_test, options=ck.PriorImportance(2**17), key=depth)
     np.testing.assert_allclose(est.kernels[0], ref.kernels[0], rtol=1e-12)  # C0 is deterministic

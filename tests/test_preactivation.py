@@ -120,7 +120,7 @@ def test_linear_posterior_matches_exact(case, mnist8):
         spec, d.X, d.Y, d.X_test, sampler=ck.HMC(space="preactivation"), chains=chains, key=0
     )
     assert est.ok and est.info.sampler.space == "preactivation" and est.kernels.shape == (3, 10, 10)
-    assert est.method == "HMC, pre-activations"
+    assert est.method.label == "HMC, pre-activations"
     exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     np.testing.assert_allclose(est.kernels[0], exact[0], atol=1e-12)
     z = (est.kernels - exact)[1:] / est.se[1:]
@@ -149,7 +149,7 @@ def test_unknown_space_and_singular_kernels_are_named():
     assert np.all(np.isfinite(same.kernels))
     # x and -x, erf, no biases: C_emp(1) is singular, and layer 2's pre-activations have no density
     odd = ck.NetworkSpec(depth=2, width=5, g_b=0.0)
-    with pytest.raises(ck.NotPositiveDefiniteError, match="space='weights'"):
+    with pytest.raises(ck.NotPositiveDefiniteError, match=r"space='weights'"):
         sample_posterior(odd, np.stack([x, -x, y]), Y, sampler=ck.MALA(space="preactivation"), chains=short)
 
 

@@ -39,6 +39,7 @@ def _flagged_run(ratio: float | None = None) -> tuple[xr.Dataset, object]:
     ds.attrs.update(
         map_result="success",
         map_method="second cumulant",
+        map_approximation=1,
         map_fallback="importance sampling: ESS fell to 0.001 (< min_ess=0.05) at N=50",
         map_message="",
         map_n_iter=3,
@@ -60,7 +61,7 @@ def test_report_flags_failed_reference_and_cumulant_map_and_shows_config(tmp_pat
     assert "sampled (HMC), not converged" in report and "MAP (second cumulant)" in report
     assert "reference failed" in report and "| yes |" not in report  # no verdict against a failed reference
     assert "0.1628 ± 0.0012" in report or "± 0.0012" in report  # the SE's two significant digits
-    assert "**Warning:** the sampled networks are not converged" in report
+    assert "**Warning:** the sampled (HMC) estimate is not converged" in report
     for text in ("g_w used", "g_c (edge of chaos", "χ₁", "α = P/N", "κ", "jaxlib", "blackjax"):
         assert text in report, text
     html = (tmp_path / "r" / "report.html").read_text()
@@ -90,8 +91,8 @@ def test_cli_run_warns_and_flags_when_the_sampler_failed(tmp_path, monkeypatch):
     args = ["run", str(TINY), "--out", str(tmp_path / "r")]
     result = runner.invoke(app, args, env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
-    assert "warning: the sampled networks are not converged" in result.output
-    assert "second-cumulant" in result.output and "not converged" in result.output
+    assert "warning: the sampled (HMC) estimate is not converged" in result.output
+    assert "MAP (second cumulant) kernels come from an approximation" in result.output
     assert "MAP (second cumulant)" in result.output
     refused = runner.invoke(app, args)  # a second run into the same folder needs --force
     assert refused.exit_code == 2 and "--force" in refused.output

@@ -43,7 +43,7 @@ def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
     assert np.abs(z_map).max() > 6.0, np.abs(z_map).max()
     assert np.abs(saddle.kernels - exact).max() > 2 * np.abs(est.kernels - exact).max()
     assert est.info.ess > 1000 and np.all(est.info.acceptance == 1.0) and est.info.saddle_ok
-    assert est.method == "importance" and est.fallback == "" and est.estimates.kind == "jackknife"
+    assert est.method.label == "importance" and est.fallback is None and est.estimates.kind == "jackknife"
     loo = est.estimates.kernels  # leave-one-batch-out estimates reproduce the jackknife SE
     assert loo.shape == (32, depth + 1, 10, 10)
     jack = np.sqrt(31 / 32 * ((loo - loo.mean(0)) ** 2).sum(0))
@@ -82,7 +82,7 @@ def test_sharp_likelihood_collapses_ess(mnist8):
         n_samples=256, n_batches=8, min_ess=50, tempering=None
     )  # (default: tempered SMC)
     est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options, throw=False)
-    assert est.result is Result.ess_collapsed and est.method == "importance" and est.fallback == ""
+    assert est.result is Result.ess_collapsed and est.method.label == "importance" and est.fallback is None
     assert est.info.ess < 50
     # the advice is reweighting's own (networks needed, or the sampler), not the MAP's SecondCumulant
     assert (

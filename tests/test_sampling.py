@@ -82,7 +82,7 @@ def test_failed_diagnostics_are_flagged():
     )
     post = sample_posterior(spec, data.X, data.Y, **options, key=0, throw=False)
     assert post.result is ck.Result.diagnostics_failed and "R-hat" in post.info.warnings[0]
-    assert post.method == "Langevin" and post.estimates.kind == "batches"
+    assert post.method.label == "Langevin" and post.estimates.kind == "batches"
     assert post.estimates.kernels.shape == (4 * 5, 2, 6, 6)  # chains x batches, the input kernel included
     np.testing.assert_allclose(post.estimates.se(), post.se, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(post.estimates.kernels.mean(axis=0), post.kernels, rtol=1e-12, atol=1e-15)

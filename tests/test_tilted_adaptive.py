@@ -144,7 +144,7 @@ def test_map_says_which_importance_sampler_ran():
     spec = ck.NetworkSpec(depth=2, width=50, g_w=1.5, g_b=0.1, kappa=0.1)
     adaptive = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096, replicas=0))
     plain = ck.solve_map(spec, X, Y, tilted=ck.ImportanceSampling(4096, adaptive=False, replicas=0))
-    assert adaptive.method == "adaptive importance" and plain.method == "importance"
+    assert adaptive.method.label == "adaptive importance" and plain.method.label == "importance"
     assert plain.info.proposals is None and adaptive.info.proposals.shape == (2, 8, 8)
     assert np.all(np.linalg.eigvalsh(adaptive.info.proposals) > 0)
     # a mild tilt: the two samplers agree within their Monte Carlo noise, measured 0.015 (0.053 with
@@ -175,7 +175,7 @@ def test_map_of_unstandardised_xor_converges_with_the_adaptive_proposal():
     ckas, ses = [], []
     for key in (0, 1, 2):
         res = ck.solve_map(spec, data.X, data.Y, key=key)
-        assert res.ok and res.method == "adaptive importance" and res.fallback == ""
+        assert res.ok and res.method.label == "adaptive importance" and res.fallback is None
         assert res.info.ess.min() > 0.5  # measured 0.87-0.93 (keys 0-7)
         ckas.append(ck.cka_layers(res.kernels, data.Y)[1:])
         # SE of one solve: the spread of the CKA over the solution and its 4 replicas

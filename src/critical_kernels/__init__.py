@@ -26,7 +26,7 @@ from .errors import (  # noqa: E402
 )
 from .runtime import use_one_xla_thread  # noqa: E402
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 _LAZY = {  # module -> the public names it provides, loaded on first access
     "spec": ("NetworkSpec",),

@@ -131,6 +131,11 @@ class Activation:
     def has_closed_form(self) -> bool:
         return self.closed_pair is not None
 
+    @property
+    def is_linear(self) -> bool:
+        """phi(h) = h with its closed forms: Gaussian tilted measures (T9-T10), exact posteriors (T18)."""
+        return self.name == "linear" and self.has_closed_form
+
     def _factors(self, kind):
         return {"pp": (self.fn, self.fn), "dd": (self.d1, self.d1), "d2p": (self.d2, self.fn)}[kind]
 

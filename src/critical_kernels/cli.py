@@ -40,7 +40,13 @@ from .experiments import (  # noqa: E402
 )
 from .experiments.demo import DemoFailed, DemoSettings, run_demo  # noqa: E402
 from .experiments.io import folder_kind, output_folder  # noqa: E402
-from .experiments.labels import estimator_label, fmt_se, map_is_cumulant, sampled_failed  # noqa: E402
+from .experiments.labels import (  # noqa: E402
+    approximated,
+    estimator_label,
+    failed,
+    fmt_se,
+    references,
+)
 from .experiments.report import run_warnings, unanswered  # noqa: E402
 from .experiments.sweep import EXECUTORS, ok_points, point_attrs  # noqa: E402
 from .numerics import limit_blas_threads  # noqa: E402
@@ -372,12 +378,18 @@ def _sweep_summary(console: Console, ds, n_points: int, counts: dict) -> None:
         highlight=False,
     )
     points = [point_attrs(ds, where) for where in ok_points(ds)]
-    failed = sum(sampled_failed(p) for p in points)
-    if "sampled" in ds.estimator.values and failed:
-        _warn(console, f"the sampled networks of {failed} point(s) are not converged; see report.md")
-    cumulant = sum(map_is_cumulant(p) for p in points)
-    if cumulant:
-        _warn(console, f"the MAP of {cumulant} point(s) used the second-cumulant approximation")
+    for name in references(ds.estimator.values):
+        count = sum(failed(p, name) for p in points)
+        if count:
+            _warn(
+                console, f"{estimator_label(name)} failed its diagnostics at {count} point(s); see report.md"
+            )
+    for name in (str(m) for m in ds.estimator.values):
+        count = sum(approximated(p, name) for p in points)
+        if count:
+            _warn(
+                console, f"the {estimator_label(name)} kernels of {count} point(s) come from an approximation"
+            )
     for message in sorted({e for e in ds.error.values.ravel() if e}):
         console.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
 

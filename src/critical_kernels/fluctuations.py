@@ -213,7 +213,7 @@ def kernel_covariance(
     below = kernels[:-1]  # the kernels each layer's V is evaluated at
     second = jax.vmap(lambda C: gaussian_moments(spec.act, "pp", C))(below)
     roots = phi = None  # linear phi: V is exact and needs neither
-    if not (spec.act.name == "linear" and spec.act.has_closed_form):
+    if not (spec.act.is_linear):
         roots = jax.vmap(psd_sqrt)(below)
         z = jax.random.normal(as_key(key), (spec.depth, n_samples, kernels.shape[-1]))
         phi = spec.act.fn(jnp.einsum("lmp,lpq->lmq", z, roots))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .numerics import SE_KINDS, standard_error
+from .numerics import check_se_kind, standard_error
 
 
 def _centre(K: np.ndarray) -> np.ndarray:
@@ -86,8 +86,7 @@ def cka_layers_se(kernels, Y, *, kind: str = "batches") -> np.ndarray:
       (L+1,) the SE of the CKA: the spread (ddof 1) of the per-estimate CKA times 1/sqrt(B),
       (B - 1)/sqrt(B) or 1.
     """
-    if kind not in SE_KINDS:
-        raise InputError(f"kind: must be one of {', '.join(SE_KINDS)}, got {kind!r}")
+    check_se_kind(kind)  # before the per-estimate CKA
     kernels = np.asarray(kernels)
     flat = kernels.reshape((-1,) + kernels.shape[-3:])
     return standard_error(np.array([cka_layers(b, Y) for b in flat]), kind)

@@ -70,6 +70,12 @@ def check_kernel(name: str, K) -> np.ndarray:
 SE_KINDS = ("batches", "jackknife", "replicas")
 
 
+def check_se_kind(kind: str) -> None:
+    """InputError unless `kind` names a standard-error formula (SE_KINDS)."""
+    if kind not in SE_KINDS:
+        raise InputError(f"kind: must be one of {', '.join(SE_KINDS)}, got {kind!r}")
+
+
 def standard_error(estimates, kind: str) -> np.ndarray:
     """Standard error of an estimate from B estimates (B, ...) along the first axis: the one SE formula.
 
@@ -78,8 +84,7 @@ def standard_error(estimates, kind: str) -> np.ndarray:
     "replicas": independent full estimates, the estimate one of them, SE = s; with s the spread (ddof 1).
     NaN propagates (a failed replica leaves its entries unknown).
     """
-    if kind not in SE_KINDS:
-        raise InputError(f"kind: must be one of {', '.join(SE_KINDS)}, got {kind!r}")
+    check_se_kind(kind)
     x = np.asarray(estimates, dtype=float)
     B = x.shape[0]
     scale = {"batches": 1 / np.sqrt(B), "jackknife": (B - 1) / np.sqrt(B), "replicas": 1.0}[kind]

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConvergenceError, DiagnosticsError, EstimateError, NotPositiveDefiniteError
-from ..numerics import SE_KINDS, standard_error
+from ..numerics import check_se_kind, standard_error
+from .options import Options
 
 
 class Result(enum.Enum):
@@ -84,9 +85,10 @@ class KernelEstimate:
       result: `Result.success` or the failure; `message` says what happened and what to change.
       info: method-specific NamedTuple (iterations, residual, ESS, acceptance, R-hat, jitter, ...).
       message: "" on success, else what failed and what to change.
-      method: how the kernels were computed, in a reader's words ("adaptive importance", "second
-        cumulant", "tempered SMC", "HMC, pre-activations", ...).
-      fallback: why an earlier method was abandoned for `method` ("" if none was).
+      method: the options object of the method that computed the kernels (ImportanceSampling(...),
+        SecondCumulant(...), TemperedSMC(...), HMC(space="preactivation"), ...); `method.label` is its
+        name in tables and legends.
+      fallback: (the options of the method abandoned for `method`, why), or None.
       estimates: the set of estimates behind `se` (None where the estimate is exact or has none).
     """
 
@@ -96,13 +98,13 @@ class KernelEstimate:
     result: Result
     info: Any
     message: str = ""
-    method: str = ""
-    fallback: str = ""
+    method: Options | None = None
+    fallback: tuple[Options, str] | None = None
     estimates: Estimates | None = None
 
     def __post_init__(self):
-        if self.estimates is not None and self.estimates.kind not in SE_KINDS:
-            raise ValueError(f"estimates.kind: must be one of {SE_KINDS}, got {self.estimates.kind!r}")
+        if self.estimates is not None:
+            check_se_kind(self.estimates.kind)
 
     @property
     def ok(self) -> bool:
@@ -117,13 +119,14 @@ class KernelEstimate:
 
 class Outcome(NamedTuple):
     """How an estimator ended, for `finish`: the result, what happened (`detail`), advice that
-    replaces the result's generic advice where the estimator knows better, the method and fallback."""
+    replaces the result's generic advice where the estimator knows better, the method's options and
+    the fallback (KernelEstimate.method, .fallback)."""
 
     result: Result = Result.success
     detail: str = ""
     advice: str | None = None
-    method: str = ""
-    fallback: str = ""
+    method: Options | None = None
+    fallback: tuple[Options, str] | None = None
 
 
 def finish(

@@ -77,7 +77,7 @@ def exact_posterior_kernels(
     outcome = Outcome(
         Result.success if ok else Result.ess_collapsed,
         "" if ok else f"effective sample size {ess:.1f} < min_ess = {options.min_ess}",
-        method="prior importance",
+        method=options,
     )
     return finish("exact", mean, np.sqrt(np.maximum(var, 0.0)), info, outcome, throw=throw)
 

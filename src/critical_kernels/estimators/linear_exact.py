@@ -107,7 +107,7 @@ class _Problem(NamedTuple):
 def _check_spec(spec: NetworkSpec) -> None:
     if not isinstance(spec, NetworkSpec):
         raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
-    if not (spec.act.name == "linear" and spec.act.has_closed_form):
+    if not (spec.act.is_linear):
         raise SpecError(f"activation: linear_exact needs activation 'linear', got {spec.act.name!r}")
     if spec.n_out != 1:
         raise SpecError(
@@ -458,17 +458,15 @@ def linear_posterior_kernels(
         u_mean=fine.u_mean,
         seconds=time.perf_counter() - start,
     )
-    return finish(
-        "linear_exact", fine.kernels, se, info, _outcome(quad_error, options.rtol, n_quad), throw=throw
-    )
+    return finish("linear_exact", fine.kernels, se, info, _outcome(quad_error, options, n_quad), throw=throw)
 
 
-def _outcome(quad_error: float, rtol: float, n_quad: int) -> Outcome:
-    """Success, or quadrature_inaccurate where the error bound exceeds rtol."""
-    if quad_error <= rtol:
-        return Outcome(method="quadrature")
-    detail = f"quadrature error bound {quad_error:.3g} > rtol = {rtol:g}: raise n_quad (now {n_quad})"
-    return Outcome(Result.quadrature_inaccurate, detail, method="quadrature")
+def _outcome(quad_error: float, options: Quadrature, n_quad: int) -> Outcome:
+    """Success, or quadrature_inaccurate where the error bound exceeds options.rtol."""
+    if quad_error <= options.rtol:
+        return Outcome(method=options)
+    detail = f"quadrature error bound {quad_error:.3g} > rtol = {options.rtol:g}: raise n_quad (now {n_quad})"
+    return Outcome(Result.quadrature_inaccurate, detail, method=options)
 
 
 def _laplace_scale(hess: np.ndarray) -> np.ndarray:

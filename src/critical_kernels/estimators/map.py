@@ -32,7 +32,6 @@ from .growth import growth_problem, tilt_growth
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
 from .tilted import (
     ADAPTIVE,
-    LABELS,
     layer_backward,
     layer_forward,
     layer_samples,
@@ -288,7 +287,7 @@ def _schedule(width: int, widths) -> tuple:
 
 def _tilted_chain(spec: NetworkSpec, tilted) -> list:
     """The tilted-average methods to try in order (a Fallback is two)."""
-    linear = spec.act.name == "linear" and spec.act.has_closed_form
+    linear = spec.act.is_linear
     if tilted is None:
         tilted = ExactGaussian() if linear else Fallback()
     chain = [tilted.first, tilted.then] if isinstance(tilted, Fallback) else [tilted]
@@ -324,8 +323,8 @@ def solve_map(
       key: int or PRNGKey of the common random numbers; throw: raise on failure (default).
 
     Returns:
-      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo, method "exact
-      Gaussian", "importance", "adaptive importance" or "second cumulant"; se and estimates from the
+      KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo, method the
+      tilted-average options that held (fallback: (the one dropped, why)); se and estimates from the
       replicas (None for linear phi, exact, or without replicas; NaN where a replica failed). A
       failed solve keeps the last iterate's kernels and says what to change.
 
@@ -352,12 +351,12 @@ def solve_map(
 def _first_to_hold(setup: _Setup, chain: list):
     """Solve with each tilted-average option in turn until one keeps its effective sample size (the
     last is kept whatever happens); returns its estimate, its setup and why earlier ones were dropped."""
-    fallback = ""
+    fallback = None
     for i, option in enumerate(chain):
         estimate = _solve(setup._replace(option=option))
         if estimate.result is not Result.ess_collapsed or i == len(chain) - 1:
             break
-        fallback = f"{LABELS[method_name(option)]}: {estimate.message}"
+        fallback = (option, estimate.message)
     return estimate, setup._replace(option=option), fallback
 
 
@@ -505,7 +504,7 @@ def _solve(setup: _Setup, warm=None) -> KernelEstimate:
         n_samples=0 if method == "linear" else system.z_all.shape[1],
         tilt_growth=growth,
     )
-    return finish("map", kernels, None, info, outcome._replace(method=LABELS[method]), throw=False)
+    return finish("map", kernels, None, info, outcome._replace(method=setup.option), throw=False)
 
 
 def _growth(spec: NetworkSpec, kernels, conj_all, P: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import difflib
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import InputError
 
@@ -99,7 +99,19 @@ def positive(default, **rule) -> Any:
 
 
 class Options:
-    """Base of every options object: validates each field against its rule after construction."""
+    """Base of every options object: validates each field against its rule after construction.
+
+    An estimate keeps the options that produced it (KernelEstimate.method); `label` is the method's
+    name in tables and legends, `approximation` marks a method whose kernels are an approximation of
+    what its estimator estimates (reports say so), `deterministic` one without random numbers (its
+    errors are no Monte Carlo errors: a CKA computed from it has no statistical SE)."""
+
+    approximation: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        return type(self).__name__
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -204,6 +216,10 @@ class MonteCarlo(_SampleBudget):
             self.fail("n_samples", f"need at least 2 per batch ({2 * self.n_batches}), got {self.n_samples}")
         super()._check_together()
 
+    @property
+    def label(self) -> str:
+        return "Monte Carlo"
+
 
 # ------------------------------------------------------------------ tilted averages (MAP, T9-T10)
 
@@ -211,6 +227,23 @@ class MonteCarlo(_SampleBudget):
 @dataclass(frozen=True)
 class ExactGaussian(Options):
     """Tilted averages of linear networks in closed form (T9-T10): the tilted measure is Gaussian."""
+
+    deterministic: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        return "exact Gaussian"
+
+
+@dataclass(frozen=True)
+class ClosedForm(Options):
+    """Averages in closed form (linear phi): nothing to choose; the method of an exact first order."""
+
+    deterministic: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        return "closed form"
 
 
 @dataclass(frozen=True)
@@ -233,6 +266,10 @@ class ImportanceSampling(_SampleBudget):
     rtol: float | None = positive(0.02, optional=True)
     max_samples: int | None = count(None, optional=True)
 
+    @property
+    def label(self) -> str:
+        return "adaptive importance" if self.adaptive else "importance"
+
 
 @dataclass(frozen=True)
 class SecondCumulant(_SampleBudget):
@@ -243,6 +280,12 @@ class SecondCumulant(_SampleBudget):
     replicas: int = count(4, low=0)
     rtol: float | None = positive(0.02, optional=True)
     max_samples: int | None = count(None, optional=True)
+
+    approximation: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        return "second cumulant"
 
 
 @dataclass(frozen=True)
@@ -305,6 +348,10 @@ class TemperedSMC(Options):
     batch_size: int = count(0, low=0)
     always: bool = _field(False, "flag")
 
+    @property
+    def label(self) -> str:
+        return "tempered SMC"
+
 
 # Below ~50 effective networks the estimate is not trustworthy and neither is its error bar: the
 # self-normalised ratio has an O(1/ESS) bias of the order of its standard error, and with 16
@@ -333,6 +380,10 @@ class Reweighting(Options):
         if self.n_samples < self.n_batches:
             self.fail("n_samples", f"must be at least n_batches = {self.n_batches}, got {self.n_samples}")
 
+    @property
+    def label(self) -> str:
+        return "importance"
+
 
 # ------------------------------------------------------------------ exact references (tiny, T18)
 
@@ -346,6 +397,10 @@ class PriorImportance(Options):
     batch: int = count(4096)
     min_ess: float = _field(100.0, "number", low=0, inclusive=True)
 
+    @property
+    def label(self) -> str:
+        return "prior importance"
+
 
 @dataclass(frozen=True)
 class Quadrature(Options):
@@ -355,6 +410,12 @@ class Quadrature(Options):
 
     n_quad: int | None = count(None, low=3, high=150, optional=True)
     rtol: float = positive(1e-6)
+
+    deterministic: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        return "quadrature"
 
 
 # ------------------------------------------------------------------------- samplers (THEORY 7)
@@ -370,6 +431,11 @@ class _Sampler(Options):
 
     space: str = field(default="weights", kw_only=True, metadata={"rule": Rule("choice", choices=SPACES)})
     prior: bool = field(default=False, kw_only=True, metadata={"rule": Rule("flag")})
+
+    @property
+    def label(self) -> str:
+        """ "HMC", "HMC, pre-activations", ..."""
+        return type(self).__name__ + (", pre-activations" if self.space == "preactivation" else "")
 
 
 _ACCEPT = dict(low=0, high=1)

@@ -19,7 +19,7 @@ from ..metrics import cka_layers, cka_layers_se, se_target
 from ..numerics import as_key, check_targets, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, finish
-from .options import MonteCarlo
+from .options import ClosedForm, MonteCarlo
 
 
 class PerturbativeInfo(NamedTuple):
@@ -75,7 +75,7 @@ def perturbative_kernels(
         shift = np.asarray(jnp.stack(cov.push_forward(back)))
         info = PerturbativeInfo(conj, 0, 1, grad.jitter, time.perf_counter() - start)
         kernels = np.asarray(cov.kernels) + shift
-        outcome = Outcome(method="closed form")
+        outcome = Outcome(method=ClosedForm())
         return finish("perturbative", kernels, None, info, outcome, throw=throw, jitter=grad.jitter)
     blocks, n_used, met = _blocks_to_tolerance(cov, back, Y, options, key)
     estimates = Estimates("batches", np.asarray(cov.kernels) + blocks)
@@ -86,7 +86,7 @@ def perturbative_kernels(
             f"after max_samples = {n_used} samples (info.rtol_met False)",
             stacklevel=2,
         )
-    mean, se, outcome = estimates.kernels.mean(axis=0), estimates.se(), Outcome(method="Monte Carlo")
+    mean, se, outcome = estimates.kernels.mean(axis=0), estimates.se(), Outcome(method=options)
     return finish(
         "perturbative", mean, se, info, outcome, estimates=estimates, throw=throw, jitter=grad.jitter
     )

@@ -332,7 +332,7 @@ def _shortfall(plain: _Plain, min_ess: float) -> str:
     return f"{plain.ess:.3g} < min_ess = {min_ess:.3g} of {plain.n_used} networks (Var R = {plain.var_R:.3g})"
 
 
-def _plain_estimate(plain: _Plain, min_ess: float, report: _Report, throw: bool) -> KernelEstimate:
+def _plain_estimate(plain: _Plain, options: Reweighting, report: _Report, throw: bool) -> KernelEstimate:
     """The plain reweighting's KernelEstimate: failed networks, a collapsed ESS, or success."""
     info = report.info(plain)
     if plain.kernels is None:
@@ -341,13 +341,13 @@ def _plain_estimate(plain: _Plain, min_ess: float, report: _Report, throw: bool)
             f"{plain.bad} of {plain.n_used} drawn networks had a non-normalisable tilted measure "
             f"(1 - 2g s <= 0) or a non-finite log weight"
         )
-        outcome = Outcome(Result.not_positive_definite, detail, method="importance")
+        outcome = Outcome(Result.not_positive_definite, detail, method=options)
         return finish("reweighted", nan, nan, info, outcome, throw=throw)
-    outcome = Outcome(method="importance")
-    if plain.ess < min_ess:
-        advice = _ess_advice(plain.ess, plain.n_used, min_ess, plain.var_R)
-        detail = "effective sample size " + _shortfall(plain, min_ess)
-        outcome = Outcome(Result.ess_collapsed, detail, advice, method="importance")
+    outcome = Outcome(method=options)
+    if plain.ess < options.min_ess:
+        advice = _ess_advice(plain.ess, plain.n_used, options.min_ess, plain.var_R)
+        detail = "effective sample size " + _shortfall(plain, options.min_ess)
+        outcome = Outcome(Result.ess_collapsed, detail, advice, method=options)
     estimates = Estimates("jackknife", plain.loo)
     return finish("reweighted", plain.kernels, plain.se, info, outcome, estimates=estimates, throw=throw)
 
@@ -369,11 +369,11 @@ def _smc_problems(runs: list[SMCRun]) -> list[str]:
     return problems
 
 
-def _tempered(problem: _Problem, key, smc: TemperedSMC, report: _Report, plain, throw, fallback=""):
+def _tempered(problem: _Problem, key, smc: TemperedSMC, report: _Report, plain, throw, fallback=None):
     """Tempered SMC from q to the posterior (smc.py): the mean of smc.n_runs independent runs, with
     the leave-one-run-out means as jackknife set. Fails (diagnostics_failed) when a run did not reach
     beta = 1 within smc.max_temperatures or its final HMC acceptance fell below 0.1. plain: the plain
-    reweighting that ran first (None if none), fallback: why it was abandoned."""
+    reweighting that ran first (None if none), fallback: (its options, why it was abandoned)."""
     spec, X_all = problem.spec, problem.X_all
     per_run, runs = run_smc(spec, X_all, problem.Y, problem.conj, jax.random.fold_in(as_key(key), 1), smc)
     B = len(per_run)
@@ -394,7 +394,7 @@ def _tempered(problem: _Problem, key, smc: TemperedSMC, report: _Report, plain, 
         Result.diagnostics_failed if problems else Result.success,
         "tempered SMC: " + "; ".join(problems) if problems else "",
         advice,
-        method="tempered SMC",
+        method=smc,
         fallback=fallback,
     )
     info = report.info(plain, tuple(runs))
@@ -444,9 +444,9 @@ def reweighted_kernels(
     Returns:
       KernelEstimate "reweighted": kernels (L+1, P', P') on train + test rows (layer 0 the input kernel),
       se the delete-one-batch (or -run) jackknife standard errors (zero in layer 0), estimates the
-      leave-one-out set, method "importance" or "tempered SMC" (fallback: why reweighting was
-      abandoned), info ReweightedInfo. If the saddle point did not converge the kernels are NaN and
-      the result the MAP's failure.
+      leave-one-out set, method the Reweighting or its TemperedSMC options (fallback: (Reweighting,
+      why it was abandoned)), info ReweightedInfo. If the saddle point did not converge the kernels
+      are NaN and the result the MAP's failure.
 
     Example:
       >>> est = reweighted_kernels(NetworkSpec(depth=2, width=30, activation="linear", g_b=0.1), X, Y)
@@ -471,12 +471,12 @@ def reweighted_kernels(
         detail = (
             f"the saddle point (MAP) did not converge, so there is nothing to reweight ({saddle.message})"
         )
-        outcome = Outcome(saddle.result, detail, method="tempered SMC" if always else "importance")
+        outcome = Outcome(saddle.result, detail, method=smc if always else options)
         return finish("reweighted", nan, nan, report.info(), outcome, throw=throw)
     if always:
         return _tempered(problem, key, smc, report, None, throw)
     plain = _reweight(problem, options, key)
     if smc is not None and plain.kernels is not None and plain.ess < options.min_ess:
-        fallback = "plain reweighting: ESS " + _shortfall(plain, options.min_ess)
+        fallback = (options, "ESS " + _shortfall(plain, options.min_ess))
         return _tempered(problem, key, smc, report, plain, throw, fallback)
-    return _plain_estimate(plain, options.min_ess, report, throw)
+    return _plain_estimate(plain, options, report, throw)

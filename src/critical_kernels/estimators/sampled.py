@@ -202,7 +202,7 @@ def _programs(spec: NetworkSpec, sampler, shape: tuple, schedule: _Schedule) -> 
 
 class _Job(NamedTuple):
     """One sample_posterior call: its compiled programs and options, all rows X_all (NumPy, training
-    rows first), P training rows, and the data on the device (Xj, Yj)."""
+    rows first), P training rows, the data on the device (Xj, Yj) and the input kernel's rank."""
 
     programs: _Programs
     spec: NetworkSpec
@@ -212,20 +212,20 @@ class _Job(NamedTuple):
     P: int
     Xj: jax.Array
     Yj: jax.Array
+    rank: int | None  # rank of the input kernel (pre-activation space), else None
 
 
 def _warm_up(job: _Job, k_init, k_warm, timings: dict):
     """Initial prior draws, then the warm-up (none for Langevin): (states, step sizes (chains,))."""
     chains, sampler = job.chains, job.sampler
     start = time.perf_counter()
-    rank = input_rank(job.spec, job.X_all) if sampler.space == "preactivation" else None
-    dim = _model(job.spec, sampler.space, job.X_all.shape[1], job.X_all.shape[0], rank).dim
+    dim = _model(job.spec, sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
     states = job.programs.init(job.Xj, job.Yj, jax.random.normal(k_init, (chains.chains, dim)))
     if not np.all(np.isfinite(np.asarray(states.logdensity))):
         raise NotPositiveDefiniteError(
             f"the log density of the initial {sampler.space} draws is not finite: an empirical kernel is "
             "singular (duplicate inputs, or x and -x with an odd activation and no biases); remove "
-            "duplicates, add biases (g_b > 0), or use space='weights'"
+            "duplicates, add biases (g_b > 0), or sample weights: sampler=...(space='weights')"
         )
     if isinstance(sampler, Langevin) or chains.warmup == 0:
         eps = jnp.full(chains.chains, sampler.step_size)
@@ -282,8 +282,8 @@ def sample_posterior(
         `prior` (sample the prior instead: likelihood off) and `space`, the parameterisation of the
         same posterior. "weights" (default): all weights and biases, readout included, whitened
         (THEORY 7). "preactivation" (T19): the readout is integrated out,
-        ln p(u | Y) = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I), and every hidden layer with
-        P' = P + P_test <= fan_in (fan_in = d for layer 1, N deeper) is parameterised by its
+        ln p(u | Y) = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I), and every hidden layer whose input
+        kernel has full rank (layer 1: rank C0 = P', `input_rank`; deeper: P' <= N) is parameterised by its
         pre-activations h(l) = chol(C_emp(l-1)) z(l), z ~ N(0, I) (P' x N), its weights integrated
         out; the other layers keep whitened weights. Far fewer and better-conditioned coordinates when
         d >> P' (MNIST); needs C_emp positive definite (distinct inputs; NotPositiveDefiniteError
@@ -296,7 +296,7 @@ def sample_posterior(
     Returns:
       KernelEstimate "sampled": posterior mean kernels (L+1, P', P') (layer 0 the input kernel),
       se their batch-means standard errors, estimates the batch means (chains * n_batches, L+1, P', P'),
-      method the sampler ("HMC", "HMC, pre-activations", ...), info SamplingInfo; result
+      method the sampler's options (label "HMC", "HMC, pre-activations", ...), info SamplingInfo; result
       diagnostics_failed when the CKA R-hat exceeds chains.rhat_max or a chain's acceptance falls below 0.1.
 
     Example:
@@ -313,7 +313,7 @@ def sample_posterior(
     rank = input_rank(spec, X_all) if sampler.space == "preactivation" else None
     shape = (X_all.shape[1], P, rank)
     programs = _programs(spec, sampler, shape, _Schedule(warmup, chains.thin, chains.draws_per_batch))
-    job = _Job(programs, spec, sampler, chains, X_all, P, jnp.asarray(X_all), jnp.asarray(Y))
+    job = _Job(programs, spec, sampler, chains, X_all, P, jnp.asarray(X_all), jnp.asarray(Y), rank)
     k_init, k_warm, k_draw = jax.random.split(as_key(key), 3)
     timings = {}
     states, eps = _warm_up(job, k_init, k_warm, timings)
@@ -362,14 +362,13 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
     )
     C0_batches = np.broadcast_to(C0, batch_means.shape[:2] + (1,) + C0.shape)
     batches = np.concatenate([C0_batches, batch_means], axis=2)
-    method = type(sampler).__name__ + (", pre-activations" if sampler.space == "preactivation" else "")
     return finish(
         "sampled",
         np.concatenate([C0[None], mean]),
         np.concatenate([np.zeros((1,) + C0.shape), mcse]),
         info,
         Outcome(
-            Result.diagnostics_failed if warnings else Result.success, "; ".join(warnings), method=method
+            Result.diagnostics_failed if warnings else Result.success, "; ".join(warnings), method=sampler
         ),
         estimates=Estimates("batches", batches.reshape((-1,) + batches.shape[2:])),
         throw=throw,

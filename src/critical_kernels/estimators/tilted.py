@@ -38,17 +38,9 @@ _DEFENSIVE = 0.25
 _PINV_RTOL = 1e-10
 
 
-# the reader's name of each method (KernelEstimate.method of the MAP)
-LABELS = {
-    "linear": "exact Gaussian",
-    "importance": "importance",
-    ADAPTIVE: "adaptive importance",
-    "cumulant": "second cumulant",
-}
-
-
 def method_name(option) -> str:
-    """The static method label of a tilted-average option (a jit static argument; `LABELS` names it)."""
+    """The jit-static name of a tilted-average option inside the compiled sweeps (the reader's name is
+    the option's `label`)."""
     if isinstance(option, ImportanceSampling) and option.adaptive:
         return ADAPTIVE
     return {ExactGaussian: "linear", ImportanceSampling: "importance", SecondCumulant: "cumulant"}[

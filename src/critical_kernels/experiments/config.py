@@ -20,6 +20,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -31,15 +32,19 @@ from ..estimators.options import (
     SAMPLERS,
     Anderson,
     Chains,
+    ExactGaussian,
+    Fallback,
     ImportanceSampling,
     Langevin,
     MonteCarlo,
     Options,
+    Quadrature,
     Reweighting,
     SecondCumulant,
     as_dict,
     build,
 )
+from ..estimators.registry import REGISTRY
 
 
 def _not_bool(value):
@@ -233,21 +238,30 @@ _TABLES = {
 }
 
 
+def _switches(raw):
+    """The flat `NAME = true/false` keys of the registered estimators (estimators.registry), collected
+    into `run` with the registry's defaults for the ones left out."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    given = {name: raw.pop(name) for name in list(raw) if name in REGISTRY}
+    raw["run"] = {**{name: e.default for name, e in REGISTRY.items()}, **raw.get("run", {}), **given}
+    return raw
+
+
 class MethodsConfig(_Strict):
-    """Which kernels to compute, and the options object of every method (option tables
+    """Which kernels to compute (`NAME = true` for every registered estimator, e.g. perturbative, map,
+    reweighted, linear_exact, sampled), and the options object of every method (option tables
     [methods.NAME]; the flat keys of SHORTHANDS set their fields)."""
 
-    perturbative: StrictBool = True
-    map: StrictBool = True
-    reweighted: StrictBool = Field(False, description="networks from the saddle point, reweighted (T17)")
-    linear_exact: StrictBool = Field(False, description="exact posterior of a linear network (T18)")
-    sampled: StrictBool = False
+    run: dict[str, StrictBool] = Field(default_factory=lambda: _switches({})["run"])
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = "mala"
     monte_carlo: _option_table(MonteCarlo, "monte_carlo", off=("rtol",)) = MonteCarlo()
     importance: _option_table(ImportanceSampling, "importance", off=("rtol",)) = ImportanceSampling()
     cumulant: _option_table(SecondCumulant, "cumulant", off=("rtol",)) = SecondCumulant()
     solver: _option_table(Anderson, "solver") = Anderson()
+    quadrature: _option_table(Quadrature, "quadrature") = Quadrature()
     # config defaults that differ from the class defaults: 4096 networks, 2000 steps per chain
     reweighting: _option_table(Reweighting, "reweighting", {"n_samples": 4096}) = Reweighting(n_samples=4096)
     chains: _option_table(Chains, "chains", {"n_samples": 2000}) = Chains(n_samples=2000)
@@ -257,11 +271,37 @@ class MethodsConfig(_Strict):
     langevin: _option_table(Langevin, "langevin") = Langevin()
 
     _shorthands = model_validator(mode="before")(expand_shorthands)
+    _run = model_validator(mode="before")(_switches)
+
+    @model_validator(mode="after")
+    def _known(self):
+        unknown = [name for name in self.run if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"run: no registered estimator {unknown[0]!r} (known: {', '.join(REGISTRY)})")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler) -> dict:
+        """The switches back as flat keys (`map = true`), as a config file spells them."""
+        table = handler(self)
+        return {**table.pop("run"), **table}
+
+    def runs(self, name: str) -> bool:
+        """Whether the estimator `name` is computed."""
+        return bool(self.run.get(name, False))
 
     @property
     def sampler_options(self):
         """The options object of the chosen sampler (its [methods.NAME] table)."""
         return getattr(self, self.sampler)
+
+    def tilted(self, spec):
+        """The MAP's tilted-average options of `map_method`: "auto" is exact for linear phi, else
+        importance sampling ([methods.importance]) with the second-cumulant fallback ([methods.cumulant])."""
+        if self.map_method == "linear" or (self.map_method == "auto" and spec.act.is_linear):
+            return ExactGaussian()
+        chosen = {"importance": self.importance, "cumulant": self.cumulant}
+        return chosen.get(self.map_method, Fallback(self.importance, self.cumulant))
 
 
 class ExperimentConfig(_Strict):
@@ -274,12 +314,16 @@ class ExperimentConfig(_Strict):
     methods: MethodsConfig = MethodsConfig()
 
     @model_validator(mode="after")
-    def _linear_exact_is_linear(self):
-        if self.methods.linear_exact and self.network.activation != "linear":
-            raise ValueError(
-                f"methods.linear_exact: needs network.activation = 'linear' "
-                f"(got {self.network.activation!r}); use methods.reweighted or methods.sampled"
-            )
+    def _handles_activation(self):
+        act = self.network.activation
+        for name, estimator in REGISTRY.items():
+            if self.methods.runs(name) and estimator.activations and act not in estimator.activations:
+                wanted = " or ".join(repr(a) for a in estimator.activations)
+                others = [n for n, e in REGISTRY.items() if e.activations is None and e.name != name]
+                raise ValueError(
+                    f"methods.{name}: needs network.activation = {wanted} (got {act!r})"
+                    + (f"; use methods.{' or methods.'.join(others[-2:])}" if others else "")
+                )
         return self
 
     @field_validator("name")
@@ -301,6 +345,8 @@ def _parse_value(text: str):
 def _first_error(err: ValidationError) -> str:
     item = err.errors()[0]
     loc = [str(p) for p in item["loc"] if not re.search(r"[\[\]-]", str(p))]  # drop union branch names
+    if loc[:2] == ["methods", "run"]:  # the switches are flat keys in a config: methods.NAME
+        del loc[1]
     field = ".".join(loc)
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "literal_error":
@@ -322,7 +368,8 @@ def _did_you_mean(loc: list[str]) -> str:
         model = field.annotation if field is not None else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return ""
-    names = list(model.model_fields) + (list(SHORTHANDS) if model is MethodsConfig else [])
+    extra = [*REGISTRY, *SHORTHANDS] if model is MethodsConfig else []
+    names = [n for n in model.model_fields if n != "run"] + extra
     close = difflib.get_close_matches(loc[-1], names, n=1)
     return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"
 

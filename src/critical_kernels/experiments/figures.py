@@ -15,10 +15,11 @@ from .labels import (
     ADAPTATION_LABEL,
     CKA_OUT_LABEL,
     estimator_label,
+    failed,
     field_label,
     field_symbol,
+    references,
     result_failed,
-    sampled_failed,
     shared,
 )
 from .run import derived
@@ -75,17 +76,18 @@ def run_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
 
 
 def _method_labels(ds: xr.Dataset) -> dict:
-    """Legend names of the estimators of a sweep: their methods where every point used the same
-    (the MAP's methods joined where they differ), the sampled networks flagged where some point failed
-    its diagnostics."""
+    """Legend names of the estimators of a sweep: their methods where every point used the same (the
+    methods joined where they differ), a reference flagged where some point failed its diagnostics."""
     points = [point_attrs(ds, where) for where in ok_points(ds)]
     labels = {str(m): estimator_label(str(m), shared(points), flag=False) for m in ds.estimator.values}
-    methods = list(dict.fromkeys(str(p["map_method"]) for p in points if p.get("map_method")))
-    if "map" in labels and len(methods) > 1:
-        labels["map"] = f"MAP ({' / '.join(methods)})"
-    failed = sum(sampled_failed(p) for p in points)
-    if "sampled" in labels and failed:
-        labels["sampled"] += f", not converged at {failed} point(s)"
+    for name in labels:
+        methods = list(dict.fromkeys(str(p[f"{name}_method"]) for p in points if p.get(f"{name}_method")))
+        if len(methods) > 1:
+            labels[name] = estimator_label(name, {f"{name}_method": " / ".join(methods)}, flag=False)
+    for name in references(labels):
+        count = sum(failed(p, name) for p in points)
+        if count:
+            labels[name] += f", not converged at {count} point(s)"
     return labels
 
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-NOT_CONVERGED = "not converged"
+from ..estimators.registry import REGISTRY
 
 # dotted config fields -> axis labels (matplotlib mathtext) and plain text (tables, terminals)
 _FIELDS = {
@@ -70,7 +70,7 @@ LAYER_LABEL = r"layer $\ell$"
 
 
 SUCCESS = "success"  # Result.success.name: the E_result of an estimate that succeeded
-CUMULANT = "second cumulant"  # the MAP's method when its kernels come from the second cumulant
+THEORIES = {"nngp": "NNGP"}  # kernels of the run that come from no estimator (no E_* attrs)
 
 
 def result_failed(result) -> bool:
@@ -83,30 +83,21 @@ def failed(attrs, name: str) -> bool:
     return result_failed(attrs.get(f"{name}_result"))
 
 
-def map_label(attrs) -> str:
-    """ "MAP (adaptive importance)", "MAP (second cumulant)", "MAP (exact Gaussian)", ... from the
-    MAP's method (map_method); "MAP" where it is not known."""
-    method = str(attrs.get("map_method", ""))
-    return f"MAP ({method})" if method else "MAP"
+def approximated(attrs, name: str) -> bool:
+    """The estimator `name` succeeded with a method that approximates what it estimates (E_approximation:
+    the MAP from the second cumulant)."""
+    value = attrs.get(f"{name}_approximation", 0)
+    return not failed(attrs, name) and not isinstance(value, str) and int(value) == 1
 
 
-def map_is_cumulant(attrs) -> bool:
-    """The MAP kernels came from the second-cumulant approximation (chosen or fallen back to)."""
-    return str(attrs.get("map_method", "")) == CUMULANT
+def references(names) -> list[str]:
+    """The ground-truth estimators (Estimator.reference) among `names`."""
+    return [str(n) for n in names if str(n) in REGISTRY and REGISTRY[str(n)].reference]
 
 
-def sampled_failed(attrs) -> bool:
-    """The sampled networks failed their diagnostics (R-hat of the CKA, acceptance)."""
-    return failed(attrs, "sampled")
-
-
-def map_failed(attrs) -> bool:
-    return failed(attrs, "map")
-
-
-def reweighted_failed(attrs) -> bool:
-    """The reweighted estimator failed (ESS below its threshold, or no converged saddle point)."""
-    return failed(attrs, "reweighted")
+def reference_failed(attrs) -> bool:
+    """A ground-truth estimator ran and failed its diagnostics: it is no reference."""
+    return any(failed(attrs, name) for name in references(REGISTRY))
 
 
 def shared(points: list[dict]) -> dict:
@@ -118,25 +109,34 @@ def shared(points: list[dict]) -> dict:
 
 
 def estimator_label(name: str, attrs=None, flag: bool = True) -> str:
-    """The reader's name of an estimator with its method (E_method), and, if `flag`, ", not
-    converged" or ", failed" where it did not succeed (E_result)."""
+    """The reader's name of an estimator (Estimator.label) with its method (E_method) where it shows
+    one, and, if `flag`, its failure word (Estimator.failure) where it did not succeed (E_result)."""
     attrs = attrs or {}
+    record = REGISTRY.get(name)
+    if record is None:
+        return THEORIES.get(name, name)
     method = str(attrs.get(f"{name}_method", ""))
-    if name == "nngp":
-        return "NNGP"
-    if name == "perturbative":
-        return "first order"
-    if name == "map":
-        label, flagged = map_label(attrs), NOT_CONVERGED
-    elif name == "sampled":
-        label, flagged = (f"sampled ({method})" if method else "sampled"), NOT_CONVERGED
-    elif name == "reweighted":
-        label, flagged = "reweighted" + (" (tempered SMC)" if method == "tempered SMC" else ""), "failed"
-    elif name == "linear_exact":
-        label, flagged = "exact (linear)", "failed"
-    else:
-        return name
-    return label + (f", {flagged}" if flag and failed(attrs, name) else "")
+    label = f"{record.label} ({method})" if record.show_method and method else record.label
+    return label + (f", {record.failure}" if flag and failed(attrs, name) else "")
+
+
+_SE_KINDS = {  # numerics.SE_KINDS in words
+    "batches": "spread of {n} batch means",
+    "jackknife": "jackknife over {n} leave-one-out estimates",
+    "replicas": "spread of {n} independent replicas",
+}
+
+
+def se_caption(attrs, names) -> str:
+    """What the ± of a table means, from each estimator's own SE kind and count (E_se_kind, E_se_count)."""
+    parts = []
+    for name in names:
+        kind, n = str(attrs.get(f"{name}_se_kind", "")), attrs.get(f"{name}_se_count")
+        if kind in _SE_KINDS and n is not None:  # a count, or its text in a sweep's shared attrs
+            parts.append(f"{estimator_label(name, attrs, flag=False)}: {_SE_KINDS[kind].format(n=int(n))}")
+    if not parts:
+        return "No estimator has a standard error here."
+    return f"± one standard error where the estimator has one ({'; '.join(parts)})."
 
 
 def fmt_se(value: float, se: float | None = None, digits: int = 4) -> str:

@@ -12,19 +12,19 @@ from markdown_it import MarkdownIt
 from pydantic import ValidationError
 
 from ..errors import InputError
+from ..estimators.registry import REGISTRY
 from .attrs import estimator_attrs, plain
 from .config import ExperimentConfig
 from .figures import run_figures
 from .io import atomic_write, check_kind, mark_folder, resolved_toml
 from .labels import (
-    NOT_CONVERGED,
+    approximated,
     estimator_label,
+    failed,
     fmt_number,
     fmt_se,
-    map_failed,
-    map_is_cumulant,
-    reweighted_failed,
-    sampled_failed,
+    reference_failed,
+    se_caption,
 )
 from .run import derived, versions
 
@@ -77,7 +77,7 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
         "",
         "![Kernels](figures/kernels.png)",
         "",
-        *agreement_lines([(attrs["name"], ds.cka, ds.cka_se, not sampled_failed(attrs))]),
+        *agreement_lines([(attrs["name"], ds.cka, ds.cka_se, not reference_failed(attrs))]),
         "## Configuration",
         "",
         *config_table(ds),
@@ -107,9 +107,8 @@ def cka_table(ds: xr.Dataset) -> list[str]:
     return [
         "## CKA with the target kernel YYᵀ per layer (T16)",
         "",
-        "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. ± one standard error "
-        "where the estimator has one (first order: spread over 16 blocks of its random numbers; "
-        "reweighted: jackknife over 16 batches; sampled networks: batch means).",
+        "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. "
+        + se_caption(ds.attrs, estimators),
         "",
         "| estimator | " + " | ".join(f"C^({l})" for l in ds.layer.values) + " | test error |",
         "|" + "---|" * (len(ds.layer) + 2),
@@ -131,31 +130,26 @@ def _attr_text(value) -> str:
 
 
 def run_warnings(attrs) -> list[str]:
-    """Lines a reader must see: failed sampler diagnostics, an unconverged MAP, a MAP from the
-    second-cumulant approximation, a Monte Carlo tolerance not met, a failed reweighted estimator."""
+    """Lines a reader must see: an estimator that failed (a ground truth that is no reference, kernels
+    kept but flagged, or NaN), one whose kernels come from an approximation, a Monte Carlo tolerance
+    not met."""
     out = []
-    if sampled_failed(attrs):
-        detail = "; ".join(json.loads(str(attrs.get("sampled_warnings", "[]")))) or "diagnostics failed"
-        out.append(
-            f"the sampled networks are {NOT_CONVERGED} ({detail}); their numbers are not a reference "
-            "(sample longer: methods.chains.warmup, methods.chains.n_samples)"
-        )
-    if map_failed(attrs):
-        out.append(f"the MAP solve is {NOT_CONVERGED} ({attrs.get('map_message', '')}); its CKA is NaN")
-    elif map_is_cumulant(attrs):
-        why = str(attrs.get("map_fallback", ""))
-        out.append(
-            "the MAP kernels come from the second-cumulant approximation" + (f" ({why})" if why else "")
-        )
-    for name, label in (("perturbative", "first-order"), ("map", "MAP")):
+    for name, record in REGISTRY.items():
+        label = estimator_label(name, attrs, flag=False)
+        if failed(attrs, name):
+            kept = "its numbers are flagged" if record.keeps_flagged else "its CKA is NaN"
+            line = f"the {label} estimate is {record.failure} ({attrs.get(f'{name}_message', '')}); {kept}"
+            line += "; it is no reference" if record.reference else ""
+            out.append(line + (f" ({record.remedy})" if record.remedy else ""))
+        elif approximated(attrs, name):
+            why = str(attrs.get(f"{name}_fallback", ""))
+            out.append(f"the {label} kernels come from an approximation" + (f" ({why})" if why else ""))
         met = attrs.get(f"{name}_rtol_met")
         if met is not None and not isinstance(met, str) and int(met) == 0:
             out.append(
-                f"the {label} CKA adaptation's SE is above its rtol after "
+                f"the {label} estimate: the SE of its CKA adaptation is above its rtol after "
                 f"{attrs.get(f'{name}_n_samples')} samples (raise max_samples)"
             )
-    if reweighted_failed(attrs):
-        out.append(f"the reweighted estimator failed: {attrs.get('reweighted_message', '')}; its CKA is NaN")
     return out
 
 
@@ -302,7 +296,7 @@ def agreement_lines(items) -> list[str]:
         if r["failed"]:
             verdict = "estimator failed"
         elif r["within"] is None:
-            verdict = f"reference failed ({NOT_CONVERGED})"
+            verdict = "reference failed"
         else:
             verdict = "yes" if r["within"] else "NO"
         lines.append(

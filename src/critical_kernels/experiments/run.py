@@ -21,24 +21,15 @@ import xarray as xr
 from .. import __version__, datasets
 from ..criticality import critical_gain, criticality
 from ..errors import CriticalKernelsError, InputError
-from ..estimators import (
-    ExactGaussian,
-    Fallback,
-    KernelEstimate,
-    Result,
-    linear_posterior_kernels,
-    perturbative_kernels,
-    reweighted_kernels,
-    sample_posterior,
-    solve_map,
-)
+from ..estimators import KernelEstimate
+from ..estimators.registry import REGISTRY, Estimator
 from ..likelihood import kernel_predict
 from ..metrics import cka_layers, cka_layers_se, test_error
 from ..nngp import nngp_kernels
 from ..numerics import limit_blas_threads
 from ..spec import NetworkSpec
 from .attrs import estimate_attrs
-from .config import ExperimentConfig, MethodsConfig
+from .config import ExperimentConfig
 
 
 def load_data(config: ExperimentConfig) -> datasets.Dataset:
@@ -100,42 +91,14 @@ def versions() -> dict:
     return out
 
 
-def tilted_option(m: MethodsConfig, spec: NetworkSpec):
-    """The tilted-average option of `methods.map_method`; "auto" is exact for linear phi, else
-    importance sampling ([methods.importance]) with the second-cumulant fallback ([methods.cumulant])."""
-    if m.map_method == "linear" or (m.map_method == "auto" and spec.act.name == "linear"):
-        return ExactGaussian()
-    chosen = {"importance": m.importance, "cumulant": m.cumulant}
-    return chosen.get(m.map_method, Fallback(m.importance, m.cumulant))
-
-
-def estimators(config: ExperimentConfig, spec: NetworkSpec, data, progress: bool) -> dict[str, Callable]:
-    """The estimator calls the config asks for, in run order, each from the results so far (the
-    reweighted estimator reuses the run's saddle point when the MAP ran); failures are returned
-    (throw=False), not raised."""
-    m, key = config.methods, config.seed
-    args = (spec, data.X, data.Y, data.X_test)
-    chains = dataclasses.replace(m.chains, progress=progress)  # a display setting of this run
-    calls = {
-        "perturbative": lambda out: perturbative_kernels(*args, options=m.monte_carlo, key=key, throw=False),
-        "map": lambda out: solve_map(
-            *args, tilted=tilted_option(m, spec), solver=m.solver, key=key, throw=False
-        ),
-        "reweighted": lambda out: reweighted_kernels(
-            *args, options=m.reweighting, saddle=out.get("map"), key=key, throw=False
-        ),
-        "linear_exact": lambda out: linear_posterior_kernels(*args, throw=False),
-        "sampled": lambda out: sample_posterior(
-            *args, sampler=m.sampler_options, chains=chains, key=key, throw=False
-        ),
-    }
-    return {name: call for name, call in calls.items() if getattr(m, name)}
+def estimators(config: ExperimentConfig) -> list[Estimator]:
+    """The registered estimators the config turns on, in run order."""
+    return [e for name, e in REGISTRY.items() if config.methods.runs(name)]
 
 
 def usable(estimate: KernelEstimate) -> bool:
-    """Kernels fit to measure: a success, or sampled chains that are flagged but finished."""
-    flagged = estimate.estimator == "sampled" and estimate.result is Result.diagnostics_failed
-    return estimate.result is Result.success or flagged
+    """Kernels fit to measure (the estimator's own rule, `Estimator.usable`)."""
+    return REGISTRY[estimate.estimator].usable(estimate)
 
 
 @limit_blas_threads
@@ -160,9 +123,12 @@ def run(
         return out
 
     nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))
+    chains = dataclasses.replace(config.methods.chains, progress=progress)  # a display setting of this run
+    methods = config.methods.model_copy(update={"chains": chains})
     estimates = {}
-    for name, call in estimators(config, spec, data, progress).items():
-        estimates[name] = timed(name, functools.partial(call, estimates))
+    for e in estimators(config):
+        call = functools.partial(e.call, methods, spec, data.X, data.Y, data.X_test, estimates, config.seed)
+        estimates[e.name] = timed(e.name, call)
     attrs = {
         **run_attrs(estimates, data),
         "name": config.name,
@@ -207,11 +173,12 @@ def _dataset(estimates: dict, nngp, data, spec: NetworkSpec, attrs: dict) -> xr.
 
 def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
     """SE of the CKA of every layer from the estimate's own set of estimates (batch means,
-    leave-one-batch-out estimates or replicas); zero where the kernels are exact (NNGP, linear phi,
-    linear_exact), NaN where a Monte Carlo estimate has none."""
+    leave-one-batch-out estimates or replicas); zero where the kernels are exact (NNGP, a deterministic
+    method: closed forms, quadrature), NaN where a Monte Carlo estimate has none."""
     if estimate is not None and estimate.estimates is not None:
         return cka_layers_se(estimate.estimates.kernels, Y, kind=estimate.estimates.kind)
-    if estimate is not None and estimate.se is not None and estimate.estimator != "linear_exact":
+    statistical = estimate is not None and not (estimate.method and estimate.method.deterministic)
+    if statistical and estimate.se is not None:
         return np.full(depth + 1, np.nan)  # a Monte Carlo estimate without its set of estimates
     return np.zeros(depth + 1)
 

@@ -36,6 +36,7 @@ import xarray as xr
 from .. import __version__
 from ..criticality import critical_gain
 from ..errors import CriticalKernelsError, InputError
+from ..estimators.registry import REGISTRY
 from ..runtime import THREADS_VARIABLE, use_one_xla_thread
 from .config import ExperimentConfig, apply_overrides, read_toml, set_field, validate
 from .io import atomic_write, check_kind, mark_folder, read_netcdf
@@ -374,8 +375,7 @@ def _without_none(value):
 
 
 # the per-point diagnostics a merged sweep keeps, named as the run attrs they come from
-ESTIMATORS = ("perturbative", "map", "reweighted", "linear_exact", "sampled")
-POINT_TEXTS = tuple(f"{name}_{part}" for name in ESTIMATORS for part in ("result", "method"))
+TEXT_PARTS = ("result", "method", "se_kind", "se_count")  # of every registered estimator, as text
 POINT_SCALARS = (
     "perturbative_n_samples",
     "map_n_iter",
@@ -388,9 +388,19 @@ POINT_SCALARS = (
 POINT_LAYERS = ("sampled_rhat_cka", "sampled_ess_cka")  # per layer
 
 
+def point_texts() -> tuple[str, ...]:
+    """The text diagnostics a sweep keeps per point: TEXT_PARTS of every registered estimator."""
+    return tuple(f"{name}_{part}" for name in REGISTRY for part in TEXT_PARTS)
+
+
+def point_scalars() -> tuple[str, ...]:
+    """The numeric diagnostics a sweep keeps per point: POINT_SCALARS, every E_approximation."""
+    return (*POINT_SCALARS, *(f"{name}_approximation" for name in REGISTRY))
+
+
 def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     """One Dataset over the grid: CKA per method and layer (NaN past a point's depth), output-layer
-    CKA, test errors, diagnostics (POINT_TEXTS, POINT_SCALARS, POINT_LAYERS), and each point's status
+    CKA, test errors, diagnostics (point_texts, point_scalars, POINT_LAYERS), and each point's status
     ("ok", "failed", "missing") and error."""
     loaded = {point.index: load_point(out, point.key) for point in sweep.points}
     done = [ds for ds in loaded.values() if ds is not None]
@@ -435,8 +445,8 @@ def _empty_grid(shape: tuple, n_methods: int, n_layers: int) -> dict[str, tuple[
         },
         "status": ((), text("missing")),
         "error": ((), text()),
-        **{name: ((), full()) for name in (*POINT_SCALARS, "g_c", "g_w_used", "seconds")},
-        **{name: ((), text()) for name in POINT_TEXTS},
+        **{name: ((), full()) for name in (*point_scalars(), "g_c", "g_w_used", "seconds")},
+        **{name: ((), text()) for name in point_texts()},
         **{name: (("layer",), full(n_layers)) for name in POINT_LAYERS},
     }
 
@@ -451,9 +461,9 @@ def _fill_point(grid: dict, i: tuple, ds: xr.Dataset, rows: list[int]) -> None:
     grid["cka_out_se"][1][i][rows] = ds.cka_se.values[:, -1]
     grid["test_error"][1][i][rows] = ds.test_error.values
     grid["test_mse"][1][i][rows] = ds.test_mse.values
-    for name in POINT_SCALARS:
+    for name in point_scalars():
         grid[name][1][i] = _number(ds.attrs.get(name))
-    for name in POINT_TEXTS:
+    for name in point_texts():
         grid[name][1][i] = str(ds.attrs.get(name, ""))
     for name in POINT_LAYERS:
         values = np.atleast_1d(ds.attrs.get(name, []))
@@ -483,7 +493,7 @@ def point_attrs(ds: xr.Dataset, where: dict) -> dict:
     """The diagnostics of one point of a merged sweep (`where`: its index per dimension), named as
     the run attrs they come from, for the labels and flags of labels.py."""
     out = {}
-    for name in (*POINT_TEXTS, *POINT_SCALARS, *POINT_LAYERS):
+    for name in (*point_texts(), *point_scalars(), *POINT_LAYERS):
         if name in ds:
             values = ds[name].isel(where).values
             out[name] = values.item() if values.ndim == 0 else values

@@ -8,16 +8,18 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..estimators.registry import REGISTRY
 from .figures import sweep_figures
 from .labels import (
-    NOT_CONVERGED,
+    approximated,
     estimator_label,
+    failed,
     field_label,
     fmt_number,
     fmt_se,
-    map_is_cumulant,
-    reweighted_failed,
-    sampled_failed,
+    reference_failed,
+    references,
+    se_caption,
     shared,
 )
 from .report import agreement_lines, versions_line, write_markdown
@@ -46,8 +48,7 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
         *[note + "\n" for note in _notes(ds, [points[j] for j in ok])],
         "## CKA of the output kernel with YYᵀ (T16)",
         "",
-        "± one standard error where the estimator has one (first order: spread over 16 blocks of its "
-        "random numbers; reweighted: jackknife over 16 batches; sampled networks: batch means).",
+        se_caption(shared([points[j] for j in ok]), [str(m) for m in ds.estimator.values]),
         "",
         *_point_table(ds, flat, points, ok),
         "",
@@ -58,7 +59,7 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
                 _point_label(flat, j, dims),
                 flat.cka.isel(point=j),
                 flat.cka_se.isel(point=j),
-                not sampled_failed(points[j]),
+                not reference_failed(points[j]),
             )
             for j in ok
         ),
@@ -97,32 +98,34 @@ def _point_table(ds: xr.Dataset, flat: xr.Dataset, points: list[dict], ok: list[
 
 
 def _flag(name: str, attrs: dict, common: dict) -> str:
-    """What a point's cell adds to its column: a failed estimator, a MAP from the second cumulant
-    where the points used different MAP methods."""
-    if name == "sampled" and sampled_failed(attrs):
-        return f" ({NOT_CONVERGED})"
-    if name == "reweighted" and reweighted_failed(attrs):
-        return " (failed)"
-    if name == "map" and "map_method" not in common and map_is_cumulant(attrs):
-        return " (second cumulant)"
+    """What a point's cell adds to its column: a failed estimator (its failure word), an approximating
+    method where the points used different methods (the column header names a shared one)."""
+    record = REGISTRY.get(name)
+    if record is not None and failed(attrs, name):
+        return f" ({record.failure})"
+    if approximated(attrs, name) and f"{name}_method" not in common:
+        return f" ({attrs.get(f'{name}_method', 'approximation')})"
     return ""
 
 
 def _notes(ds: xr.Dataset, points: list[dict]) -> list[str]:
-    """Warnings over the finished points: sampled references that failed, MAPs from the second cumulant."""
+    """Warnings over the finished points: failed references, kernels from an approximating method."""
     estimators = [str(m) for m in ds.estimator.values]
-    failed_reference = sum(sampled_failed(a) for a in points)
-    cumulant = sum(map_is_cumulant(a) for a in points)
     notes = []
-    if "sampled" in estimators and failed_reference:
-        notes.append(
-            f"> **Warning:** the sampled networks of {failed_reference} point(s) are {NOT_CONVERGED} "
-            "(R-hat of the CKA or acceptance); they are no reference there."
-        )
-    if "map" in estimators and cumulant:
-        notes.append(
-            f"> **Note:** the MAP kernels of {cumulant} point(s) come from the second-cumulant approximation."
-        )
+    for name in references(estimators):
+        count = sum(failed(a, name) for a in points)
+        if count:
+            notes.append(
+                f"> **Warning:** {estimator_label(name, shared(points), flag=False)} failed its diagnostics "
+                f"at {count} point(s) ({REGISTRY[name].failure}); it is no reference there."
+            )
+    for name in estimators:
+        count = sum(approximated(a, name) for a in points)
+        if count:
+            notes.append(
+                f"> **Note:** the {REGISTRY[name].label} kernels of {count} point(s) come from an "
+                "approximation (see the method in brackets)."
+            )
     return notes
 
 
