@@ -1,15 +1,15 @@
-"""Benchmark: the price of one XLA CPU thread per process (PJRT_NPROC=1, set by
-`critical_kernels.use_one_xla_thread()` with jaxlib < 0.11.2 against the batched-LAPACK deadlock;
-runtime.py, README "A deadlock in jaxlib 0.10").
+"""Benchmark: the jaxlib < 0.11.2 batched-LAPACK deadlock, avoided two ways.
 
-The same measurements run in two fresh processes, one with PJRT_NPROC=1 (the package's setting) and
-one with PJRT_NPROC = the cores this process may use (XLA's own default, the baseline), on MNIST 0 vs 3 at
+Baseline: the package at --baseline (a revision whose factorisations are JAX's own, vmapped into
+batched LAPACK calls) with one XLA CPU thread (PJRT_NPROC=1, `use_one_xla_thread`), the setting it
+needed. Against it: this tree, whose factorisations run one matrix at a time (linalg.py), with XLA's
+default pool (no setting) and with one thread. Each runs in a fresh process, on MNIST 0 vs 3 at
 alpha = P/N = 0.3, L = 2, erf: the median of 9 compiled gradients of the log posterior in weight and
 in pre-activation space (T19) at each P, and a short pre-activation HMC run at the first P (4 chains,
-50 warm-up + 200 steps; the second of two calls, so compiled). Prints each time and the ratio
-one thread / default (> 1: slower with one thread).
+50 warm-up + 200 steps; the second of two calls, so compiled). Prints each time and its ratio to
+the baseline (> 1: slower than the baseline).
 
-Run: python benchmarks/xla_threads.py [--P 100 300]
+Run: python benchmarks/xla_threads.py [--P 100 300] [--baseline 0d7639c]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,27 +58,43 @@ def measure(P_values: list[int]) -> dict:
     return out
 
 
+def child(P: list[int], src: Path, threads: str | None) -> dict:
+    """measure() in a fresh process on the package in `src`, with PJRT_NPROC = threads (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"} | {"PYTHONPATH": str(src)}
+    env |= {"PJRT_NPROC": threads} if threads else {}
+    cmd = [sys.executable, __file__, "--child", "--P", *map(str, P)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"the run on {src} with PJRT_NPROC={threads} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--P", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--baseline", default="0d7639c", help="revision with JAX's own factorisations")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.P)))
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    results = {}
-    for threads in (1, cores):
-        env = {**os.environ, "PJRT_NPROC": str(threads)}
-        cmd = [sys.executable, __file__, "--child", "--P", *map(str, args.P)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"the PJRT_NPROC={threads} run failed:\n{proc.stderr}")
-        results[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"XLA CPU threads: 1 (the package's setting) against {cores} (XLA's default, baseline)")
-    for name, one in results[1].items():
-        default = results[cores][name]
-        print(f"  {name:38s} {one:9.1f} against {default:9.1f}   ratio {one / default:.2f}")
+    root = HERE.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "-f", tmp, args.baseline], check=True)
+        try:
+            runs = {
+                f"baseline {args.baseline}, 1 thread": child(args.P, Path(tmp) / "src", "1"),
+                "linalg.py, default pool": child(args.P, root / "src", None),
+                "linalg.py, 1 thread": child(args.P, root / "src", "1"),
+            }
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", tmp], check=False)
+    (base_name, base), *others = runs.items()
+    print(f"baseline: {base_name}; cores: {len(os.sched_getaffinity(0))}")
+    for name, value in base.items():
+        cells = [f"{runs[r][name]:8.1f} ({runs[r][name] / value:.2f})" for r, _ in others]
+        print(f"  {name:38s} {value:8.1f} | " + " | ".join(cells))
+    print("columns: " + " | ".join(r for r, _ in runs.items()) + "; (ratio to the baseline)")
 
 
 if __name__ == "__main__":

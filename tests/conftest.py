@@ -5,7 +5,8 @@ import threadpoolctl
 
 import critical_kernels
 
-# one XLA thread before any computation, as the package's own entry points do (runtime.py)
+# one XLA thread per test process: pytest-xdist already runs one process per core (speed only; the
+# default pool cannot deadlock, linalg.py, and test_runtime.py checks it in fresh processes)
 critical_kernels.use_one_xla_thread()
 
 jax.config.update("jax_enable_x64", True)

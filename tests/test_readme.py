@@ -16,8 +16,8 @@ def _python_blocks() -> list[str]:
 
 def test_readme_has_the_documented_python_blocks():
     blocks = _python_blocks()
-    # scripts apply the deadlock guard themselves, first thing (the import does not: runtime.py)
-    assert blocks[0].startswith("import critical_kernels as ck\nck.use_one_xla_thread()")
+    # no thread setting: the package's factorisations cannot deadlock (linalg.py)
+    assert blocks[0].startswith("import critical_kernels as ck\n") and "use_one_xla_thread" not in blocks[0]
     assert "ck.sample_posterior" in blocks[1]
     assert 'if __name__ == "__main__":' in blocks[2]  # the sweep snippet starts worker processes
     assert "SLURMCluster" in blocks[3]  # HPC set-up, needs dask-jobqueue: not run

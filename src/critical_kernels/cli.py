@@ -19,15 +19,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .runtime import use_one_xla_thread
-
-# the command's XLA setting (runtime.py: the jaxlib < 0.11.2 deadlock) must precede JAX's CPU backend,
-# which starts when .experiments imports blackjax
-use_one_xla_thread()
-
-from .criticality import criticality as _criticality  # noqa: E402
-from .errors import CriticalKernelsError  # noqa: E402
-from .experiments import (  # noqa: E402
+from .criticality import criticality as _criticality
+from .errors import CriticalKernelsError
+from .experiments import (
     load_config,
     load_results,
     load_sweep,
@@ -38,18 +32,18 @@ from .experiments import (  # noqa: E402
     write_run,
     write_sweep_report,
 )
-from .experiments.demo import DemoFailed, DemoSettings, run_demo  # noqa: E402
-from .experiments.io import folder_kind, output_folder  # noqa: E402
-from .experiments.labels import (  # noqa: E402
+from .experiments.demo import DemoFailed, DemoSettings, run_demo
+from .experiments.io import folder_kind, output_folder
+from .experiments.labels import (
     approximated,
     estimator_label,
     failed,
     fmt_se,
     references,
 )
-from .experiments.report import run_warnings, unanswered  # noqa: E402
-from .experiments.sweep import EXECUTORS, ok_points, point_attrs  # noqa: E402
-from .numerics import limit_blas_threads  # noqa: E402
+from .experiments.report import run_warnings, unanswered
+from .experiments.sweep import EXECUTORS, ok_points, point_attrs
+from .numerics import limit_blas_threads
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, UsageError

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import linalg
 from .numerics import Cholesky, check_targets, cho_solve, psd_cholesky
 
 
@@ -30,9 +31,9 @@ def log_evidence(C_train, Y, kappa):
     K = C + kappa I is positive definite for any PSD C and kappa > 0, so no jitter is needed.
     """
     K = C_train + kappa * jnp.eye(C_train.shape[-1])
-    chol = jnp.linalg.cholesky(K)
+    chol = linalg.cholesky(K)
     Yb = jnp.broadcast_to(Y, C_train.shape[:-2] + Y.shape)
-    alpha = jax.scipy.linalg.cho_solve((chol, True), Yb)
+    alpha = linalg.cho_solve(chol, Yb)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     P, D = Y.shape
     return -0.5 * jnp.sum(Yb * alpha, axis=(-2, -1)) - 0.5 * D * logdet - 0.5 * P * D * math.log(2 * math.pi)
@@ -48,8 +49,8 @@ class Gradient(NamedTuple):
 def gradient_from_factor(factor, Y):
     """G = (1/2)(K^-1 Y Y^T K^-1 - D K^-1) from the lower Cholesky factor of K (T11, T13); JAX,
     so the compiled MAP sweep and NumPy callers share it."""
-    alpha = jax.scipy.linalg.cho_solve((factor, True), Y)
-    K_inv = jax.scipy.linalg.cho_solve((factor, True), jnp.eye(factor.shape[-1]))
+    alpha = linalg.cho_solve(factor, Y)
+    K_inv = linalg.cho_solve(factor, jnp.eye(factor.shape[-1]))
     return 0.5 * (alpha @ alpha.T - Y.shape[1] * K_inv)
 
 

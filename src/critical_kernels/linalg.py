@@ -31,13 +31,41 @@ def _solve_lower_transposed(L, B):
     return jax.scipy.linalg.solve_triangular(L, B, lower=True, trans=1)
 
 
-eigh = sequential_vmap(lambda A: jnp.linalg.eigh(A))  # no reverse-mode derivative
-qr = sequential_vmap(lambda A: jnp.linalg.qr(A, mode="reduced"))  # no reverse-mode derivative
+_eigh = sequential_vmap(lambda A: jnp.linalg.eigh(A))
+_qr = sequential_vmap(lambda A: jnp.linalg.qr(A, mode="reduced"))
+_solve = sequential_vmap(lambda A, B: jnp.linalg.solve(A, B))
+
+
+def _batched(f, *args):
+    """f over the leading axes of its (..., n, n) first argument (every argument batched alike), so
+    the factorisations below only ever see one matrix."""
+    if args[0].ndim == 2:
+        return f(*args)
+    return jax.vmap(lambda *a: _batched(f, *a))(*args)
+
+
+def eigh(A):
+    """Eigenvalues (ascending) and eigenvectors of symmetric A (..., n, n); forward-mode derivatives only."""
+    return _batched(_eigh, A)
+
+
+def qr(A):
+    """Reduced QR of A (..., m, n); forward-mode derivatives only."""
+    return _batched(_qr, A)
+
+
+def solve(A, B):
+    """X with A X = B for A (..., n, n) (LU); forward-mode derivatives only."""
+    return _batched(_solve, A, B)
+
+
+def cholesky(A):
+    """Lower Cholesky factor of the symmetric part of A (..., n, n) (NaN where not positive definite)."""
+    return _batched(_cholesky_vjp, A)
 
 
 @jax.custom_vjp
-def cholesky(A):
-    """Lower Cholesky factor of the symmetric part of A (NaN where A is not positive definite)."""
+def _cholesky_vjp(A):
     return _cholesky(A)
 
 
@@ -55,12 +83,16 @@ def _cholesky_bwd(L, L_bar):
     return (0.5 * (A_bar + A_bar.T),)
 
 
-cholesky.defvjp(_cholesky_fwd, _cholesky_bwd)
+_cholesky_vjp.defvjp(_cholesky_fwd, _cholesky_bwd)
+
+
+def solve_lower(L, B):
+    """X with L X = B for lower-triangular L (..., n, n); B (..., n) or (..., n, k), batched alike."""
+    return _batched(_solve_lower_vjp, L, B)
 
 
 @jax.custom_vjp
-def solve_lower(L, B):
-    """X with L X = B for lower-triangular L; B (n,) or (n, k)."""
+def _solve_lower_vjp(L, B):
     return _solve_lower(L, B)
 
 
@@ -77,7 +109,7 @@ def _solve_lower_bwd(residuals, X_bar):
     return -jnp.tril(outer), B_bar
 
 
-solve_lower.defvjp(_solve_lower_fwd, _solve_lower_bwd)
+_solve_lower_vjp.defvjp(_solve_lower_fwd, _solve_lower_bwd)
 
 
 def cho_solve(L, B):
@@ -86,8 +118,8 @@ def cho_solve(L, B):
 
 
 def solve_lower_transposed(L, B):
-    """X with L^T X = B (L lower-triangular), through `solve_lower` of the transpose's VJP rules."""
-    return _transposed(L, B)
+    """X with L^T X = B for lower-triangular L (..., n, n); B batched alike."""
+    return _batched(_transposed, L, B)
 
 
 @jax.custom_vjp
@@ -112,5 +144,6 @@ _transposed.defvjp(_transposed_fwd, _transposed_bwd)
 
 
 def logdet_pd(A):
-    """ln det A of a symmetric positive-definite A from its Cholesky factor (NaN where it is not)."""
-    return 2.0 * jnp.log(jnp.diag(cholesky(A))).sum()
+    """ln det A of symmetric positive-definite A (..., n, n) from its Cholesky factor (NaN where it is
+    not positive definite)."""
+    return 2.0 * jnp.log(jnp.diagonal(cholesky(A), axis1=-2, axis2=-1)).sum(axis=-1)

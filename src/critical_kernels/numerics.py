@@ -12,8 +12,8 @@ import numpy as np
 import scipy.linalg
 import threadpoolctl
 
+from . import linalg
 from .errors import InputError, NotPositiveDefiniteError
-from .runtime import warn_if_threads_unset
 
 
 def as_array(name: str, value, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -98,7 +98,7 @@ def as_key(key) -> jax.Array:
 
 def psd_sqrt(C) -> jnp.ndarray:
     """Symmetric square root of a PSD matrix (eigenvalues clipped at 0): h = z @ sqrt(C)."""
-    w, U = jnp.linalg.eigh(symmetrize(C))
+    w, U = linalg.eigh(symmetrize(C))
     return (U * jnp.sqrt(jnp.clip(w, 0.0, None))) @ U.T
 
 
@@ -215,13 +215,11 @@ def blas_threads() -> int:
 
 def limit_blas_threads(fn):
     """Run `fn` with blas_threads() BLAS/LAPACK threads (threadpoolctl); the caller's setting is
-    restored afterwards. Every compute entry point has it, so it is also where a missing XLA thread
-    setting is reported (runtime.warn_if_threads_unset)."""
+    restored afterwards. Every compute entry point has it."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         global _controller
-        warn_if_threads_unset()
         if _controller is None:  # built on first use, when NumPy's and SciPy's BLAS are loaded
             _controller = threadpoolctl.ThreadpoolController()
         with _controller.limit(limits=blas_threads(), user_api="blas"):

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linalg
 from ..activations import Activation
 from ..numerics import psd_sqrt, symmetrize
 
@@ -79,7 +80,7 @@ def tilt_growth(act: Activation, g: float, conj, C, key=0) -> float:
         return 0.0
     S = psd_sqrt(jnp.asarray(C))
     A = symmetrize(jnp.asarray(conj))
-    top = jnp.linalg.eigh(symmetrize(S @ A @ S))[1][:, -1]
+    top = linalg.eigh(symmetrize(S @ A @ S))[1][:, -1]
     if up == down:  # phi_inf = a h: a Rayleigh quotient
         return float(2.0 * g * up * up * jnp.maximum(top @ S @ A @ S @ top, 0.0))
     n = A.shape[0]

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linalg
 from ..errors import InputError, NotPositiveDefiniteError
 from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
@@ -121,7 +122,7 @@ def _backward(act, depth: int, method: str, kernels, samples, eq: _Equations, wi
     """C~(1..L) from kernels C(0..L): output (T11, NaN if K is not PD) and backward (T10) equations."""
     K = kernels[-1] + eq.kappa * jnp.eye(kernels[-1].shape[0])
     out, health = [None] * depth, [jnp.ones(())] * depth
-    out[-1] = gradient_from_factor(jnp.linalg.cholesky(K), eq.Y) / width
+    out[-1] = gradient_from_factor(linalg.cholesky(K), eq.Y) / width
     for l in range(depth, 1, -1):
         out[l - 2], health[l - 1] = layer_backward(
             act, method, eq.gains[l - 1], out[l - 1], kernels[l - 1], samples[l - 1]

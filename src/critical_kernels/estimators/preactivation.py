@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linalg
 from ..likelihood import log_evidence
 from ..spec import NetworkSpec
 from .network import Network, empirical_kernel
@@ -108,7 +108,7 @@ class Preactivation:
         pre-activation layer, [phi(h(layer-1)) sigma_w, sigma_b 1] (X instead of phi(h) in layer 1)
         otherwise."""
         if self.preactivation_layers[layer - 1]:
-            return jnp.linalg.cholesky(C_below)
+            return linalg.cholesky(C_below)
         _, w_std, b_std = Network(self.spec, self.d).shapes[layer - 1]
         below = X if layer == 1 else self.spec.act.fn(h_below)
         return jnp.concatenate([w_std * below, jnp.full((below.shape[0], 1), b_std)], axis=1)
@@ -147,5 +147,5 @@ class Preactivation:
         """E[f_test | hidden layers, Y] = C(L)_te,tr (C(L)_tr,tr + kappa I)^-1 Y (THEORY 4), (P_test, D)."""
         P = Y.shape[0]
         C = self._kernels(u, X)[-1]
-        factor = jnp.linalg.cholesky(C[:P, :P] + self.spec.kappa * jnp.eye(P))
-        return C[P:, :P] @ jax.scipy.linalg.cho_solve((factor, True), Y)
+        factor = linalg.cholesky(C[:P, :P] + self.spec.kappa * jnp.eye(P))
+        return C[P:, :P] @ linalg.cho_solve(factor, Y)

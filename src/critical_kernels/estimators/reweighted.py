@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linalg
 from ..errors import InputError
 from ..likelihood import log_evidence
 from ..nngp import input_kernel
@@ -161,7 +162,7 @@ def _train_coordinates(F, P):
     every row exactly (the test rows keep their conditional law), and no P' x P' factorisation of C
     (possibly singular) is needed.
     """
-    return jnp.linalg.qr(F[:P].T, mode="reduced")
+    return linalg.qr(F[:P].T)
 
 
 def _complete(F, Q, w, key):
@@ -178,7 +179,7 @@ def _layer_linear(key, F, A, g, N):
     W~ = -(1/2) sum_k ln(1 - 2g s_k) (S has the nonzero eigenvalues of A C_train)."""
     P = A.shape[0]
     Q, T = _train_coordinates(F, P)
-    s, U = jnp.linalg.eigh(symmetrize(T @ A @ T.T))
+    s, U = linalg.eigh(symmetrize(T @ A @ T.T))
     one_minus = 1.0 - 2.0 * g * s
     ok = jnp.all(one_minus > 0)
     safe = jnp.where(one_minus > 0, one_minus, 1.0)

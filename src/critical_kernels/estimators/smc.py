@@ -43,6 +43,7 @@ import numpy as np
 from blackjax.mcmc import hmc
 from blackjax.smc import adaptive_tempered, resampling
 
+from .. import linalg
 from ..likelihood import log_evidence
 from ..spec import NetworkSpec
 from .network import empirical_kernel
@@ -77,17 +78,16 @@ def _tilt_terms(model: Preactivation, conj, zw, u, X, P):
         total = total + g * jnp.sum(phi * (A @ phi))
         if l >= 2:
             # C_emp(l-1)_tr = F F^T. Where the model takes pre-activations (C positive definite), F is the
-            # training block of the very factorisation the model uses: one factorisation, not two
-            # independent ones (jaxlib 0.10's batched LAPACK can deadlock when several run at once).
-            # Elsewhere the explicit factor [sqrt(g/N) phi(h), sqrt(g_b) 1] (C may be singular).
+            # training block of the very factorisation the model uses. Elsewhere the explicit factor
+            # [sqrt(g/N) phi(h), sqrt(g_b) 1] (C may be singular).
             if model.preactivation_layers[l - 1]:
-                F = jnp.linalg.cholesky(C[l - 1])[:P, :P]
+                F = linalg.cholesky(C[l - 1])[:P, :P]
             else:
                 phi_below = math.sqrt(s.gains[l - 2] / s.width) * s.act.fn(h[l - 2][:P])
                 F = jnp.concatenate([phi_below, jnp.full((P, 1), math.sqrt(s.bias_vars[l - 1]))], axis=1)
             if s.act.name == "linear":  # W~ = -(1/2) ln det(I - 2g F^T A F)  (Sylvester: = det(I - 2g C A))
-                _, logdet = jnp.linalg.slogdet(jnp.eye(F.shape[1]) - 2.0 * g * F.T @ A @ F)
-                W = -0.5 * logdet
+                # positive definite where the tilt is normalisable (T20), else NaN: no finite weight
+                W = -0.5 * linalg.logdet_pd(jnp.eye(F.shape[1]) - 2.0 * g * F.T @ A @ F)
             else:  # ln mean_m exp(g t(F z_m)) with common random numbers z_m
                 phi_w = s.act.fn(zw[l - 1][:, : F.shape[1]] @ F.T)
                 W = jax.scipy.special.logsumexp(g * jnp.sum(phi_w * (phi_w @ A), axis=1)) - math.log(

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import linalg
 from ..activations import Activation, gaussian_moments
 from ..nngp import response
 from ..numerics import psd_sqrt, symmetrize
@@ -78,7 +79,7 @@ class Proposal(NamedTuple):
 
 def proposal(D) -> Proposal:
     """The adaptive proposal S = I + D (P, P), eigenvalues clipped at _PROPOSAL_FLOOR."""
-    w, U = jnp.linalg.eigh(symmetrize(D) + jnp.eye(len(D)))
+    w, U = linalg.eigh(symmetrize(D) + jnp.eye(len(D)))
     w = jnp.maximum(w, _PROPOSAL_FLOOR)
     return Proposal((U * jnp.sqrt(w)) @ U.T, (U / jnp.sqrt(w)) @ U.T, jnp.sum(jnp.log(w)))
 
@@ -88,7 +89,7 @@ def _conditional_draws(C, u, z_test):
     given them: h_te = u K + z_te sqrt(C_ee - K^T K), K = C_tt^(-1/2) C_te (pseudo-inverse), so
     the training rows are the draws of the solve whether or not there are test rows."""
     P = u.shape[1]
-    w, U = jnp.linalg.eigh(symmetrize(C[:P, :P]))
+    w, U = linalg.eigh(symmetrize(C[:P, :P]))
     w = jnp.clip(w, 0.0, None)
     h_train = u @ ((U * jnp.sqrt(w)) @ U.T)
     if z_test.shape[1] == 0:
@@ -144,7 +145,7 @@ def layer_forward(act: Activation, method: str, g, g_b, Ct, C_prev, samples: Lay
     returns (C, effective sample fraction). `samples` is None for the linear (exact) method."""
     bias = g_b * jnp.outer(ones, ones)
     if method == "linear":
-        C = symmetrize(g * jnp.linalg.solve(_linear_factor(g, C_prev, Ct), C_prev)) + bias
+        C = symmetrize(g * linalg.solve(_linear_factor(g, C_prev, Ct), C_prev)) + bias
         return C, jnp.where(jnp.all(jnp.isfinite(C)), 1.0, jnp.nan)
     phi, second = samples.phi, samples.second
     a, ess = _forward_weights(method, g, Ct, samples)
@@ -163,7 +164,7 @@ def proposal_update(g, Ct, samples: LayerSamples):
 def layer_backward(act: Activation, method: str, g, A, C_prev, samples: LayerSamples | None):
     """C~(l-1) from A = C~(l) in the tilted measure at C(l-1) (T10); returns (C~, ESS fraction)."""
     if method == "linear":
-        At = symmetrize(g * jnp.linalg.solve(_linear_factor(g, C_prev, A).T, A).T)
+        At = symmetrize(g * linalg.solve(_linear_factor(g, C_prev, A).T, A).T)
         return At, jnp.where(jnp.all(jnp.isfinite(At)), 1.0, jnp.nan)
     phi, d1, d2, second = samples[:4]
     A_phi = phi @ A
