@@ -41,8 +41,9 @@ class SamplingInfo(NamedTuple):
     (L+1,) worst R-hat and smallest ESS over kernel entries from the batch means (reported, not used to
     flag: with ~10 batches per chain R-hat is noisy); f_test: (P_test, D) mean network output on the
     test inputs (pre-activation space: the mean of the readout-integrated predictor) or None;
-    grad_evals; warnings: what failed; timings. The batch means behind the SE are the estimate's
-    `estimates` (kind "batches")."""
+    grad_evals; warnings: what failed; timings; cka_draws: (chains, draws, L) the CKA of layers 1..L
+    per recorded draw (R-hat and ESS of the CKA; pooling runs). The batch means behind the SE are the
+    estimate's `estimates` (kind "batches", chain-major)."""
 
     sampler: object
     acceptance: np.ndarray
@@ -55,6 +56,7 @@ class SamplingInfo(NamedTuple):
     grad_evals: int
     warnings: tuple
     timings: dict
+    cka_draws: np.ndarray
 
 
 def _model(spec: NetworkSpec, space: str, d: int, n_rows: int, rank: int):
@@ -340,7 +342,8 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
     draw_var = np.maximum(second - mean**2, 0.0)
     ess_entries = np.where(mcse > 0, draw_var / np.maximum(mcse, 1e-300) ** 2, np.inf)
     rhat_entries, _ = chain_diagnostics(batch_means)
-    rhat_cka, ess_cka = chain_diagnostics(np.concatenate([p[0] for p in per_draw], axis=1))  # per draw
+    cka_draws = np.concatenate([p[0] for p in per_draw], axis=1)  # (chains, draws, L)
+    rhat_cka, ess_cka = chain_diagnostics(cka_draws)
     acceptance = np.concatenate([p[1] for p in per_draw], axis=1).mean(axis=1)
     warnings = []
     if np.any(rhat_cka > chains.rhat_max):
@@ -359,6 +362,7 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
         grad_evals=int(sum(p[2].sum() for p in per_draw)),
         warnings=tuple(warnings),
         timings=timings,
+        cka_draws=cka_draws,
     )
     C0_batches = np.broadcast_to(C0, batch_means.shape[:2] + (1,) + C0.shape)
     batches = np.concatenate([C0_batches, batch_means], axis=2)
