@@ -206,3 +206,36 @@ def test_tilt_growth_of_the_solution():
     )
     assert relu.ok and np.all((relu.info.tilt_growth > 0) & (relu.info.tilt_growth < 1))
     assert np.all(ck.solve_map(linear.replace(activation="erf"), X, Y).info.tilt_growth == 0)
+
+
+def test_the_default_tolerance_follows_the_monte_carlo_error():
+    # the sampled map is known to ~1/sqrt(M): by default the stages stop at 1 % of that (relu's
+    # piecewise-smooth map stalls above 1e-8); an explicit rtol, and exact maps, keep their own
+    X, Y, _ = _data()
+    relu = ck.NetworkSpec(depth=2, width=50, activation="relu", g_w=2.0, g_b=0.1, kappa=0.1)
+    tilted = ck.ImportanceSampling(1024, replicas=0, rtol=None)
+    auto = ck.solve_map(relu, X, Y, tilted=tilted)
+    assert auto.ok and auto.info.stopping_rtol == pytest.approx(0.01 / np.sqrt(1024), rel=1e-12)
+    assert auto.info.residual <= auto.info.stopping_rtol * 1.01
+    fixed = ck.solve_map(relu, X, Y, tilted=tilted, solver=ck.Anderson(rtol=1e-9, max_steps=2000))
+    assert fixed.info.stopping_rtol == 1e-9
+    # stopping earlier moves the kernels by far less than their Monte Carlo error (~1/sqrt(M) relative)
+    np.testing.assert_allclose(auto.kernels, fixed.kernels, rtol=0.1 / np.sqrt(1024), atol=1e-12)
+    linear = ck.solve_map(relu.replace(activation="linear", g_w=1.0), X, Y)
+    assert linear.info.stopping_rtol == 1e-8
+
+
+@pytest.mark.slow
+def test_relu_l3_map_converges_with_its_replicas_by_default():
+    """XOR, relu, L = 3, P = N = 100: with rtol 1e-8 the replicas (independent random numbers) stall
+    and the SE is NaN next to a success; with the Monte Carlo tolerance they converge (a finite SE)
+    and the kernels agree with the tight solve to a tenth of that SE."""
+    d = ck.datasets.xor(n_train=100, n_test=0, dim=10, seed=0)
+    spec = ck.NetworkSpec(depth=3, width=100, activation="relu", g_w=2.0, g_b=0.1, kappa=0.1)
+    auto = ck.solve_map(spec, d.X, d.Y, key=0, throw=False)
+    tight = ck.solve_map(spec, d.X, d.Y, solver=ck.Anderson(rtol=1e-8), key=0, throw=False)
+    assert auto.ok and np.all(np.isfinite(auto.se))
+    cka_se = auto.estimates.se(np.array([ck.cka_layers(k, d.Y) for k in auto.estimates.kernels]))
+    assert np.all(
+        np.abs(ck.cka_layers(auto.kernels, d.Y) - ck.cka_layers(tight.kernels, d.Y)) <= 0.1 * cka_se + 1e-12
+    )

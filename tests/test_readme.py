@@ -1,4 +1,8 @@
-"""The README's Python examples run as saved scripts (they are the users' first contact)."""
+"""The Python examples of the README and the docs run as saved scripts (they are the users' first contact).
+
+The README carries one short example; the API walkthrough lives in docs/tutorial.md and the
+experiment and cluster snippets in docs/cli.md.
+"""
 
 import re
 import subprocess
@@ -10,23 +14,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+def _python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), flags=re.S)
 
 
-def test_readme_has_the_documented_python_blocks():
-    blocks = _python_blocks()
+def test_readme_and_docs_have_the_documented_python_blocks():
+    readme, tutorial, cli = (_python_blocks(p) for p in ("README.md", "docs/tutorial.md", "docs/cli.md"))
     # no thread setting: the package's factorisations cannot deadlock (linalg.py)
-    assert blocks[0].startswith("import critical_kernels as ck\n") and "use_one_xla_thread" not in blocks[0]
-    assert "ck.sample_posterior" in blocks[1]
-    assert 'if __name__ == "__main__":' in blocks[2]  # the sweep snippet starts worker processes
-    assert "SLURMCluster" in blocks[3]  # HPC set-up, needs dask-jobqueue: not run
+    for first in (readme[0], tutorial[0]):
+        assert first.startswith("import critical_kernels as ck\n") and "use_one_xla_thread" not in first
+    assert "ck.test_error" in readme[0]
+    assert not any("use_one_xla_thread" in block for block in tutorial)
+    assert any("ck.sample_posterior" in block for block in tutorial)
+    assert any('if __name__ == "__main__":' in block for block in cli)  # sweeps start worker processes
+    assert any("SLURMCluster" in block for block in cli)  # HPC set-up, needs dask-jobqueue: not run
+    for block in readme + tutorial + cli:
+        compile(block, "<docs>", "exec")
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/tutorial.md"])
 @pytest.mark.slow
-def test_readme_estimator_examples_run_as_a_script(tmp_path):
-    script = tmp_path / "readme_example.py"
-    script.write_text("\n".join(_python_blocks()[:2]))  # the third starts a 40-point sweep
+def test_api_examples_run_as_a_script(tmp_path, page):
+    # the README's example, and the tutorial's blocks in order (one script: each builds on the last);
+    # docs/cli.md's snippets start a 40-point sweep or need a SLURM cluster, so they are only compiled
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(_python_blocks(page)))
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class_error" in result.stdout

@@ -302,13 +302,15 @@ TILTED = (ExactGaussian, ImportanceSampling, SecondCumulant, Fallback)
 @dataclass(frozen=True)
 class Anderson(Options):
     """Damped Anderson iteration of a fixed point x = F(x): stop when |F(x) - x| <= rtol |F(x)| + atol,
-    at most max_steps sweeps per annealing stage.
+    at most max_steps sweeps per annealing stage. rtol None: 1e-8 where the map is exact (linear phi),
+    else max(1e-8, 0.01 / sqrt(M)) with M Monte Carlo samples per layer (the map itself is known only
+    to ~1/sqrt(M); map.stage_rtol).
 
     widths: the annealing schedule (T12), descending to the network's width (None: 100N, 10N, 3N, N);
     where a stage's effective sample size collapses or an iterate loses positive definiteness, the
     geometric mean width is solved first (at most 8 inserted widths)."""
 
-    rtol: float = _field(1e-8, "number", low=0, inclusive=True)
+    rtol: float | None = _field(None, "number", low=0, inclusive=True, optional=True)
     atol: float = _field(1e-14, "number", low=0, inclusive=True)
     max_steps: int = count(300)
     damping: float = positive(0.5)
