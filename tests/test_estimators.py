@@ -72,7 +72,7 @@ FAILING = {
         **kw,
     ),
     "exact": lambda spec, d, **kw: ck.exact_posterior_kernels(
-        spec, d.X, d.Y, d.X_test, options=ck.PriorImportance(64, batch=64, min_ess=1e6), **kw
+        spec, d.X, d.Y, d.X_test, options=ck.PriorImportance(64, batch_size=64, min_ess_count=1e6), **kw
     ),
     "linear_exact": lambda spec, d, key, **kw: ck.linear_posterior_kernels(
         spec.replace(activation="linear"), d.X, d.Y, d.X_test, options=ck.Quadrature(n_quad=3), **kw

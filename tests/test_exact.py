@@ -18,7 +18,7 @@ def test_importance_weighting_equals_one_dimensional_quadrature():
     weight = lambda c: stats.chi2.pdf((c - g_b) / scale, N) * stats.norm.pdf(y, 0, np.sqrt(c + kappa))  # noqa: E731
     num = integrate.quad(lambda c: c * weight(c), g_b, np.inf, epsabs=1e-13)[0]
     ref = num / integrate.quad(weight, g_b, np.inf, epsabs=1e-13)[0]
-    res = exact_posterior_kernels(spec, X, [y], options=ck.PriorImportance(200_000, batch=50_000), key=3)
+    res = exact_posterior_kernels(spec, X, [y], options=ck.PriorImportance(200_000, batch_size=50_000), key=3)
     assert abs(res.kernels[1, 0, 0] - ref) < 4 * res.se[1, 0, 0]  # 4 standard errors
     assert abs(ref - (scale * N + g_b)) > 10 * res.se[1, 0, 0]  # the posterior really moved
     assert res.info.ess > 1e4 and res.info.n_samples == 200_000
@@ -29,8 +29,8 @@ def test_options_of_the_wrong_type_are_named():
     spec = ck.NetworkSpec(depth=1, width=5, activation="linear")
     with pytest.raises(ck.InputError, match=r"options: expected PriorImportance\(\.\.\.\)"):
         exact_posterior_kernels(spec, np.ones((2, 2)), [1.0, -1.0], options=ck.Quadrature())
-    with pytest.raises(ck.InputError, match="PriorImportance.batch"):
-        ck.PriorImportance(batch=0)
+    with pytest.raises(ck.InputError, match="PriorImportance.batch_size"):
+        ck.PriorImportance(batch_size=0)
 
 
 @pytest.mark.slow
@@ -40,7 +40,7 @@ def test_first_order_shift_matches_exact_posterior_shift():
     for N in (50, 100, 200):
         spec = ck.NetworkSpec(depth=1, width=N, activation="erf", g_w=1.5, g_b=0.1, kappa=0.5)
         exact = exact_posterior_kernels(
-            spec, data.X, data.Y, options=ck.PriorImportance(400_000, batch=8192), key=1
+            spec, data.X, data.Y, options=ck.PriorImportance(400_000, batch_size=8192), key=1
         )
         pert = ck.perturbative_kernels(spec, data.X, data.Y, options=ck.MonteCarlo(200_000, rtol=None))
         nngp = ck.nngp_kernels(spec, data.X)[-1]

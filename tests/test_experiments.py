@@ -78,7 +78,7 @@ def test_config_option_tables_parse_into_the_options_and_round_trip(tmp_path):
     assert m.cumulant == ck.SecondCumulant(2048, rtol=None)
     assert (
         m.chains == ck.Chains(chains=4, warmup=300, n_samples=2000, thin=10)
-        and m.sampler_options == ck.MALA()
+        and m.sampler_options == ck.HMC()  # tiny.toml: sampler = "hmc"
     )
     again = ExperimentConfig.model_validate_json(cfg.model_dump_json())
     assert again == cfg and again.model_dump_json() == cfg.model_dump_json()

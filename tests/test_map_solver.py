@@ -116,7 +116,7 @@ def test_unconverged_solve_is_never_silent():
 def test_collapsed_ess_is_flagged_or_falls_back():
     X, Y, _ = _data()
     spec = ck.NetworkSpec(depth=2, width=10, g_w=1.5, g_b=0.1, kappa=0.01)  # strong tilt: ESS 0.74
-    importance = ck.ImportanceSampling(256, min_ess=0.8)
+    importance = ck.ImportanceSampling(256, min_ess_fraction=0.8)
     with pytest.raises(ck.ConvergenceError, match="ESS"):
         ck.solve_map(spec, X, Y, tilted=importance)
     res = ck.solve_map(spec, X, Y, tilted=ck.Fallback(importance, ck.SecondCumulant(256)), throw=False)
@@ -160,7 +160,7 @@ def test_map_cka_tracks_exact_posterior_on_tiny_problems(depth):
     for N in (20, 50, 100):
         spec = ck.NetworkSpec(depth=depth, width=N, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
         exact = ck.exact_posterior_kernels(
-            spec, data.X, data.Y, options=ck.PriorImportance(200_000, batch=8192), key=1
+            spec, data.X, data.Y, options=ck.PriorImportance(200_000, batch_size=8192), key=1
         )
         tilted = ck.Fallback(ck.ImportanceSampling(20_000, rtol=None), ck.SecondCumulant(20_000, rtol=None))
         solved = ck.solve_map(spec, data.X, data.Y, tilted=tilted)

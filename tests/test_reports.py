@@ -40,7 +40,7 @@ def _flagged_run(ratio: float | None = None) -> tuple[xr.Dataset, object]:
         map_result="success",
         map_method="second cumulant",
         map_approximation=1,
-        map_fallback="importance sampling: ESS fell to 0.001 (< min_ess=0.05) at N=50",
+        map_fallback="importance sampling: ESS fell to 0.001 (< min_ess_fraction=0.05) at N=50",
         map_message="",
         map_n_iter=3,
         map_residual=1e-9,

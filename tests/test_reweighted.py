@@ -30,7 +30,7 @@ def test_linear_matches_exact_posterior_and_rejects_map(mnist8, depth):
     d = mnist8
     spec = ck.NetworkSpec(depth=depth, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
     saddle = ck.solve_map(spec, d.X, d.Y, d.X_test)  # linear: exact Gaussian tilted averages, no rtol
-    options = ck.Reweighting(n_samples=16384, n_batches=32, chunk=512)
+    options = ck.Reweighting(n_samples=16384, n_batches=32, batch_size=512)
     est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options, saddle=saddle, key=1)
     exact = linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     assert est.ok and est.kernels.shape == (depth + 1, 10, 10)
@@ -79,7 +79,7 @@ def test_sharp_likelihood_collapses_ess(mnist8):
     d = mnist8  # kappa = 0.01, N = 10: Var R ~ 400, one or two networks carry all the weight
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.01)
     options = ck.Reweighting(
-        n_samples=256, n_batches=8, min_ess=50, tempering=None
+        n_samples=256, n_batches=8, min_ess_count=50, tempering=None
     )  # (default: tempered SMC)
     est = reweighted_kernels(spec, d.X, d.Y, d.X_test, options=options, throw=False)
     assert est.result is Result.ess_collapsed and est.method.label == "importance" and est.fallback is None

@@ -59,7 +59,12 @@ def test_samplers_agree_with_exact_posterior(sampler, depth):
     data = ck.datasets.xor(n_train=6, n_test=2, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=depth, width=20, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
     exact = ck.exact_posterior_kernels(
-        spec, data.X, data.Y, data.X_test, options=ck.PriorImportance(n_samples=400_000, batch=8192), key=1
+        spec,
+        data.X,
+        data.Y,
+        data.X_test,
+        options=ck.PriorImportance(n_samples=400_000, batch_size=8192),
+        key=1,
     )
     steps = {"mala": 20_000, "hmc": 4_000, "nuts": 4_000}[sampler]
     chains = ck.Chains(n_samples=steps, thin=steps // 2000)

@@ -102,9 +102,11 @@ def test_auto_tempering_replaces_a_collapsed_reweighting(mnist8):
     d = mnist8
     spec = ck.NetworkSpec(depth=1, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
     saddle = ck.solve_map(spec, d.X, d.Y)  # linear: exact Gaussian tilted averages, no rtol
-    # min_ess above the number of networks: plain reweighting always "collapses"
+    # min_ess_count above the number of networks: plain reweighting always "collapses"
     tiny = ck.TemperedSMC(n_particles=16, n_runs=2, n_mcmc=2, n_leapfrog=4, n_final=2)  # plumbing only
-    options = ck.Reweighting(n_samples=64, min_ess=65, tempering=tiny)  # "auto": temper when the ESS is low
+    options = ck.Reweighting(
+        n_samples=64, min_ess_count=65, tempering=tiny
+    )  # "auto": temper when the ESS is low
     common = dict(saddle=saddle, key=0, throw=False)
     plain = ck.reweighted_kernels(
         spec, d.X, d.Y, options=dataclasses.replace(options, tempering=None), **common
@@ -116,7 +118,8 @@ def test_auto_tempering_replaces_a_collapsed_reweighting(mnist8):
     assert auto.info.ess == plain.info.ess and auto.info.n_samples == 64  # the plain attempt is reported
     assert auto.fallback == (
         options,  # the plain reweighting, abandoned, and why
-        f"ESS {plain.info.ess:.3g} < min_ess = 65 of 64 networks (Var R = {plain.info.var_log_weight:.3g})",
+        f"ESS {plain.info.ess:.3g} < min_ess_count = 65 of 64 networks "
+        f"(Var R = {plain.info.var_log_weight:.3g})",
     )
     assert len(auto.info.smc_runs) == 2 and auto.estimates.kernels.shape == (2, 2, 8, 8)
     assert auto.estimates.kind == "jackknife"

@@ -25,11 +25,12 @@ from .options import PriorImportance
 
 
 class ExactInfo(NamedTuple):
-    """ess: effective sample size (sum w)^2 / sum w^2; n_samples: networks drawn; seconds."""
+    """ess: effective sample size (sum w)^2 / sum w^2; n_samples: networks drawn; timings: {"total":
+    wall seconds}."""
 
     ess: float
     n_samples: int
-    seconds: float
+    timings: dict
 
 
 @limit_blas_threads
@@ -48,8 +49,8 @@ def exact_posterior_kernels(
     Args:
       spec: network (any depth, activation, biases); X: (P, d); Y: (P,) or (P, D);
       X_test: optional (P_test, d).
-      options: PriorImportance(n_samples, batch, min_ess): prior networks drawn (rounded up to whole
-        batches), networks per compiled call, and the effective sample size below which the
+      options: PriorImportance(n_samples, batch_size, min_ess_count): prior networks drawn (rounded
+        up to whole batches), networks per compiled call, and the effective sample size below which the
         standard errors themselves are unreliable and the result is a failure (ess_collapsed).
       key: int or PRNGKey; throw: raise on failure (default).
 
@@ -67,16 +68,16 @@ def exact_posterior_kernels(
     X_all = check_inputs(X, X_test)
     P = np.shape(X)[0]
     Y = check_targets(Y, P, spec.n_out)
-    keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch))
-    sw, sw2, swc, sw2c, sw2c2 = _weighted_sums(spec, X_all, Y, keys, options.batch)
+    keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch_size))
+    sw, sw2, swc, sw2c, sw2c2 = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
     mean = swc / sw
     var = (sw2c2 - 2.0 * mean * sw2c + mean**2 * sw2) / sw**2  # delta method, self-normalised IS
     ess = float(sw**2 / sw2)
-    info = ExactInfo(ess, len(keys) * options.batch, time.perf_counter() - start)
-    ok = ess >= options.min_ess
+    info = ExactInfo(ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start})
+    ok = ess >= options.min_ess_count
     outcome = Outcome(
         Result.success if ok else Result.ess_collapsed,
-        "" if ok else f"effective sample size {ess:.1f} < min_ess = {options.min_ess}",
+        "" if ok else f"effective sample size {ess:.1f} < min_ess_count = {options.min_ess_count}",
         method=options,
     )
     return finish("exact", mean, np.sqrt(np.maximum(var, 0.0)), info, outcome, throw=throw)

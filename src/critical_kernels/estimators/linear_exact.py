@@ -77,7 +77,7 @@ class LinearExactInfo(NamedTuple):
     log_evidence: ln p(Y | X), the full normalised marginal likelihood (including -(P/2) ln 2 pi);
     log_evidence_error: |difference| of ln p(Y | X) between the two rules;
     u_mode: (L,) mode of the posterior density of t = ln u, reported as u = e^t (u_l = |a_l|^2 / N);
-    u_mean: (L,) posterior mean of u; seconds: wall time.
+    u_mean: (L,) posterior mean of u; timings: {"total": wall seconds}.
     """
 
     n_quad: int
@@ -87,7 +87,7 @@ class LinearExactInfo(NamedTuple):
     log_evidence_error: float
     u_mode: np.ndarray
     u_mean: np.ndarray
-    seconds: float
+    timings: dict
 
 
 class _Problem(NamedTuple):
@@ -456,7 +456,7 @@ def linear_posterior_kernels(
         log_evidence_error=abs(fine.log_evidence - coarse.log_evidence),
         u_mode=np.exp(t_mode),
         u_mean=fine.u_mean,
-        seconds=time.perf_counter() - start,
+        timings={"total": time.perf_counter() - start},
     )
     return finish("linear_exact", fine.kernels, se, info, _outcome(quad_error, options, n_quad), throw=throw)
 

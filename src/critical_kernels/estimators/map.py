@@ -147,7 +147,7 @@ def _sweep(act, depth: int, method: str, x, eq: _Equations, width):
 
 
 _RUNNING, _CONVERGED, _NOT_PD, _ESS = 0, 1, 2, 3
-_ESS_PATIENCE = 3  # sweeps in a row below min_ess that fail a stage before it converges
+_ESS_PATIENCE = 3  # sweeps in a row below min_ess_fraction that fail a stage before it converges
 _MAX_REFINEMENTS = 8  # widths inserted into the annealing schedule where a stage fails on the way
 _STATUS = {
     _RUNNING: Result.max_steps_reached,
@@ -498,7 +498,7 @@ def _solve(setup: _Setup, warm=None) -> KernelEstimate:
     system = _system(setup, method)
     conj, D = _start(spec, method, system.eq, warm)
     importance = method.startswith("importance")
-    min_health = setup.option.min_ess if importance else 0.0
+    min_health = setup.option.min_ess_fraction if importance else 0.0
     conj, stage_eq, stages, solved, timings = _anneal(
         spec, method, system.eq, conj, D, setup.schedule, setup.solver, min_health
     )
@@ -594,7 +594,8 @@ def _anneal(spec, method, eq: _Equations, conj, D, schedule, solver, min_health)
 def _detail(stage: _Stage, width: int, min_ess: float) -> str:
     """What happened in a failed annealing stage."""
     if stage.result is Result.ess_collapsed:
-        return f"importance-sampling ESS fell to {stage.health.min():.3f} (< min_ess={min_ess}) at N={width}"
+        ess = stage.health.min()
+        return f"importance-sampling ESS fell to {ess:.3f} (< min_ess_fraction={min_ess}) at N={width}"
     if stage.result is Result.not_positive_definite:
         return f"an iterate lost positive definiteness at N={width} (sweep {stage.steps})"
     return f"relative residual {stage.residual:.2e} after {stage.steps} sweeps at N={width}"

@@ -250,7 +250,7 @@ class ClosedForm(Options):
 class ImportanceSampling(_SampleBudget):
     """Self-normalised importance sampling of the tilted measures with common random numbers,
     the closed-form untilted averages as control variates; fails when the effective sample
-    fraction drops below min_ess. adaptive: draw from a defensive mixture of the untilted Gaussian
+    fraction drops below min_ess_fraction. adaptive: draw from a defensive mixture of the untilted Gaussian
     (1/4 of the draws) and a Gaussian moment-matched to each tilted measure, re-estimated between
     annealing stages (survives strong tilts), instead of from the untilted Gaussian alone.
 
@@ -260,7 +260,7 @@ class ImportanceSampling(_SampleBudget):
     every hidden layer is at most `metrics.se_target` (rtol times it); None: n_samples only."""
 
     n_samples: int = count(4096)
-    min_ess: float = _field(0.05, "number", low=0, high=1, inclusive=True)
+    min_ess_fraction: float = _field(0.05, "number", low=0, high=1, inclusive=True)
     adaptive: bool = _field(True, "flag")
     replicas: int = count(4, low=0)
     rtol: float | None = positive(0.02, optional=True)
@@ -335,7 +335,7 @@ class TemperedSMC(Options):
     whose mean kernels are the run's estimate; n_mh Metropolis-Hastings steps per neuron for the initial
     draws from q; n_w Monte Carlo points for W~; at most max_temperatures steps; batch_size particles
     per compiled batch (0: all at once; bounds memory). always: temper without trying plain
-    reweighting first (else only when its ESS is below min_ess)."""
+    reweighting first (else only when its ESS is below min_ess_count)."""
 
     n_particles: int = count(128)
     n_runs: int = count(8, low=2)
@@ -365,17 +365,17 @@ DEFAULT_MIN_ESS = 50.0
 @dataclass(frozen=True)
 class Reweighting(Options):
     """Saddle-point importance sampling (T17): n_samples networks drawn from the tilted chain q (rounded
-    down to a multiple of n_batches), n_batches jackknife batches, below min_ess (Kish ESS) the result
+    down to a multiple of n_batches), n_batches jackknife batches, below min_ess_count (Kish ESS) the result
     is ess_collapsed; n_mh Metropolis-Hastings steps per neuron and n_w Monte Carlo points for W~
-    (nonlinear phi); chunk networks per compiled call (memory bound). tempering: TemperedSMC(...) to
+    (nonlinear phi); batch_size networks per compiled call (memory bound). tempering: TemperedSMC(...) to
     move to the posterior by tempered SMC when the ESS is low (or always), None never."""
 
     n_samples: int = count(2048)
     n_batches: int = count(16, low=2)
-    min_ess: float = _field(DEFAULT_MIN_ESS, "number", low=0, inclusive=True)
+    min_ess_count: float = _field(DEFAULT_MIN_ESS, "number", low=0, inclusive=True)
     n_mh: int = count(20)
     n_w: int = count(4096)
-    chunk: int = count(64)
+    batch_size: int = count(64)
     tempering: TemperedSMC | None = _field(TemperedSMC(), "option", types=(TemperedSMC,), optional=True)
 
     def _check_together(self) -> None:
@@ -393,11 +393,12 @@ class Reweighting(Options):
 @dataclass(frozen=True)
 class PriorImportance(Options):
     """Exact posterior of tiny problems: n_samples prior networks (rounded up to whole batches of
-    `batch`) weighted by their marginal likelihood; below min_ess the result is ess_collapsed."""
+    `batch_size`) weighted by their marginal likelihood; below min_ess_count (Kish ESS) the result is
+    ess_collapsed."""
 
     n_samples: int = count(100_000)
-    batch: int = count(4096)
-    min_ess: float = _field(100.0, "number", low=0, inclusive=True)
+    batch_size: int = count(4096)
+    min_ess_count: float = _field(100.0, "number", low=0, inclusive=True)
 
     @property
     def label(self) -> str:

@@ -25,15 +25,15 @@ from .options import ClosedForm, MonteCarlo
 class PerturbativeInfo(NamedTuple):
     """conj_kernels: (L+1, P', P') first-order conjugate kernels C~(l) = J_{L<-l}^T[G]/N (index 0
     unused, zero on test rows); n_samples: Monte Carlo samples of V used in all (T5; unused for
-    linear phi); n_batches; jitter: Cholesky jitter of K; seconds; rtol_met: whether the
-    CKA-adaptation tolerance was met (None without one or for linear phi). The n_batches i.i.d.
+    linear phi); n_batches; jitter: Cholesky jitter of K; timings: {"total": wall seconds}; rtol_met:
+    whether the CKA-adaptation tolerance was met (None without one or for linear phi). The n_batches i.i.d.
     block estimates behind the SE are KernelEstimate.estimates (kind "batches")."""
 
     conj_kernels: np.ndarray
     n_samples: int
     n_batches: int
     jitter: float
-    seconds: float
+    timings: dict
     rtol_met: bool | None = None
 
 
@@ -73,13 +73,15 @@ def perturbative_kernels(
     conj = _conjugate_kernels(back, spec, G.shape)
     if cov.phi is None:  # linear phi: V exact
         shift = np.asarray(jnp.stack(cov.push_forward(back)))
-        info = PerturbativeInfo(conj, 0, 1, grad.jitter, time.perf_counter() - start)
+        info = PerturbativeInfo(conj, 0, 1, grad.jitter, {"total": time.perf_counter() - start})
         kernels = np.asarray(cov.kernels) + shift
         outcome = Outcome(method=ClosedForm())
         return finish("perturbative", kernels, None, info, outcome, throw=throw, jitter=grad.jitter)
     blocks, n_used, met = _blocks_to_tolerance(cov, back, Y, options, key)
     estimates = Estimates("batches", np.asarray(cov.kernels) + blocks)
-    info = PerturbativeInfo(conj, n_used, len(blocks), grad.jitter, time.perf_counter() - start, met)
+    info = PerturbativeInfo(
+        conj, n_used, len(blocks), grad.jitter, {"total": time.perf_counter() - start}, met
+    )
     if met is False:
         warnings.warn(
             f"perturbative: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation "

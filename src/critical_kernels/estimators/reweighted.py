@@ -78,7 +78,7 @@ class ReweightedInfo(NamedTuple):
     var_log_weight: Var R over the drawn networks; n_samples: networks used (a multiple of n_batches);
     n_batches: jackknife batches; acceptance: (L,) Metropolis-Hastings acceptance rate per layer
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
-    seconds: wall time (including the saddle solve when it was not passed in);
+    timings: {"total": wall seconds} (including the saddle solve when it was not passed in);
     smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ().
     ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
@@ -90,7 +90,7 @@ class ReweightedInfo(NamedTuple):
     n_batches: int
     acceptance: np.ndarray
     saddle_ok: bool
-    seconds: float
+    timings: dict
     smc_runs: tuple[SMCRun, ...] = ()
 
 
@@ -133,7 +133,6 @@ class _Report(NamedTuple):
         nan = float("nan")
         if plain is None:  # the plain reweighting did not run
             plain = _Plain(None, None, None, nan, nan, 0, np.full(self.depth, nan), 0)
-        seconds = time.perf_counter() - self.start
         return ReweightedInfo(
             plain.ess,
             plain.var_R,
@@ -141,7 +140,7 @@ class _Report(NamedTuple):
             self.n_batches,
             plain.acceptance,
             self.saddle_ok,
-            seconds,
+            {"total": time.perf_counter() - self.start},
             smc_runs,
         )
 
@@ -305,12 +304,12 @@ def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndar
 
 def _reweight(problem: _Problem, options: Reweighting, key) -> _Plain:
     """The plain pass (T17): options.n_samples networks (rounded down to whole batches) drawn from q
-    in compiled chunks of at most options.chunk, weighted by e^R."""
+    in compiled batches of at most options.batch_size, weighted by e^R."""
     spec, P, L = problem.spec, problem.P, problem.spec.depth
     linear = spec.act.name == "linear"
     per_batch = options.n_samples // options.n_batches
     n_used = per_batch * options.n_batches
-    size = max(d for d in range(1, min(options.chunk, per_batch) + 1) if per_batch % d == 0)
+    size = max(d for d in range(1, min(options.batch_size, per_batch) + 1) if per_batch % d == 0)
     kappa = float(spec.kappa)
     fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, kappa, spec.width, P, linear, options.n_mh)
     k_draw, k_w = jax.random.split(as_key(key))
@@ -329,8 +328,9 @@ def _reweight(problem: _Problem, options: Reweighting, key) -> _Plain:
 
 
 def _shortfall(plain: _Plain, min_ess: float) -> str:
-    """'<ESS> < min_ess = <min_ess> of <n> networks (Var R = <var>)'."""
-    return f"{plain.ess:.3g} < min_ess = {min_ess:.3g} of {plain.n_used} networks (Var R = {plain.var_R:.3g})"
+    """'<ESS> < min_ess_count = <min_ess> of <n> networks (Var R = <var>)'."""
+    networks = f"{plain.n_used} networks (Var R = {plain.var_R:.3g})"
+    return f"{plain.ess:.3g} < min_ess_count = {min_ess:.3g} of {networks}"
 
 
 def _plain_estimate(plain: _Plain, options: Reweighting, report: _Report, throw: bool) -> KernelEstimate:
@@ -345,9 +345,9 @@ def _plain_estimate(plain: _Plain, options: Reweighting, report: _Report, throw:
         outcome = Outcome(Result.not_positive_definite, detail, method=options)
         return finish("reweighted", nan, nan, info, outcome, throw=throw)
     outcome = Outcome(method=options)
-    if plain.ess < options.min_ess:
-        advice = _ess_advice(plain.ess, plain.n_used, options.min_ess, plain.var_R)
-        detail = "effective sample size " + _shortfall(plain, options.min_ess)
+    if plain.ess < options.min_ess_count:
+        advice = _ess_advice(plain.ess, plain.n_used, options.min_ess_count, plain.var_R)
+        detail = "effective sample size " + _shortfall(plain, options.min_ess_count)
         outcome = Outcome(Result.ess_collapsed, detail, advice, method=options)
     estimates = Estimates("jackknife", plain.loo)
     return finish("reweighted", plain.kernels, plain.se, info, outcome, estimates=estimates, throw=throw)
@@ -436,8 +436,8 @@ def reweighted_kernels(
 
     Args:
       spec: network (one output); X: (P, d); Y: (P,) or (P, 1); X_test: optional (P_test, d).
-      options: Reweighting(n_samples, n_batches, min_ess, n_mh, n_w, chunk, tempering); tempering
-        TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess
+      options: Reweighting(n_samples, n_batches, min_ess_count, n_mh, n_w, batch_size, tempering);
+        tempering TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess_count
         (always=True: without trying plain reweighting), None never.
       saddle: an already computed `solve_map` estimate on the same X, Y, X_test (else solved here);
       key: int or PRNGKey; throw: raise on failure (default).
@@ -477,7 +477,7 @@ def reweighted_kernels(
     if always:
         return _tempered(problem, key, smc, report, None, throw)
     plain = _reweight(problem, options, key)
-    if smc is not None and plain.kernels is not None and plain.ess < options.min_ess:
-        fallback = (options, "ESS " + _shortfall(plain, options.min_ess))
+    if smc is not None and plain.kernels is not None and plain.ess < options.min_ess_count:
+        fallback = (options, "ESS " + _shortfall(plain, options.min_ess_count))
         return _tempered(problem, key, smc, report, plain, throw, fallback)
     return _plain_estimate(plain, options, report, throw)
