@@ -50,6 +50,7 @@ def test_the_package_factorisations_do_not_deadlock_with_the_default_pool():
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr
 
 
+@pytest.mark.slow  # use_one_xla_thread is no longer needed by the package itself
 def test_use_one_xla_thread_keeps_jax_own_batched_lapack_from_deadlocking():
     code = _BATCHED_LAPACK.format(setup="critical_kernels.use_one_xla_thread()", **JAXS)
     result = _python(code, XLA_FLAGS=_CONCURRENT)
@@ -81,6 +82,7 @@ def test_the_command_line_leaves_the_pool_alone():
     assert _python(code).stdout.split()[-1] == "None"
 
 
+@pytest.mark.slow  # a minute and a half of subprocess; the fast tier keeps the reproducer above
 def test_estimators_warn_about_nothing_and_finish_with_the_default_pool():
     """Chains, tempered SMC particles, reweighted networks (vmapped Cholesky and triangular solves)
     and a sweep with XLA's default pool and no setting: no warning, and they finish (a hang:
