@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import ConvergenceError, DiagnosticsError, EstimateError, NotPositiveDefiniteError
-from ..numerics import check_se_kind, standard_error
+from ..errors import ConvergenceError, DiagnosticsError, EstimateError, InputError, NotPositiveDefiniteError
+from ..numerics import check_inputs, check_se_kind, check_targets, standard_error
+from ..spec import NetworkSpec
 from .options import Options
 
 
@@ -162,3 +163,28 @@ def finish(
         estimates=estimates,
     )
     return out.raise_for_result() if throw else out
+
+
+class Problem(NamedTuple):
+    """One estimator call's validated data: the network, every row X_all (P', d) with the training rows
+    first, the training targets Y (P, D) and P."""
+
+    spec: NetworkSpec
+    X_all: np.ndarray
+    Y: np.ndarray
+    P: int
+
+
+def prepare(spec, X, Y, X_test=None, **options) -> Problem:
+    """The one prologue of every estimator: each option `name=(value, accepted types)`, then the spec,
+    the inputs and the targets, in that order; InputError names the first problem in one line."""
+    for name, (value, types) in options.items():
+        types = types if isinstance(types, tuple) else (types,)
+        if not isinstance(value, types):
+            wanted = " or ".join(f"{t.__name__}(...)" for t in types)
+            raise InputError(f"{name}: expected {wanted}, got {value!r}")
+    if not isinstance(spec, NetworkSpec):
+        raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
+    X_all = check_inputs(X, X_test)
+    P = np.shape(X)[0]
+    return Problem(spec, X_all, check_targets(Y, P, spec.n_out), P)

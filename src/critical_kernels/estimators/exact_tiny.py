@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError
 from ..fluctuations import sample_prior_kernels
 from ..likelihood import log_evidence
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads
+from ..numerics import as_key, limit_blas_threads
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Outcome, Result, finish
+from .base import KernelEstimate, Outcome, Result, finish, prepare
 from .options import PriorImportance
 
 
@@ -63,11 +62,7 @@ def exact_posterior_kernels(
       >>> est.kernels[-1], est.info.ess
     """
     start = time.perf_counter()
-    if not isinstance(options, PriorImportance):
-        raise InputError(f"options: expected PriorImportance(...), got {options!r}")
-    X_all = check_inputs(X, X_test)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
+    _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, PriorImportance))
     keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch_size))
     sw, sw2, swc, sw2c, sw2c2 = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
     mean = swc / sw

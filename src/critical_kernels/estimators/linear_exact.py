@@ -56,9 +56,9 @@ from scipy import special
 from scipy.special import logsumexp
 
 from ..errors import InputError, SpecError
-from ..numerics import check_inputs, check_targets, limit_blas_threads
+from ..numerics import limit_blas_threads
 from ..spec import NetworkSpec
-from .base import KernelEstimate, Outcome, Result, finish
+from .base import KernelEstimate, Outcome, Result, finish, prepare
 from .options import Quadrature
 
 # nodes per axis when n_quad is None: the tensor grid has n^L points (before pruning)
@@ -104,9 +104,7 @@ class _Problem(NamedTuple):
     N: int
 
 
-def _check_spec(spec: NetworkSpec) -> None:
-    if not isinstance(spec, NetworkSpec):
-        raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
+def _check_linear(spec: NetworkSpec) -> None:
     if not (spec.act.is_linear):
         raise SpecError(f"activation: linear_exact needs activation 'linear', got {spec.act.name!r}")
     if spec.n_out != 1:
@@ -389,8 +387,6 @@ def _problem(spec: NetworkSpec, X_all: np.ndarray, Y: np.ndarray) -> _Problem:
 def _n_quad(L: int, options: Quadrature) -> int:
     """Gauss-Hermite nodes per axis: options.n_quad or the default of depth L, checked against the
     size of the tensor grid."""
-    if not isinstance(options, Quadrature):
-        raise InputError(f"options: expected Quadrature(...), got {options!r}")
     n_quad = options.n_quad
     if n_quad is None:
         n_quad = DEFAULT_N_QUAD.get(L) or max(3, int(1e5 ** (1 / L)))
@@ -438,10 +434,9 @@ def linear_posterior_kernels(
       >>> est = linear_posterior_kernels(spec, X, Y, X_test); est.kernels[-1], est.info.log_evidence
     """
     start = time.perf_counter()
-    _check_spec(spec)
+    _, X_all, Y, _ = prepare(spec, X, Y, X_test, options=(options, Quadrature))
+    _check_linear(spec)
     n_quad = _n_quad(spec.depth, options)
-    X_all = check_inputs(X, X_test)
-    Y = check_targets(Y, np.shape(X)[0], spec.n_out)
     pb = _problem(spec, X_all, Y)
     t_mode, x_mode, hess = _modes(pb)
     A = _laplace_scale(hess)

@@ -26,9 +26,9 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_stack
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, psd_cholesky
+from ..numerics import as_key, limit_blas_threads, psd_cholesky
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .growth import growth_problem, tilt_growth
 from .options import Anderson, ExactGaussian, Fallback, ImportanceSampling, SecondCumulant
 from .tilted import (
@@ -352,11 +352,8 @@ def solve_map(
       >>> est = solve_map(NetworkSpec(depth=3, width=200, g_w=1.5, g_b=0.1), X, Y, X_test)
       >>> est.ok, est.method, est.info.n_iter
     """
+    X_all, Y = prepare(spec, X, Y, X_test, solver=(solver, Anderson))[1:3]
     chain = _tilted_chain(spec, tilted)
-    if not isinstance(solver, Anderson):
-        raise InputError(f"solver: expected Anderson(...), got {solver!r}")
-    X_all = check_inputs(X, X_test)
-    Y = check_targets(Y, np.shape(X)[0], spec.n_out)
     setup = _Setup(spec, X_all, Y, None, solver, _schedule(spec.width, solver.widths), key)
     estimate, setup, fallback = _first_to_hold(setup, chain)
     option = setup.option

@@ -12,13 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InputError
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
 from ..metrics import cka_layers, cka_layers_se, se_target
-from ..numerics import as_key, check_targets, cho_solve, limit_blas_threads
+from ..numerics import as_key, cho_solve, limit_blas_threads
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, finish
+from .base import Estimates, KernelEstimate, Outcome, finish, prepare
 from .options import ClosedForm, MonteCarlo
 
 
@@ -61,11 +60,9 @@ def perturbative_kernels(
       >>> est = perturbative_kernels(spec, data.X, data.Y); ck.cka_layers(est.kernels, data.Y)
     """
     start = time.perf_counter()
-    if not isinstance(options, MonteCarlo):
-        raise InputError(f"options: expected MonteCarlo(...), got {options!r}")
-    cov = kernel_covariance(spec, X, X_test, key=key, n_samples=options.n_samples)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
+    problem = prepare(spec, X, Y, X_test, options=(options, MonteCarlo))
+    cov = kernel_covariance(spec, problem.X_all, key=key, n_samples=options.n_samples)
+    P, Y = problem.P, problem.Y
     G = np.zeros(cov.kernels.shape[1:])
     grad = likelihood_gradient(np.asarray(cov.kernels[-1])[:P, :P], Y, spec.kappa)
     G[:P, :P] = grad.G

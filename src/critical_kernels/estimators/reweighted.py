@@ -50,9 +50,9 @@ from .. import linalg
 from ..errors import InputError
 from ..likelihood import log_evidence
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, standard_error, symmetrize
+from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .map import MAPInfo, solve_map
 from .options import Reweighting, TemperedSMC
 from .smc import SMCRun, run_smc
@@ -454,13 +454,7 @@ def reweighted_kernels(
       >>> est.kernels, est.se, est.method, est.info.ess
     """
     start = time.perf_counter()
-    if not isinstance(options, Reweighting):
-        raise InputError(f"options: expected Reweighting(...), got {options!r}")
-    if not isinstance(spec, NetworkSpec):
-        raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")
-    X_all = check_inputs(X, X_test)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
+    _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, Reweighting))
     if saddle is None:
         saddle = solve_map(spec, X, Y, X_test, key=key, throw=False)
     problem = _Problem(spec, X_all, Y, _conj_kernels(saddle, spec.depth, len(X_all)), P)

@@ -23,11 +23,11 @@ import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from rich.progress import Progress
 
-from ..errors import InputError, NotPositiveDefiniteError
+from ..errors import NotPositiveDefiniteError
 from ..nngp import input_kernel
-from ..numerics import as_key, check_inputs, check_targets, limit_blas_threads, standard_error
+from ..numerics import as_key, limit_blas_threads, standard_error
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, Result, finish
+from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .diagnostics import chain_diagnostics
 from .network import Network
 from .options import HMC, MALA, NUTS, Chains, Langevin
@@ -304,13 +304,8 @@ def sample_posterior(
     Example:
       >>> est = sample_posterior(spec, X, Y, sampler=HMC(), chains=Chains(warmup=500), key=0)
     """
-    if not isinstance(sampler, (MALA, HMC, NUTS, Langevin)):
-        raise InputError(f"sampler: expected MALA(), HMC(), NUTS() or Langevin(), got {sampler!r}")
-    if not isinstance(chains, Chains):
-        raise InputError(f"chains: expected a Chains(...) schedule, got {chains!r}")
-    X_all = check_inputs(X, X_test)
-    P = np.shape(X)[0]
-    Y = check_targets(Y, P, spec.n_out)
+    samplers = (MALA, HMC, NUTS, Langevin)
+    _, X_all, Y, P = prepare(spec, X, Y, X_test, sampler=(sampler, samplers), chains=(chains, Chains))
     warmup = 0 if isinstance(sampler, Langevin) else chains.warmup
     rank = input_rank(spec, X_all) if sampler.space == "preactivation" else None
     shape = (X_all.shape[1], P, rank)
@@ -326,7 +321,11 @@ def sample_posterior(
 def _layer_extremes(entries: np.ndarray, depth: int, worst) -> np.ndarray:
     """(L+1,) `worst` (np.nanmax, np.min) over the kernel entries of each layer, layer 0 exact."""
     exact = 1.0 if worst is np.nanmax else np.inf
-    return np.concatenate([[exact], worst(entries.reshape(depth, -1), axis=1)])
+    per_layer = entries.reshape(depth, -1)
+    known = ~np.all(np.isnan(per_layer), axis=1)  # a layer of constant entries has no R-hat: NaN, quietly
+    out = np.full(depth, np.nan)
+    out[known] = worst(per_layer[known], axis=1)
+    return np.concatenate([[exact], out])
 
 
 def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate:
