@@ -115,7 +115,9 @@ def test_linear_posterior_matches_exact(case, mnist8):
     pre-activation form; XOR (d = 4 < P' = 10): both in weight form, only the readout integrated."""
     d = mnist8 if case == "mnist" else ck.datasets.xor(n_train=8, n_test=2, dim=4, seed=0)
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
-    chains = ck.Chains(chains=4, warmup=200, n_samples=1000, thin=5)
+    # batches of 400 steps: with 100 (n_samples 1000) the batch means are correlated and the MCSE of
+    # the entries ran up to 1.8 times too small (mean z^2 3.5 on XOR for some keys)
+    chains = ck.Chains(chains=4, warmup=200, n_samples=4000, thin=5)
     est = sample_posterior(
         spec, d.X, d.Y, d.X_test, sampler=ck.HMC(space="preactivation"), chains=chains, key=0
     )
@@ -129,7 +131,9 @@ def test_linear_posterior_matches_exact(case, mnist8):
     nngp = ck.nngp_kernels(spec, d.X, d.X_test)
     z_nngp = (cka_layers(nngp, d.Y) - cka_layers(exact, d.Y))[1:] / cka_se
     print(f"{case}: max |z| entries {np.abs(z).max():.2f}, CKA z {z_cka}, NNGP CKA z {z_nngp}")
-    assert np.abs(z).max() < 4.0  # measured 2.3 (MNIST), 2.9 (XOR)
+    # batch-means MCSE from 40 batches: mean z^2 over the entries measured 0.3-2.2 over 8 keys (XOR),
+    # max |z| up to 4.5 (t-like tails, correlated entries); a biased sampler gives z^2 >> 3
+    assert (z**2).mean() < 3.0 and np.abs(z).max() < 5.5, ((z**2).mean(), np.abs(z).max())
     assert np.all(np.abs(z_cka) < 3.0)  # measured |z| 0.3-1.1
     # power: the prior (NNGP) kernels are rejected, measured 31 / 31 (MNIST) and 5.2 / 7.6 (XOR) CKA SE off
     assert np.all(np.abs(z_nngp) > {"mnist": 10.0, "xor": 4.0}[case])
