@@ -98,6 +98,10 @@ def _cell(result: dict) -> str:
     )
 
 
+def _time(seconds) -> str:
+    return "–" if seconds is None else f"{seconds:.0f}"  # None: not measured (a paused process)
+
+
 def summary(results: list[dict]) -> list[str]:
     """The docs page: one row per case, the bank's adaptation per layer, captured fractions, times."""
     names = [n for n in LABELS if any(n in r for r in results)]
@@ -118,7 +122,7 @@ def summary(results: list[dict]) -> list[str]:
     for r in results:
         adaptation = np.asarray(r["bank"]) - np.asarray(r["nngp"])
         cells = [_cell(r[n]) if n in r else "" for n in names]
-        seconds = " / ".join(f"{r[n]['seconds']:.0f}" for n in names if n in r)
+        seconds = " / ".join(_time(r[n]["seconds"]) for n in names if n in r)
         row = [r["case"], " / ".join(f"{a:.4f}" for a in adaptation[1:]), *cells, seconds]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "![Captured fraction per case and layer](bank_captured.png)", ""]
