@@ -20,12 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from critical_kernels.experiments import load_sweep, run_sweep
+from critical_kernels.experiments.executors import executor_named
 
 CONFIG = {
     "name": "bench",
     "data": {"task": "xor", "n_train": 60, "n_test": 50, "dim": 10},
     "network": {"depth": 3, "width": 100, "kappa": 0.1},
-    "methods": {"perturbative": False, "map": True, "map_method": "importance", "n_samples": 8192},
+    "methods": {
+        **{"perturbative": False, "map": True, "map_method": "importance"},
+        "importance": {"n_samples": 8192},
+    },
     "sweep": {"network.g_w": [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]},
 }
 
@@ -34,7 +38,7 @@ def timed_sweep(executor: str, workers: int) -> float:
     out = Path(tempfile.mkdtemp(prefix="ck-bench-sweep-"))
     try:
         start = time.perf_counter()
-        ds = run_sweep(load_sweep(CONFIG), out, executor=executor, workers=workers)
+        ds = run_sweep(load_sweep(CONFIG), out, executor=executor_named(executor, workers))
         seconds = time.perf_counter() - start
         assert (ds.status.values == "ok").all(), ds.error.values
         return seconds

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import critical_kernels as ck
 from critical_kernels.cli import app
-from critical_kernels.experiments import load_config, load_results, load_sweep, run_sweep
+from critical_kernels.experiments import Serial, load_config, load_results, load_sweep, run_sweep
 from critical_kernels.experiments.io import MARKER
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
@@ -29,9 +29,10 @@ dim = 3
 depth = 1
 width = 20
 [methods]
-n_samples = 256
 map = false
 perturbative = false
+[methods.monte_carlo]
+n_samples = 256
 """
 
 
@@ -287,7 +288,7 @@ API_CASES = {
         _sweep(t, '"network.g_w" = [1.0, 2.0]\n"network.g_w,network.g_b" = [[1.0, 0.1], [2.0, 0.2]]\n')
     ),
     "run_sweep into a run folder": lambda t: run_sweep(
-        load_sweep(_sweep(t)), _marked(t, "r", "run"), executor="serial"
+        load_sweep(_sweep(t)), _marked(t, "r", "run"), executor=Serial()
     ),
 }
 SPEC_CASES = {

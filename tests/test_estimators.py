@@ -18,7 +18,7 @@ from critical_kernels.estimators.options import Options
 from critical_kernels.experiments import load_config, run
 
 # the module (critical_kernels.experiments exports the function `run` under the same name)
-run_module = importlib.import_module("critical_kernels.experiments.run")
+run_module = importlib.import_module("critical_kernels.experiments.runner")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -252,7 +252,7 @@ def test_a_run_computes_one_nngp_stack_and_the_first_order_its_own(monkeypatch):
 
     monkeypatch.setattr(nngp_module, "_mu_inplace", counting)
     monkeypatch.setattr(run_module, "nngp_kernels", counting_stacks)
-    cfg = load_config(EXAMPLES / "tiny.toml", ["methods.samples=200", "methods.warmup=50"])
+    cfg = load_config(EXAMPLES / "tiny.toml", ["methods.chains.n_samples=200", "methods.chains.warmup=50"])
     ds = run(cfg, progress=False)
     assert len(stacks) == 1  # the experiment layer's NNGP stack (its NNGP row, CKA and predictor)
     # estimators compute their own stack where they need one (DESIGN: no nngp= argument): here only

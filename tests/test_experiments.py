@@ -29,10 +29,14 @@ from critical_kernels.experiments import (
 from critical_kernels.experiments.config import MethodsConfig
 from critical_kernels.experiments.io import atomic_write, resolved_toml
 from critical_kernels.experiments.labels import estimator_label
-from critical_kernels.experiments.run import derived
+from critical_kernels.experiments.runner import derived
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
-FAST = ["methods.n_samples=512", "methods.warmup=100", "methods.samples=400"]
+FAST = [
+    *(f"methods.{table}.n_samples=512" for table in ("monte_carlo", "importance", "cumulant")),
+    "methods.chains.warmup=100",
+    "methods.chains.n_samples=400",
+]
 
 
 def test_config_overrides_and_errors_name_the_field(tmp_path):
@@ -42,16 +46,17 @@ def test_config_overrides_and_errors_name_the_field(tmp_path):
         load_config(TINY, ["network.activation=swish"])
     with pytest.raises(ck.InputError, match="network.depth"):
         load_config(TINY, ["network.depth=0"])
-    with pytest.raises(ck.InputError, match="network.widht: Extra inputs are not permitted"):
+    with pytest.raises(ck.InputError, match="network.widht: not a field of network; did you mean 'width'\\?"):
         load_config(TINY, ["network.widht=3"])
     with pytest.raises(ck.InputError, match="methods.linear_exact: needs network.activation = 'linear'"):
         load_config(TINY, ["methods.linear_exact=true"])  # tiny.toml is erf
-    with pytest.raises(ck.InputError, match="methods.space: must be one of .*'preactivation'"):
-        load_config(TINY, ["methods.space=latent"])
-    with pytest.raises(ck.InputError, match="methods.reweighted_samples: .*multiple of 16"):
-        load_config(TINY, ["methods.reweighted_samples=100"])
-    with pytest.raises(ck.InputError, match="methods.tempering: .*'always'"):
-        load_config(TINY, ["methods.tempering=sometimes"])
+    with pytest.raises(ck.InputError, match="methods.hmc.space: must be one of .*'preactivation'"):
+        load_config(TINY, ["methods.hmc.space=latent"])
+    with pytest.raises(ck.InputError, match="methods.reweighting.n_samples: must be an integer >= 1, got 0"):
+        load_config(TINY, ["methods.reweighting.n_samples=0"])
+    bad = r"methods.reweighting.tempering: must be TemperedSMC\(...\) or None, got 'sometimes'"
+    with pytest.raises(ck.InputError, match=bad):
+        load_config(TINY, ["methods.reweighting.tempering=sometimes"])
     (tmp_path / "bad.toml").write_text("[network\nwidth = 3")
     with pytest.raises(ck.InputError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
@@ -88,47 +93,40 @@ def test_config_option_tables_parse_into_the_options_and_round_trip(tmp_path):
     assert ExperimentConfig.model_validate_json(off.model_dump_json()) == off
 
 
-def test_config_defaults_and_shorthands_are_the_runs_of_before():
-    """The defaults of [methods] are those of the flat config of before (2000 steps per chain, 4096
-    reweighted networks, rtol 0.02, max_samples 131072, 16 leapfrog steps), and each flat key sets the
-    fields SHORTHANDS names."""
+def test_config_defaults_are_the_runs_of_before_and_flat_keys_of_0_5_name_their_tables():
+    """The defaults of [methods] are those of 0.5 (2000 steps per chain, 4096 reweighted networks,
+    rtol 0.02, max_samples 131072, 16 leapfrog steps); a flat key of a 0.5 config fails with one line
+    naming the table field that replaced it."""
     m = MethodsConfig()
     assert m.monte_carlo == ck.MonteCarlo(4096, rtol=0.02, max_samples=131072)
     assert m.importance == ck.ImportanceSampling(4096, rtol=0.02, max_samples=131072)
     assert m.reweighting == ck.Reweighting(n_samples=4096, tempering=ck.TemperedSMC(n_particles=128))
     assert m.chains == ck.Chains(chains=4, warmup=1000, n_samples=2000, thin=10) and m.hmc.n_leapfrog == 16
-    flat = {
-        "n_samples": 512,
-        "rtol": 0,
-        "max_samples": 256,
-        "reweighted_samples": 1024,
-        "tempering": "always",
+    old = {
+        "samples=400": "methods.samples: a flat key of 0.5 configs; set methods.chains.n_samples instead",
+        "tempering='never'": "methods.tempering: a flat key of 0.5 configs; set "
+        "methods.reweighting.tempering (false: never; {always = true}: always) instead",
     }
-    flat.update(smc_particles=16, sampler="hmc", n_leapfrog=4, space="preactivation", chains=2, samples=400)
-    tables = {
-        **{
-            t: {"n_samples": 512, "rtol": 0, "max_samples": 512}
-            for t in ("monte_carlo", "importance", "cumulant")
-        },
-        "reweighting": {"n_samples": 1024, "tempering": {"n_particles": 16, "always": True}},
-        "sampler": "hmc",
-        "hmc": {"n_leapfrog": 4, "space": "preactivation"},
-        "chains": {"chains": 2, "n_samples": 400},
-    }
-    assert MethodsConfig.model_validate(flat) == MethodsConfig.model_validate(tables)
-    assert MethodsConfig.model_validate({"tempering": "never"}).reweighting.tempering is None
+    for override, line in old.items():
+        with pytest.raises(ck.InputError) as err:
+            load_config(TINY, [f"methods.{override}"])
+        assert str(err.value) == line
+    # the same rule from a config as from Python: any n_samples >= 1 (0.5 configs wanted a multiple of 16)
+    assert load_config(TINY, ["methods.reweighting.n_samples=100"]).methods.reweighting == ck.Reweighting(
+        n_samples=100
+    )
 
 
 def test_config_typos_and_conflicts_fail_with_one_line():
     with pytest.raises(ck.InputError) as err:
         load_config(TINY, ["methods.solver.max_step=3"])
     assert str(err.value) == "methods.solver.max_step: unknown field of Anderson; did you mean 'max_steps'?"
-    with pytest.raises(ck.InputError, match="methods.n_sample: .*did you mean 'n_samples'"):
-        load_config(TINY, ["methods.n_sample=512"])
+    with pytest.raises(ck.InputError, match="methods.chains.n_sample: .*did you mean 'n_samples'"):
+        load_config(TINY, ["methods.chains.n_sample=512"])
     with pytest.raises(ck.InputError, match="netwrk: .*did you mean 'network'"):
         load_config(TINY, ["netwrk.width=3"])
-    with pytest.raises(ck.InputError, match="methods.n_samples: stands for methods.monte_carlo.n_samples"):
-        load_config(TINY, ["methods.monte_carlo.n_samples=1024"])  # tiny.toml sets n_samples
+    with pytest.raises(ck.InputError, match="methods.mapp: not a field of methods; did you mean 'map'"):
+        load_config(TINY, ["methods.mapp=true"])
     with pytest.raises(ck.InputError, match="methods.reweighting.tempering.n_particles: must be an integer"):
         load_config(TINY, ["methods.reweighting.tempering.n_particles=2.5"])
 
@@ -143,8 +141,10 @@ def test_every_info_field_reaches_the_attrs_meta_json_and_the_report(tmp_path):
             "network": {"depth": 1, "width": 8, "activation": "linear", "kappa": 0.1},
             "methods": {
                 **dict(perturbative=True, map=True, reweighted=True, linear_exact=True, sampled=True),
-                **dict(n_samples=256, rtol=0, reweighted_samples=256, tempering="never", sampler="hmc"),
-                **dict(chains=2, warmup=100, samples=200, thin=2),
+                **{table: dict(n_samples=256, rtol=0) for table in ("monte_carlo", "importance", "cumulant")},
+                "reweighting": dict(n_samples=256, tempering=False),
+                "sampler": "hmc",
+                "chains": dict(chains=2, warmup=100, n_samples=200, thin=2),
             },
         }
     )
@@ -219,7 +219,7 @@ def test_run_reweighted_against_the_exact_linear_posterior():
             "methods.sampled=false",
             "methods.reweighted=true",
             "methods.linear_exact=true",
-            "methods.reweighted_samples=4096",
+            "methods.reweighting.n_samples=4096",
         ],
     )
     ds = run(cfg, progress=False)
@@ -245,8 +245,8 @@ def test_run_with_tempered_smc_records_its_ladder(tmp_path):
     exact linear posterior (T18) within 4 SE (8 runs: a t_7 SE)."""
     overrides = ["network.activation='linear'", "network.depth=2", "network.width=12", "data.n_train=10"]
     overrides += ["data.n_test=2", "methods.sampled=false", "methods.perturbative=false"]
-    overrides += ["methods.reweighted=true", "methods.linear_exact=true", "methods.tempering='always'"]
-    cfg = load_config(TINY, [*overrides, "methods.smc_particles=16"])
+    overrides += ["methods.reweighted=true", "methods.linear_exact=true"]
+    cfg = load_config(TINY, [*overrides, "methods.reweighting.tempering={always = true, n_particles = 16}"])
     ds = run(cfg, progress=False)
     attrs = ds.attrs
     assert attrs["reweighted_result"] == "success" and attrs["reweighted_method"] == "tempered SMC"
@@ -353,7 +353,7 @@ def test_unconverged_map_is_reported_not_raised():
         {
             "data": {"task": "xor", "n_train": 8, "n_test": 4, "dim": 3},
             "network": {"depth": 2, "width": 3, "g_w": 1.5, "g_b": 0.1, "kappa": 0.01},
-            "methods": {"perturbative": False, "n_samples": 256, "rtol": 0},
+            "methods": {"perturbative": False, "importance": {"n_samples": 256, "rtol": 0}},
         }
     )
     ds = run(cfg)

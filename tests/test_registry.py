@@ -15,6 +15,7 @@ from critical_kernels.estimators.base import Outcome, Result, finish
 from critical_kernels.estimators.options import Options, count
 from critical_kernels.estimators.registry import REGISTRY, Estimator, register, unregister
 from critical_kernels.experiments import (
+    Serial,
     load_config,
     load_sweep,
     run,
@@ -24,7 +25,7 @@ from critical_kernels.experiments import (
 )
 from critical_kernels.experiments.io import resolved_toml
 from critical_kernels.experiments.labels import estimator_label
-from critical_kernels.experiments.run import derived
+from critical_kernels.experiments.runner import derived
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 
@@ -100,7 +101,7 @@ def test_a_registered_estimator_runs_reports_and_sweeps(toy, tmp_path):
 
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(TINY.read_text() + '\n[sweep]\n"methods.solver.max_steps" = [300, 7]\n')
-    merged = run_sweep(load_sweep(sweep, [*OFF, "methods.doubled=true"]), tmp_path / "s", executor="serial")
+    merged = run_sweep(load_sweep(sweep, [*OFF, "methods.doubled=true"]), tmp_path / "s", executor=Serial())
     assert list(merged.estimator.values) == ["nngp", "doubled"]
     assert merged.status.values.tolist() == ["ok", "ok"]
     write_sweep_report(tmp_path / "s", merged)

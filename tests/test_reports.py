@@ -13,7 +13,7 @@ from critical_kernels.cli import app
 from critical_kernels.experiments import load_config, run, write_run
 from critical_kernels.experiments.labels import estimator_label, field_label, fmt_se
 from critical_kernels.experiments.report import agreement, agreement_lines
-from critical_kernels.experiments.run import make_spec
+from critical_kernels.experiments.runner import make_spec
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 NNGP_ONLY = ["methods.perturbative=false", "methods.map=false", "methods.sampled=false"]

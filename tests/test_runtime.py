@@ -101,14 +101,14 @@ def test_estimators_warn_about_nothing_and_finish_with_the_default_pool():
         " throw=False)\n"
         "ck.reweighted_kernels(spec, d.X, d.Y, options=ck.Reweighting(n_samples=64, n_w=64, tempering=None),"
         " throw=False)\n"
-        "from critical_kernels.experiments import load_sweep, run_sweep\n"
+        "from critical_kernels.experiments import Serial, load_sweep, run_sweep\n"
         "import tempfile, pathlib\n"
         "tmp = pathlib.Path(tempfile.mkdtemp())\n"
         "(tmp / 's.toml').write_text('[data]\\ntask = \"xor\"\\nn_train = 8\\nn_test = 4\\ndim = 3\\n"
         "[network]\\nwidth = 20\\n[methods]\\nmap = false\\nreweighted = true\\n"
         "[methods.reweighting]\\nn_samples = 64\\nn_w = 64\\n"
         '[sweep]\\n"network.depth" = [1, 2]\\n\')\n'
-        "ds = run_sweep(load_sweep(tmp / 's.toml'), tmp / 'out', executor='serial')\n"
+        "ds = run_sweep(load_sweep(tmp / 's.toml'), tmp / 'out', executor=Serial())\n"
         "assert list(ds.status.values) == ['ok', 'ok'], ds.error.values\n"
         "print('finished')"
     )

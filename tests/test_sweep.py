@@ -14,7 +14,16 @@ from typer.testing import CliRunner
 
 import critical_kernels as ck
 from critical_kernels.cli import app
-from critical_kernels.experiments import load_sweep, load_sweep_results, run_sweep, write_sweep_report
+from critical_kernels.experiments import (
+    Dask,
+    Local,
+    Serial,
+    load_sweep,
+    load_sweep_results,
+    run_sweep,
+    write_sweep_report,
+)
+from critical_kernels.experiments.executors import executor_named
 
 BASE = """
 name = "grid"
@@ -27,8 +36,9 @@ dim = 3
 width = 40
 kappa = 0.2
 [methods]
-n_samples = 256
 map = false
+[methods.monte_carlo]
+n_samples = 256
 """
 THEORY = ["cka", "cka_out", "test_error", "test_mse", "status", "error", "g_c"]  # all but timings
 
@@ -54,13 +64,12 @@ def test_grid_product_and_zipped_axes(tmp_path):
 
 
 def test_sweeps_over_option_table_fields(tmp_path):
-    """Dotted fields of the option tables and flat shorthands are swept alike."""
-    grid = load_sweep(
-        _write(tmp_path, '"methods.solver.max_steps" = [50, 100]\n"methods.n_samples" = [256, 512]\n')
-    )
+    """Dotted fields of the option tables are swept like any other field."""
+    axes = '"methods.solver.max_steps" = [50, 100]\n"methods.importance.n_samples" = [256, 512]'
+    grid = load_sweep(_write(tmp_path, axes))
     assert [a.name for a in grid.axes] == ["max_steps", "n_samples"] and len(grid.points) == 4
     last = grid.points[3].config.methods
-    assert last.solver.max_steps == 100 and last.monte_carlo.n_samples == 512 == last.cumulant.n_samples
+    assert last.solver.max_steps == 100 and last.importance.n_samples == 512 != last.cumulant.n_samples
     assert len({p.key for p in grid.points}) == 4
     with pytest.raises(ck.InputError, match=r"sweep point \(max_steps=0\): methods.solver.max_steps"):
         load_sweep(_write(tmp_path, '"methods.solver.max_steps" = [0]\n'))
@@ -77,8 +86,12 @@ def test_grid_errors_name_the_point_and_field(tmp_path):
         load_sweep(_write(tmp_path, '"network.width,data.n_train" = [[20, 6], [40]]\n'))
     with pytest.raises(ck.InputError, match=r"\[sweep\] table"):
         load_sweep(_write(tmp_path, ""))
-    with pytest.raises(ck.InputError, match="--executor"):
-        run_sweep(load_sweep(_write(tmp_path, '"network.depth" = [1]\n')), tmp_path / "o", executor="ray")
+    with pytest.raises(ck.InputError, match=r"executor: pass Serial\(\), Local\(workers\) .*not 'serial'"):
+        run_sweep(load_sweep(_write(tmp_path, '"network.depth" = [1]\n')), tmp_path / "o", executor="serial")
+    with pytest.raises(ck.InputError, match="--executor: must be one of local, dask, serial"):
+        executor_named("ray")
+    with pytest.raises(ck.InputError, match="--workers: must be at least 1"):
+        Local(workers=0)
 
 
 def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_path):
@@ -86,7 +99,7 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     failure, and the good points' NNGP CKA equals a direct computation."""
     base = BASE.replace('task = "xor"', 'task = "xor"\npath = "missing.npz"')
     path = _write(tmp_path, '"data.task" = ["xor", "file"]\n"network.depth" = [1, 2]\n', base)
-    ds = run_sweep(load_sweep(path), tmp_path / "out", executor="serial")
+    ds = run_sweep(load_sweep(path), tmp_path / "out", executor=Serial())
     assert ds.status.values.tolist() == [["ok", "ok"], ["failed", "failed"]]
     assert "missing.npz" in str(ds.error.values[1, 0])
     data = ck.datasets.xor(n_train=8, n_test=10, dim=3, seed=0)
@@ -144,12 +157,13 @@ def test_dask_local_cluster_equals_local_executor(tmp_path):
     (same seeds, one core per worker)."""
     pytest.importorskip("dask.distributed")
     base = BASE.replace(
-        "map = false",
-        'map = true\nsampled = true\nsampler = "mala"\nchains = 2\nwarmup = 50\nsamples = 60\nthin = 2',
+        "map = false\n[methods.monte_carlo]",
+        'map = true\nsampled = true\nsampler = "mala"\n'
+        + "[methods.chains]\nchains = 2\nwarmup = 50\nn_samples = 60\nthin = 2\n[methods.monte_carlo]",
     )
     grid = load_sweep(_write(tmp_path, '"network.g_w" = [1.0, 2.0]\n', base))
-    local = run_sweep(grid, tmp_path / "local", executor="local", workers=2)
-    dask = run_sweep(grid, tmp_path / "dask", executor="dask", workers=2)
+    local = run_sweep(grid, tmp_path / "local", executor=Local(workers=2))
+    dask = run_sweep(grid, tmp_path / "dask", executor=Dask(workers=2))
     assert (local.status.values == "ok").all()
     assert _theory(dask).identical(_theory(local))
     assert np.isfinite(local.cka_out.sel(estimator="sampled").values).all()

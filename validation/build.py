@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from critical_kernels.estimators.diagnostics import chain_diagnostics  # noqa: E402
 from critical_kernels.estimators.options import as_dict  # noqa: E402
-from critical_kernels.experiments.run import versions  # noqa: E402
+from critical_kernels.experiments.runner import versions  # noqa: E402
 from critical_kernels.metrics import cka_layers, cka_layers_se  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -7,14 +7,17 @@ take effect when a script calls it right after the import. Names are grouped by 
 order: spec -> activations -> NNGP -> criticality -> likelihood -> fluctuations -> estimators -> metrics.
 """
 
+import ast
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 everywhere (DESIGN: Numerics), before any module loads
 
-# eager: the function `criticality` shadows its module
-from .criticality import CriticalPoint, critical_gain, criticality  # noqa: E402
+# eager: cheap, no JAX computation
+from .critical_point import CriticalPoint, critical_gain, criticality  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceError,
     CriticalKernelsError,
@@ -28,46 +31,83 @@ from .runtime import use_one_xla_thread  # noqa: E402
 
 __version__ = "0.6.0"
 
-_LAZY = {  # module -> the public names it provides, loaded on first access
-    "spec": ("NetworkSpec",),
-    "activations": ("Activation", "get_activation"),
-    "nngp": ("nngp_kernels", "mu", "response", "layer_responses", "Response"),
-    "fluctuations": ("kernel_covariance", "KernelCovariance", "sample_prior_kernels"),
-    "likelihood": ("log_evidence", "likelihood_gradient", "kernel_predict"),
-    "numerics": ("standard_error",),
-    "estimators": (
-        "KernelEstimate",
-        "Result",
-        "Estimates",
-        "perturbative_kernels",
-        "solve_map",
-        "sample_posterior",
-        "exact_posterior_kernels",
-        "linear_posterior_kernels",
-        "reweighted_kernels",
-        "MonteCarlo",
-        "Reweighting",
-        "PriorImportance",
-        "Quadrature",
-        "ExactGaussian",
-        "ImportanceSampling",
-        "SecondCumulant",
-        "TemperedSMC",
-        "Fallback",
-        "Anderson",
-        "MALA",
-        "HMC",
-        "NUTS",
-        "Langevin",
-        "Chains",
-    ),
-    "metrics": ("cka", "cka_layers", "test_error"),
-}
-_SOURCE = {name: module for module, names in _LAZY.items() for name in names}
-_SUBMODULES = ("datasets", "experiments", "plots", *_LAZY)  # every module also by its own name
+if TYPE_CHECKING:  # the one list of the lazily loaded public names (read by _lazy_names)
+    from .activations import (
+        Activation,
+        get_activation,
+    )
+    from .estimators import (
+        HMC,
+        MALA,
+        NUTS,
+        Anderson,
+        Chains,
+        Estimates,
+        ExactGaussian,
+        Fallback,
+        ImportanceSampling,
+        KernelEstimate,
+        Langevin,
+        MonteCarlo,
+        PriorImportance,
+        Quadrature,
+        Result,
+        Reweighting,
+        SecondCumulant,
+        TemperedSMC,
+        exact_posterior_kernels,
+        linear_posterior_kernels,
+        perturbative_kernels,
+        reweighted_kernels,
+        sample_posterior,
+        solve_map,
+    )
+    from .fluctuations import (
+        KernelCovariance,
+        kernel_covariance,
+        sample_prior_kernels,
+    )
+    from .likelihood import (
+        kernel_predict,
+        likelihood_gradient,
+        log_evidence,
+    )
+    from .metrics import (
+        cka,
+        cka_layers,
+        test_error,
+    )
+    from .nngp import (
+        Response,
+        layer_responses,
+        mu,
+        nngp_kernels,
+        response,
+    )
+    from .numerics import (
+        standard_error,
+    )
+    from .spec import (
+        NetworkSpec,
+    )
+
+
+def _lazy_names() -> dict[str, str]:
+    """name -> module of every lazily loaded public name: the imports of the TYPE_CHECKING block above,
+    read from this file (checkers and editors see the same block as imports; cf. SPEC 1's stubs)."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    checking = (
+        n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+    )
+    block = next(checking)
+    return {alias.name: node.module for node in block.body for alias in node.names}
+
+
+_SOURCE = _lazy_names()
+_SUBMODULES = ("datasets", "experiments", "plots", *dict.fromkeys(_SOURCE.values()))  # every module by name
 
 __all__ = [
-    *(name for names in _LAZY.values() for name in names),
+    *_SOURCE,
     "datasets",
     "experiments",
     "plots",

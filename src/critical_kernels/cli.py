@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .criticality import criticality as _criticality
+from .critical_point import criticality as _criticality
 from .errors import CriticalKernelsError
 from .experiments import (
     load_config,
@@ -42,7 +42,7 @@ from .experiments.labels import (
     references,
 )
 from .experiments.report import run_warnings, unanswered
-from .experiments.sweep import EXECUTORS, ok_points, point_attrs
+from .experiments.sweep import EXECUTORS, executor_named, ok_points, point_attrs
 from .numerics import limit_blas_threads
 
 try:  # typer >= 0.20 carries its own copy of click
@@ -325,23 +325,20 @@ def sweep(
     resume: bool = typer.Option(False, "--resume", help="continue the sweep in OUT, keeping finished points"),
     force: bool = typer.Option(False, "--force", help="recompute every point in an existing sweep folder"),
     workers: int = typer.Option(1, help="worker processes, one core each"),
-    executor: str = typer.Option("local", help="local (processes), dask or serial (in this process)"),
+    executor: str = typer.Option(
+        "local", help=f"{' | '.join(EXECUTORS)}: worker processes, Dask or this process"
+    ),
     scheduler: str = typer.Option(None, help="address of a running Dask scheduler (implies dask)"),
 ) -> None:
     """A grid of experiments: each finished point cached, failed points recorded, results merged."""
     console = _console()
     counts = {"cached": 0, "ok": 0, "failed": 0}
     with _bad_input():
-        if executor not in EXECUTORS:
-            raise CriticalKernelsError(
-                f"--executor: must be one of {', '.join(EXECUTORS)} (got {executor!r})"
-            )
-        if workers < 1:
-            raise CriticalKernelsError(f"--workers: must be at least 1 (got {workers})")
+        chosen = executor_named(executor, workers, scheduler)
         grid = load_sweep(config, set_)
         folder = Path(out) if out is not None else Path("runs") / grid.name
         with output_folder(folder, "sweep", force=force, resume=resume):
-            options = dict(resume=resume, executor=executor, workers=workers, scheduler=scheduler)
+            options = dict(resume=resume, executor=chosen)
             ds = _sweep_with_progress(console, grid, folder, counts, options)
             write_sweep_report(folder, ds)
     _sweep_summary(console, ds, len(grid.points), counts)

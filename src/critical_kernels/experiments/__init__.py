@@ -3,8 +3,8 @@
 from .config import ExperimentConfig, load_config
 from .io import load_results
 from .report import write_report, write_run
-from .run import run
-from .sweep import Sweep, load_point, load_sweep, load_sweep_results, merge, run_sweep
+from .runner import run
+from .sweep import Dask, Local, Serial, Sweep, load_point, load_sweep, load_sweep_results, merge, run_sweep
 from .sweep_report import write_sweep_report
 
 __all__ = [
@@ -17,6 +17,9 @@ __all__ = [
     "Sweep",
     "load_sweep",
     "run_sweep",
+    "Serial",
+    "Local",
+    "Dask",
     "merge",
     "load_point",
     "load_sweep_results",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import re
 import tomllib
@@ -29,7 +28,6 @@ from ..estimators.options import (
     HMC,
     MALA,
     NUTS,
-    SAMPLERS,
     Anderson,
     Chains,
     ExactGaussian,
@@ -37,7 +35,6 @@ from ..estimators.options import (
     ImportanceSampling,
     Langevin,
     MonteCarlo,
-    Options,
     Quadrature,
     Reweighting,
     SecondCumulant,
@@ -106,70 +103,24 @@ class NetworkConfig(_Strict):
 # ----------------------------------------------------------------------------- [methods] tables
 
 
-# flat [methods] keys that stand for fields of the option tables, with their checks as before
-class Shorthands(_Strict):
-    """The flat keys of earlier configs; SHORTHANDS says which table fields each one sets."""
-
-    n_samples: Int | None = Field(
-        None, ge=32, multiple_of=16, description="Monte Carlo samples per layer (V, tilted averages)"
-    )
-    rtol: Float | None = Field(
-        None,
-        ge=0,
-        description="first order and MAP: more samples until SE(CKA adaptation) <= rtol x it (0: off)",
-    )
-    max_samples: Int | None = Field(None, ge=32, description="the sample budget of rtol")
-    reweighted_samples: Int | None = Field(
-        None, ge=32, multiple_of=16, description="networks drawn by the reweighted estimator"
-    )
-    tempering: Literal["auto", "always", "never"] | None = Field(
-        None,
-        description="reweighted: tempered SMC from the saddle point when plain reweighting's ESS is low "
-        "(auto), always, or never",
-    )
-    smc_particles: Int | None = Field(None, ge=8, description="particles per tempered SMC run (8 runs)")
-    n_leapfrog: Int | None = Field(None, ge=1, description="HMC integration steps per trajectory")
-    space: Literal["weights", "preactivation"] | None = Field(
-        None, description="sample weights, or pre-activations with weights and readout integrated out (T19)"
-    )
-    chains: Int | None = Field(None, ge=1)
-    warmup: Int | None = Field(None, ge=0)
-    samples: Int | None = Field(None, ge=1)
-    thin: Int | None = Field(None, ge=1)
-
-
-_BUDGETS = ("monte_carlo", "importance", "cumulant")
-# weight-space HMC: converges on every example config and bank case (MALA did not on tiny.toml)
-DEFAULT_SAMPLER = "hmc"
-_CHOSEN = "<sampler>"  # the table of methods.sampler
-_TEMPERING = {"auto": {}, "always": {"always": True}, "never": False}
-
-
-def _max_samples(value, table, cls):
-    """As before: the budget is never below the table's n_samples."""
-    return max(value, table.get("n_samples", _defaults(cls)["n_samples"]))
-
-
-# shorthand -> (the tables it sets, the field, its value there from (value, table, class)); in the
-# order of Shorthands: n_samples before max_samples, tempering before smc_particles
-SHORTHANDS = {
-    "n_samples": (_BUDGETS, "n_samples", lambda v, t, c: v),
-    "rtol": (_BUDGETS, "rtol", lambda v, t, c: v or None),  # 0: off
-    "max_samples": (_BUDGETS, "max_samples", _max_samples),
-    "reweighted_samples": (("reweighting",), "n_samples", lambda v, t, c: v),
-    "tempering": (("reweighting",), "tempering", lambda v, t, c: _TEMPERING[v]),
-    "smc_particles": (("reweighting.tempering",), "n_particles", lambda v, t, c: v),
-    "n_leapfrog": (("hmc",), "n_leapfrog", lambda v, t, c: v),
-    "space": ((_CHOSEN,), "space", lambda v, t, c: v),
-    "chains": (("chains",), "chains", lambda v, t, c: v),
-    "warmup": (("chains",), "warmup", lambda v, t, c: v),
-    "samples": (("chains",), "n_samples", lambda v, t, c: v),
-    "thin": (("chains",), "thin", lambda v, t, c: v),
+# the flat [methods] keys of 0.5 and the tables that replaced them (named in the error a 0.5 config gets)
+MOVED = {
+    "n_samples": "methods.monte_carlo.n_samples, methods.importance.n_samples and methods.cumulant.n_samples",
+    "rtol": "methods.monte_carlo.rtol, methods.importance.rtol and methods.cumulant.rtol",
+    "max_samples": "methods.monte_carlo.max_samples, methods.importance.max_samples and "
+    "methods.cumulant.max_samples",
+    "reweighted_samples": "methods.reweighting.n_samples",
+    "tempering": "methods.reweighting.tempering (false: never; {always = true}: always)",
+    "smc_particles": "methods.reweighting.tempering.n_particles",
+    "n_leapfrog": "methods.hmc.n_leapfrog",
+    "space": "methods.SAMPLER.space",
+    "warmup": "methods.chains.warmup",
+    "samples": "methods.chains.n_samples",
+    "thin": "methods.chains.thin",
 }
 
-
-def _defaults(cls) -> dict:
-    return {f.name: f.default for f in dataclasses.fields(cls)}
+# weight-space HMC: converges on every example config and bank case (MALA did not on tiny.toml)
+DEFAULT_SAMPLER = "hmc"
 
 
 def _option_table(cls, name: str, defaults: dict | None = None, off: tuple[str, ...] = ()):
@@ -191,55 +142,6 @@ def _option_table(cls, name: str, defaults: dict | None = None, off: tuple[str, 
     return Annotated[cls, PlainValidator(parse), PlainSerializer(dump)]
 
 
-def _table_of(raw: dict, path: str) -> dict | None:
-    """The (copied) table at a dotted path under [methods], created where missing; None where it is
-    not a table (tempering = false: nothing to set)."""
-    table = raw
-    for part in path.split("."):
-        sub = table.get(part, {})
-        sub = as_dict(sub) if isinstance(sub, Options) else sub
-        if not isinstance(sub, dict):
-            return None
-        table[part] = sub = dict(sub)
-        table = sub
-    return table
-
-
-def expand_shorthands(raw):
-    """The one translation of the flat [methods] keys (SHORTHANDS) into their option tables; a
-    shorthand and the table field it stands for, both given, is an error."""
-    if not isinstance(raw, dict):
-        return raw
-    raw = dict(raw)
-    given = [k for k in SHORTHANDS if k in raw and not (k == "chains" and isinstance(raw[k], dict | Chains))]
-    try:
-        values = Shorthands.model_validate({k: raw.pop(k) for k in given})
-    except ValidationError as err:
-        raise ValueError(_first_error(err)) from None
-    for key, value in values.model_dump(exclude_unset=True).items():
-        tables, name, convert = SHORTHANDS[key]
-        for path in tables:
-            path = str(raw.get("sampler", DEFAULT_SAMPLER)) if path == _CHOSEN else path
-            table = _table_of(raw, path) if path.split(".")[0] in _TABLES else None
-            if table is None:
-                continue  # no such sampler (its own error follows), or tempering = false
-            if name in table:
-                raise ValueError(f"{key}: stands for methods.{path}.{name}, which is given too; give one")
-            table[name] = convert(value, table, _TABLES[path.split(".")[0]])
-    return raw
-
-
-_TABLES = {
-    "monte_carlo": MonteCarlo,
-    "importance": ImportanceSampling,
-    "cumulant": SecondCumulant,
-    "solver": Anderson,
-    "reweighting": Reweighting,
-    "chains": Chains,
-    **SAMPLERS,
-}
-
-
 def _switches(raw):
     """The flat `NAME = true/false` keys of the registered estimators (estimators.registry), collected
     into `run` with the registry's defaults for the ones left out."""
@@ -253,8 +155,8 @@ def _switches(raw):
 
 class MethodsConfig(_Strict):
     """Which kernels to compute (`NAME = true` for every registered estimator, e.g. perturbative, map,
-    reweighted, linear_exact, sampled), and the options object of every method (option tables
-    [methods.NAME]; the flat keys of SHORTHANDS set their fields)."""
+    reweighted, linear_exact, sampled), and the options object of every method: the table
+    [methods.NAME] holds the fields of its options class and is validated by that class alone."""
 
     run: dict[str, StrictBool] = Field(default_factory=lambda: _switches({})["run"])
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
@@ -272,7 +174,6 @@ class MethodsConfig(_Strict):
     nuts: _option_table(NUTS, "nuts") = NUTS()
     langevin: _option_table(Langevin, "langevin") = Langevin()
 
-    _shorthands = model_validator(mode="before")(expand_shorthands)
     _run = model_validator(mode="before")(_switches)
 
     @model_validator(mode="after")
@@ -354,7 +255,10 @@ def _first_error(err: ValidationError) -> str:
     if item["type"] == "literal_error":
         message = f"must be one of {item['ctx']['expected']}"
     if item["type"] == "extra_forbidden":
-        return f"{field}: {message}{_did_you_mean(loc)}"
+        if loc[:1] == ["methods"] and len(loc) == 2 and loc[1] in MOVED:
+            return f"{field}: a flat key of 0.5 configs; set {MOVED[loc[1]]} instead"
+        section = ".".join(loc[:-1]) or "the config"
+        return f"{field}: not a field of {section}{_did_you_mean(loc)}"
     named = re.match(r"([a-z_.]+): (.*)", message, re.S)
     if item["type"] == "value_error" and named:  # a validator names its field itself (options.build: in full)
         path = named[1] if f"{named[1]}.".startswith(f"{field}.") else ".".join([*loc, named[1]])
@@ -370,7 +274,7 @@ def _did_you_mean(loc: list[str]) -> str:
         model = field.annotation if field is not None else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return ""
-    extra = [*REGISTRY, *SHORTHANDS] if model is MethodsConfig else []
+    extra = list(REGISTRY) if model is MethodsConfig else []
     names = [n for n in model.model_fields if n != "run"] + extra
     close = difflib.get_close_matches(loc[-1], names, n=1)
     return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(names)})"

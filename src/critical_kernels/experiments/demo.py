@@ -10,11 +10,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import plots
-from ..criticality import criticality
+from ..critical_point import criticality
 from .io import output_folder
 from .labels import estimator_label
 from .report import run_warnings, write_run
-from .sweep import Sweep, load_point, load_sweep, run_sweep
+from .sweep import Serial, Sweep, load_point, load_sweep, run_sweep
 from .sweep_report import write_sweep_report
 
 
@@ -62,7 +62,12 @@ def demo_sweep(s: DemoSettings) -> dict:
         "data": {"classes": [0, 3], "n_test": 100, "dim": 10, "seed": s.seed},
         "network": {"depth": s.depth, "width": s.width, "activation": "erf", "g_b": s.g_b, "kappa": s.kappa},
         # a quick look: a fixed 4096 samples (CKA SE ~ 2-5 % of the adaptation, shown as ±), not rtol
-        "methods": {"perturbative": True, "map": True, "sampled": False, "rtol": 0},
+        "methods": {
+            "perturbative": True,
+            "map": True,
+            "sampled": False,
+            **{table: {"rtol": 0} for table in ("monte_carlo", "importance", "cumulant")},
+        },
         "sweep": {
             "data.task,data.n_train": [["digits", 100], ["xor", 60]],
             "network.g_w_over_g_c": [0.5, 1.0, 2.0],
@@ -83,7 +88,7 @@ def run_demo(
     grid = load_sweep(demo_sweep(s))
     g_c = criticality("erf", g_b=s.g_b).g_c
     with output_folder(out, "demo", force=force, resume=resume):
-        merged = run_sweep(grid, out, resume=resume, executor="serial", on_point=on_point)
+        merged = run_sweep(grid, out, resume=resume, executor=Serial(), on_point=on_point)
         write_sweep_report(out, merged)
         rows, notes = _collect(out, grid, merged, s, g_c)
         write_csv(out / "cka.csv", rows, s.depth)

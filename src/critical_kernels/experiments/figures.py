@@ -22,8 +22,8 @@ from .labels import (
     result_failed,
     shared,
 )
-from .run import derived
-from .sweep import ok_points, point_attrs
+from .merge import ok_points, point_attrs
+from .runner import derived
 
 
 def run_title(ds: xr.Dataset) -> str:

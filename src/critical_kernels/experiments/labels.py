@@ -29,7 +29,7 @@ _FIELDS = {
     "data.noise": ("XOR noise", "XOR noise"),
     "data.seed": ("data seed", "data seed"),
     "seed": ("seed", "seed"),
-    "methods.n_samples": ("Monte Carlo samples", "MC samples"),
+    "methods.importance.n_samples": ("MAP importance samples", "MAP IS samples"),
     "methods.sampler": ("sampler", "sampler"),
     "methods.map_method": ("MAP method", "MAP method"),
     "methods.monte_carlo.n_samples": ("first-order Monte Carlo samples", "first-order MC samples"),

@@ -26,7 +26,7 @@ from .labels import (
     reference_failed,
     se_caption,
 )
-from .run import derived, versions
+from .runner import derived, versions
 
 
 def write_run(ds: xr.Dataset, config: ExperimentConfig, out: Path) -> Path:

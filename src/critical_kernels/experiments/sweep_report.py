@@ -22,8 +22,8 @@ from .labels import (
     se_caption,
     shared,
 )
+from .merge import point_attrs
 from .report import agreement_lines, versions_line, write_markdown
-from .sweep import point_attrs
 
 
 def write_sweep_report(out: Path, ds: xr.Dataset) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__, datasets
-from ..criticality import critical_gain, criticality
+from ..critical_point import critical_gain, criticality
 from ..errors import CriticalKernelsError, InputError
 from ..estimators import KernelEstimate
 from ..estimators.registry import REGISTRY, Estimator
