@@ -32,6 +32,7 @@ from .runtime import use_one_xla_thread  # noqa: E402
 __version__ = "0.6.0"
 
 if TYPE_CHECKING:  # the one list of the lazily loaded public names (read by _lazy_names)
+    from . import datasets, experiments, plots
     from .activations import (
         Activation,
         get_activation,
@@ -99,18 +100,16 @@ def _lazy_names() -> dict[str, str]:
     checking = (
         n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
     )
-    block = next(checking)
-    return {alias.name: node.module for node in block.body for alias in node.names}
+    imports = [node for node in next(checking).body if isinstance(node, ast.ImportFrom)]
+    return {alias.name: node.module or alias.name for node in imports for alias in node.names}
 
 
-_SOURCE = _lazy_names()
-_SUBMODULES = ("datasets", "experiments", "plots", *dict.fromkeys(_SOURCE.values()))  # every module by name
+_LAZY = _lazy_names()  # `from . import datasets` gives datasets -> datasets: a submodule itself
+_SUBMODULES = tuple(dict.fromkeys(_LAZY.values()))  # every module also by its own name
+_SOURCE = {name: module for name, module in _LAZY.items() if name not in _SUBMODULES}
 
-__all__ = [
-    *_SOURCE,
-    "datasets",
-    "experiments",
-    "plots",
+__all__ = [  # pyright: ignore[reportUnsupportedDunderAll]  (built from the TYPE_CHECKING block)
+    *_LAZY,
     "criticality",
     "critical_gain",
     "CriticalPoint",

@@ -8,6 +8,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import typer
@@ -63,7 +64,9 @@ class _OneLineErrors(TyperGroup):
     """Usage errors (a bad option value, an unknown option, a missing argument) as one line on
     stderr with exit status 2, like every other bad input."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(  # pyright: ignore[reportIncompatibleMethodOverride]  (click's signature, keyword-compatible)
+        self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra
+    ):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -96,7 +99,7 @@ def _warn(console: Console, message: str) -> None:
     console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """Bad input: one line on stderr, exit status 2, no traceback."""
     _print_error(message)
     raise typer.Exit(2)

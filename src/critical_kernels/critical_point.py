@@ -42,18 +42,23 @@ def _check_variance(name: str, value: float, positive: bool) -> float:
     return value
 
 
+def _root(f, a, b, xtol, rtol: float = 8.9e-16) -> float:
+    """The root of f in [a, b] by Brent's method (scipy's brentq, its default rtol), as a float."""
+    return float(brentq(f, float(a), float(b), xtol=float(xtol), rtol=rtol))  # pyright: ignore[reportArgumentType]
+
+
 def fixed_point_q(act: Activation, g: float, g_b: float) -> float:
     """Stable fixed point q* of q -> g <phi^2>_q + g_b (first downward crossing); inf if it diverges."""
     pp = _self_moment_fn(act, "pp")
     excess = lambda q: g * _float(pp(q)) + g_b - q  # noqa: E731
     values = g * np.asarray(pp(_Q_GRID)) + g_b - _Q_GRID
     if values[0] <= 0:
-        return brentq(excess, 0.0, _Q_GRID[0], xtol=1e-300) if g_b > 0 else 0.0
+        return _root(excess, 0.0, _Q_GRID[0], xtol=1e-300) if g_b > 0 else 0.0
     down = np.nonzero(values[:-1] * values[1:] <= 0)[0]
     if down.size == 0:
         return math.inf
     k = down[0]
-    return brentq(excess, _Q_GRID[k], _Q_GRID[k + 1], xtol=_ROOT_TOL * _Q_GRID[k], rtol=1e-15)
+    return _root(excess, _Q_GRID[k], _Q_GRID[k + 1], xtol=_ROOT_TOL * _Q_GRID[k], rtol=1e-15)
 
 
 def chi_1(act: Activation, g: float, g_b: float) -> float:
@@ -74,7 +79,7 @@ def _fixed_point_c(act: Activation, g: float, g_b: float, q: float, chi1: float)
         return q
     k = down[-1]
     excess = lambda c: g * _float(pp(q, c)) + g_b - c  # noqa: E731
-    return brentq(excess, grid[k], grid[k + 1], xtol=_ROOT_TOL * q)
+    return _root(excess, grid[k], grid[k + 1], xtol=_ROOT_TOL * q)
 
 
 def critical_gain(activation, g_b: float = 0.0, *, quad_degree: int = 80) -> float:
@@ -102,7 +107,7 @@ def critical_gain(activation, g_b: float = 0.0, *, quad_degree: int = 80) -> flo
             )
     if gap(lo) > 0:
         raise CriticalKernelsError(f"critical_gain: chi_1 > 1 already at g_w = {lo} ({act.name}, g_b={g_b})")
-    return brentq(gap, lo, hi, xtol=1e-13, rtol=1e-15)
+    return _root(gap, lo, hi, xtol=1e-13, rtol=1e-15)
 
 
 @dataclass(frozen=True)

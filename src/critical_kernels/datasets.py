@@ -127,9 +127,9 @@ def digits_binary(classes=(0, 3), n_train: int = 100, n_test: int | None = None,
     """Two classes of scikit-learn's bundled 8x8 digits (the embedded default), y = +1 / -1."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
+    X, y = load_digits(return_X_y=True)
     name = f"digits {classes[0]} vs {classes[1]}"
-    return _split(digits.data, digits.target, tuple(classes), n_train, n_test, seed, name)
+    return _split(X, y, tuple(classes), n_train, n_test, seed, name)
 
 
 def _read_idx(path: Path) -> np.ndarray:

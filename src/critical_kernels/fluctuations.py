@@ -156,8 +156,9 @@ class KernelCovariance:
         Gaussian fluctuations, sampled as n_paths finite-width layer draws propagated linearly.
         """
         spec, P = self.spec, self.kernels.shape[-1]
-        if self.phi is None:  # linear phi: mu is linear, no curvature
+        if self.phi is None or self.roots is None:  # linear phi: mu is linear, no curvature
             return np.zeros((self.depth + 1, P, P))
+        roots = self.roots
         keys = jax.random.split(as_key(key), self.depth)
         shifts = [jnp.zeros((P, P))]
         paths = jnp.zeros((n_paths, P, P))
@@ -173,7 +174,7 @@ class KernelCovariance:
             J = self.layer_response(k)
             shifts.append(J.jvp(shifts[-1]) + 0.5 * second)
             noise = _layer_noise(
-                spec.act, g, spec.width, self.roots[k - 1], self.second[k - 1], keys[k - 1], n_paths
+                spec.act, g, spec.width, roots[k - 1], self.second[k - 1], keys[k - 1], n_paths
             )
             paths = jax.vmap(J.jvp)(paths) + noise
         return np.asarray(jnp.stack(shifts))

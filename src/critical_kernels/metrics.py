@@ -115,4 +115,4 @@ def test_error(f_test, Y_test) -> dict:
     return out
 
 
-test_error.__test__ = False  # not a pytest test
+test_error.__test__ = False  # pyright: ignore[reportFunctionMemberAccess]  (not a pytest test)

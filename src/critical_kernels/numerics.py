@@ -170,7 +170,7 @@ def psd_cholesky(A, name: str = "kernel", rel_jitter: float = 1e-12, max_tries: 
     scale = float(np.mean(np.diag(A)))
     if not scale > 0:
         raise NotPositiveDefiniteError(f"{name}: mean diagonal is {scale:.3g}; a kernel needs > 0")
-    eye = np.eye(A.shape[0])
+    eye, jitter = np.eye(A.shape[0]), 0.0
     for jitter in [0.0] + [rel_jitter * scale * 10.0**k for k in range(max_tries)]:
         try:
             return Cholesky(np.linalg.cholesky(A + jitter * eye), jitter)

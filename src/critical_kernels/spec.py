@@ -95,7 +95,7 @@ class NetworkSpec:
 
     def replace(self, **changes: Any) -> NetworkSpec:
         """A copy with some fields changed (validated again)."""
-        fields = dict(
+        fields: dict[str, Any] = dict(
             depth=self.depth,
             width=self.width,
             activation=self.activation,

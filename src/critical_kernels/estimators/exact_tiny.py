@@ -102,4 +102,5 @@ def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> list:
             np.einsum("m,m...->...", w2, C**2),
         ]
         sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
+    assert sums is not None, "no batches"
     return sums

@@ -338,7 +338,7 @@ class _Moments(NamedTuple):
         return _Moments(0.0, 0.0, np.zeros((P, P)), np.zeros(P), 0.0)
 
     def add(self, other: _Moments) -> _Moments:
-        return _Moments(*(x + y for x, y in zip(self, other, strict=True)))
+        return _Moments(*(x + y for x, y in zip(self, other, strict=True)))  # pyright: ignore[reportArgumentType]
 
 
 def _moments(pb: _Problem, T: np.ndarray, omega: np.ndarray) -> list[_Moments]:

@@ -112,6 +112,7 @@ def _forward(act, depth: int, method: str, conj, eq: _Equations):
     for l in range(1, depth + 1):
         drawn = None
         if method != "linear":
+            assert eq.z is not None  # common random numbers of a Monte Carlo method
             q = None if eq.proposals is None else eq.proposals[l - 1]
             drawn = layer_samples(act, kernels[-1], eq.z[l - 1], eq.Y.shape[0], q)
         C, h = layer_forward(
@@ -126,7 +127,8 @@ def _forward(act, depth: int, method: str, conj, eq: _Equations):
 def _backward(act, depth: int, method: str, kernels, samples, eq: _Equations, width):
     """C~(1..L) from kernels C(0..L): output (T11, NaN if K is not PD) and backward (T10) equations."""
     K = kernels[-1] + eq.kappa * jnp.eye(kernels[-1].shape[0])
-    out, health = [None] * depth, [jnp.ones(())] * depth
+    out: list = [None] * depth
+    health = [jnp.ones(())] * depth
     out[-1] = gradient_from_factor(linalg.cholesky(K), eq.Y) / width
     for l in range(depth, 1, -1):
         out[l - 2], health[l - 1] = layer_backward(
@@ -385,6 +387,7 @@ def _to_tolerance(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
     base = cka_layers(nngp_stack(setup.spec, setup.X_all[:P]), Y)[1:]
     final = setup._replace(schedule=estimate.info.widths[-1:])
     for attempt in range(1, 6):
+        assert estimate.estimates is not None  # the replicas of _with_replicas
         se = cka_layers_se(estimate.estimates.kernels, Y, kind="replicas")[1:]
         target = se_target(cka_layers(estimate.kernels, Y)[1:] - base, option.rtol)
         met = bool(np.all(se <= target))

@@ -114,7 +114,7 @@ class Options:
         return type(self).__name__
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
+        for f in dataclasses.fields(self):  # pyright: ignore[reportArgumentType]  (every subclass is one)
             value = getattr(self, f.name)
             if isinstance(value, list):  # a list from a config file: the frozen tuple it stands for
                 value = tuple(value)
@@ -187,13 +187,19 @@ _DEFAULT_MAX_SAMPLES = 131072
 
 
 class _SampleBudget(Options):
-    """rtol / max_samples: the shared reading of a Monte Carlo budget."""
+    """rtol / max_samples: the shared reading of a Monte Carlo budget (max_samples is an int once
+    constructed)."""
+
+    n_samples: int  # declared by each subclass's dataclass fields; here for the checker only
+    max_samples: int
 
     def _check_together(self) -> None:
-        if self.max_samples is None:  # the default budget: 131072, or n_samples if that is larger
-            object.__setattr__(self, "max_samples", max(_DEFAULT_MAX_SAMPLES, self.n_samples))
-        if self.max_samples < self.n_samples:
-            self.fail("max_samples", f"must be >= n_samples = {self.n_samples}, got {self.max_samples}")
+        budget: int | None = self.max_samples
+        if budget is None:  # the default budget: 131072, or n_samples if that is larger
+            budget = max(_DEFAULT_MAX_SAMPLES, self.n_samples)
+            object.__setattr__(self, "max_samples", budget)
+        if budget < self.n_samples:
+            self.fail("max_samples", f"must be >= n_samples = {self.n_samples}, got {budget}")
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ class MonteCarlo(_SampleBudget):
     n_samples: int = count(4096)
     n_batches: int = count(16, low=2)
     rtol: float | None = positive(0.02, optional=True)
-    max_samples: int | None = count(None, optional=True)
+    max_samples: int = count(None, optional=True)  # None: the default budget (an int once built)
 
     def _check_together(self) -> None:
         if self.n_samples < 2 * self.n_batches:
@@ -264,7 +270,7 @@ class ImportanceSampling(_SampleBudget):
     adaptive: bool = _field(True, "flag")
     replicas: int = count(4, low=0)
     rtol: float | None = positive(0.02, optional=True)
-    max_samples: int | None = count(None, optional=True)
+    max_samples: int = count(None, optional=True)  # None: the default budget (an int once built)
 
     @property
     def label(self) -> str:
@@ -279,7 +285,7 @@ class SecondCumulant(_SampleBudget):
     n_samples: int = count(4096)
     replicas: int = count(4, low=0)
     rtol: float | None = positive(0.02, optional=True)
-    max_samples: int | None = count(None, optional=True)
+    max_samples: int = count(None, optional=True)  # None: the default budget (an int once built)
 
     approximation: ClassVar[bool] = True
 

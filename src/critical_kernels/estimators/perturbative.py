@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 import warnings
 from typing import NamedTuple
@@ -102,8 +101,9 @@ def _conjugate_kernels(back: dict, spec: NetworkSpec, shape) -> np.ndarray:
 _ROUND_MAX = 32768  # samples per round: bounds the memory of phi, (L, M, P')
 
 
-def _blocks_to_tolerance(cov, back, Y, options: MonteCarlo, key):
-    """(R, L+1, P', P') i.i.d. block estimates of the first-order shift, samples used, rtol met.
+def _blocks_to_tolerance(cov, back, Y, options: MonteCarlo, key) -> tuple[np.ndarray, int, bool | None]:
+    """(R, L+1, P', P') i.i.d. block estimates of the first-order shift, samples used, rtol met (None
+    without rtol).
 
     Rounds r of n_r samples with independent keys each give R blocks; block b of the result is
     sum_r (n_r / n) block_(r,b), so the R blocks stay i.i.d. and average to the full estimate. After
@@ -111,7 +111,9 @@ def _blocks_to_tolerance(cov, back, Y, options: MonteCarlo, key):
     R, n_used, n_round, total = options.n_batches, 0, options.n_samples, None
     nngp = np.asarray(cov.kernels)
     base = cka_layers(nngp, Y)[1:]
-    for r in itertools.count():
+    r = -1
+    while True:
+        r += 1
         if r:  # fresh common random numbers with the same square roots
             z = jax.random.normal(
                 jax.random.fold_in(as_key(key), r), (cov.spec.depth, n_round, nngp.shape[-1])

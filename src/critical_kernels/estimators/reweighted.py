@@ -349,6 +349,7 @@ def _plain_estimate(plain: _Plain, options: Reweighting, report: _Report, throw:
         advice = _ess_advice(plain.ess, plain.n_used, options.min_ess_count, plain.var_R)
         detail = "effective sample size " + _shortfall(plain, options.min_ess_count)
         outcome = Outcome(Result.ess_collapsed, detail, advice, method=options)
+    assert plain.loo is not None  # the kernels are (checked above), so are their jackknife estimates
     estimates = Estimates("jackknife", plain.loo)
     return finish("reweighted", plain.kernels, plain.se, info, outcome, estimates=estimates, throw=throw)
 
@@ -468,7 +469,7 @@ def reweighted_kernels(
         )
         outcome = Outcome(saddle.result, detail, method=smc if always else options)
         return finish("reweighted", nan, nan, report.info(), outcome, throw=throw)
-    if always:
+    if smc is not None and smc.always:
         return _tempered(problem, key, smc, report, None, throw)
     plain = _reweight(problem, options, key)
     if smc is not None and plain.kernels is not None and plain.ess < options.min_ess_count:

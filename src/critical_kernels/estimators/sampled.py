@@ -13,6 +13,7 @@ with the weights and readout integrated out (Preactivation, T19).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .diagnostics import chain_diagnostics
 from .network import Network
-from .options import HMC, MALA, NUTS, Chains, Langevin
+from .options import HMC, MALA, NUTS, Chains, Langevin, _Sampler
 from .options import SPACES as SPACES  # re-exported: other code imports it from here
 from .preactivation import Preactivation, input_rank
 
@@ -45,7 +46,7 @@ class SamplingInfo(NamedTuple):
     per recorded draw (R-hat and ESS of the CKA; pooling runs). The batch means behind the SE are the
     estimate's `estimates` (kind "batches", chain-major)."""
 
-    sampler: object
+    sampler: _Sampler
     acceptance: np.ndarray
     step_size: np.ndarray
     rhat_cka: np.ndarray
@@ -59,10 +60,13 @@ class SamplingInfo(NamedTuple):
     cka_draws: np.ndarray
 
 
-def _model(spec: NetworkSpec, space: str, d: int, n_rows: int, rank: int):
+def _model(spec: NetworkSpec, space: str, d: int, n_rows: int, rank: int | None):
     """The parameterisation: Network (whitened weights) or Preactivation on n_rows = P' inputs whose
     input kernel has rank `rank` (T19)."""
-    return Network(spec, d) if space == "weights" else Preactivation(spec, d, n_rows, rank)
+    if space == "weights":
+        return Network(spec, d)
+    assert rank is not None, "pre-activation space needs the input kernel's rank"
+    return Preactivation(spec, d, n_rows, rank)
 
 
 def _kernel_fns(sampler):
@@ -70,20 +74,20 @@ def _kernel_fns(sampler):
     if isinstance(sampler, MALA):
         kernel = blackjax.mala.build_kernel()
 
-        def step(key, state, logdensity, eps):
+        def mala_step(key, state, logdensity, eps):
             state, info = kernel(key, state, logdensity, eps)
             return state, info.acceptance_rate, 1
 
-        return blackjax.mala.init, step
+        return blackjax.mala.init, mala_step
     if isinstance(sampler, (HMC, NUTS)):
-        hmc = isinstance(sampler, HMC)
-        kernel = blackjax.hmc.build_kernel() if hmc else blackjax.nuts.build_kernel()
-        extra = (sampler.n_leapfrog,) if hmc else ()
+        n_leapfrog = sampler.n_leapfrog if isinstance(sampler, HMC) else None
+        kernel = blackjax.hmc.build_kernel() if n_leapfrog else blackjax.nuts.build_kernel()
+        extra = (n_leapfrog,) if n_leapfrog else ()
 
         def step(key, state, logdensity, eps):
             mass = jnp.ones_like(state.position)  # identity: u is whitened (preconditioned per layer)
             state, info = kernel(key, state, logdensity, eps, mass, *extra)
-            return state, info.acceptance_rate, sampler.n_leapfrog if hmc else info.num_integration_steps
+            return state, info.acceptance_rate, n_leapfrog or info.num_integration_steps
 
         return blackjax.hmc.init, step
 
@@ -108,9 +112,9 @@ def _cka(K, Y):
 
 
 class _Programs(NamedTuple):
-    init: object
-    warm: object
-    batch: object
+    init: Callable
+    warm: Callable
+    batch: Callable
 
 
 class _Schedule(NamedTuple):
@@ -208,7 +212,7 @@ class _Job(NamedTuple):
 
     programs: _Programs
     spec: NetworkSpec
-    sampler: object
+    sampler: _Sampler
     chains: Chains
     X_all: np.ndarray
     P: int
@@ -230,7 +234,7 @@ def _warm_up(job: _Job, k_init, k_warm, timings: dict):
             "duplicates, add biases (g_b > 0), or sample weights: sampler=...(space='weights')"
         )
     if isinstance(sampler, Langevin) or chains.warmup == 0:
-        eps = jnp.full(chains.chains, sampler.step_size)
+        eps = jnp.full(chains.chains, sampler.step_size)  # pyright: ignore[reportAttributeAccessIssue]
     else:
         states, eps = job.programs.warm(job.Xj, job.Yj, states, jax.random.split(k_warm, chains.chains))
     jax.block_until_ready((states, eps))  # dispatch is asynchronous: time the warm-up itself

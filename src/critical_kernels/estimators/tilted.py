@@ -147,6 +147,7 @@ def layer_forward(act: Activation, method: str, g, g_b, Ct, C_prev, samples: Lay
     if method == "linear":
         C = symmetrize(g * linalg.solve(_linear_factor(g, C_prev, Ct), C_prev)) + bias
         return C, jnp.where(jnp.all(jnp.isfinite(C)), 1.0, jnp.nan)
+    assert samples is not None  # every Monte Carlo method draws them
     phi, second = samples.phi, samples.second
     a, ess = _forward_weights(method, g, Ct, samples)
     tilt = (phi * a[:, None]).T @ phi - second * jnp.sum(a)  # control variate: exact <phi phi^T>
@@ -158,7 +159,9 @@ def proposal_update(g, Ct, samples: LayerSamples):
     the current proposal with the weights of the forward average (T9) and the exact untilted
     E[u u^T] = I as control variate, so D = 0 without tilt."""
     a = _forward_weights(ADAPTIVE, g, Ct, samples)[0]
-    return symmetrize((samples.u * a[:, None]).T @ samples.u)
+    u = samples.u
+    assert u is not None  # drawn from the adaptive proposal
+    return symmetrize((u * a[:, None]).T @ u)
 
 
 def layer_backward(act: Activation, method: str, g, A, C_prev, samples: LayerSamples | None):
@@ -166,6 +169,7 @@ def layer_backward(act: Activation, method: str, g, A, C_prev, samples: LayerSam
     if method == "linear":
         At = symmetrize(g * linalg.solve(_linear_factor(g, C_prev, A).T, A).T)
         return At, jnp.where(jnp.all(jnp.isfinite(At)), 1.0, jnp.nan)
+    assert samples is not None  # every Monte Carlo method draws them
     phi, d1, d2, second = samples[:4]
     A_phi = phi @ A
     s = g * jnp.sum(phi * A_phi, axis=1)

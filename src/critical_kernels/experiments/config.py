@@ -6,6 +6,8 @@ import copy
 import difflib
 import re
 import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,14 +16,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     StrictBool,
     ValidationError,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from ..errors import InputError
 from ..estimators.options import (
@@ -123,23 +124,31 @@ MOVED = {
 DEFAULT_SAMPLER = "hmc"
 
 
-def _option_table(cls, name: str, defaults: dict | None = None, off: tuple[str, ...] = ()):
-    """The type of [methods.NAME]: an options object of `cls`, built by `options.build` from its table
-    (config `defaults` for the fields it leaves out) and dumped back as that table. `off`: fields
-    where 0 stands for None (TOML has no null), e.g. rtol = 0 (no tolerance)."""
-    where = f"methods.{name}"
+@dataclass(frozen=True)
+class _Table:
+    """Annotated metadata that makes [methods.NAME] an options object of `cls`, built by
+    `options.build` from its table (config `defaults` for the fields it leaves out) and dumped back as
+    that table. `off`: fields where 0 stands for None (TOML has no null), e.g. rtol = 0 (no tolerance)."""
 
-    def parse(value):
+    cls: type
+    name: str
+    defaults: tuple[tuple[str, object], ...] = ()
+    off: tuple[str, ...] = ()
+
+    def parse(self, value):
         if isinstance(value, dict):
-            value = {**(defaults or {}), **value}
-            value.update({k: None for k in off if value.get(k) == 0 and not isinstance(value[k], bool)})
-        return build(cls, value, where)  # InputError is a ValueError: pydantic reports it
+            value = {**dict(self.defaults), **value}
+            value.update({k: None for k in self.off if value.get(k) == 0 and not isinstance(value[k], bool)})
+        return build(
+            self.cls, value, f"methods.{self.name}"
+        )  # InputError is a ValueError: pydantic reports it
 
-    def dump(options) -> dict:
-        table = as_dict(options)
-        return {**table, **{k: 0 for k in off if getattr(options, k) is None}}
+    def dump(self, options) -> dict:
+        return {**as_dict(options), **{k: 0 for k in self.off if getattr(options, k) is None}}
 
-    return Annotated[cls, PlainValidator(parse), PlainSerializer(dump)]
+    def __get_pydantic_core_schema__(self, source, handler):
+        serializer = core_schema.plain_serializer_function_ser_schema(self.dump)
+        return core_schema.no_info_plain_validator_function(self.parse, serialization=serializer)
 
 
 def _switches(raw):
@@ -161,18 +170,22 @@ class MethodsConfig(_Strict):
     run: dict[str, StrictBool] = Field(default_factory=lambda: _switches({})["run"])
     map_method: Literal["auto", "linear", "importance", "cumulant"] = "auto"
     sampler: Literal["mala", "hmc", "nuts", "langevin"] = DEFAULT_SAMPLER
-    monte_carlo: _option_table(MonteCarlo, "monte_carlo", off=("rtol",)) = MonteCarlo()
-    importance: _option_table(ImportanceSampling, "importance", off=("rtol",)) = ImportanceSampling()
-    cumulant: _option_table(SecondCumulant, "cumulant", off=("rtol",)) = SecondCumulant()
-    solver: _option_table(Anderson, "solver") = Anderson()
-    quadrature: _option_table(Quadrature, "quadrature") = Quadrature()
+    monte_carlo: Annotated[MonteCarlo, _Table(MonteCarlo, "monte_carlo", off=("rtol",))] = MonteCarlo()
+    importance: Annotated[ImportanceSampling, _Table(ImportanceSampling, "importance", off=("rtol",))] = (
+        ImportanceSampling()
+    )
+    cumulant: Annotated[SecondCumulant, _Table(SecondCumulant, "cumulant", off=("rtol",))] = SecondCumulant()
+    solver: Annotated[Anderson, _Table(Anderson, "solver")] = Anderson()
+    quadrature: Annotated[Quadrature, _Table(Quadrature, "quadrature")] = Quadrature()
     # config defaults that differ from the class defaults: 4096 networks, 2000 steps per chain
-    reweighting: _option_table(Reweighting, "reweighting", {"n_samples": 4096}) = Reweighting(n_samples=4096)
-    chains: _option_table(Chains, "chains", {"n_samples": 2000}) = Chains(n_samples=2000)
-    mala: _option_table(MALA, "mala") = MALA()
-    hmc: _option_table(HMC, "hmc") = HMC()
-    nuts: _option_table(NUTS, "nuts") = NUTS()
-    langevin: _option_table(Langevin, "langevin") = Langevin()
+    reweighting: Annotated[Reweighting, _Table(Reweighting, "reweighting", (("n_samples", 4096),))] = (
+        Reweighting(n_samples=4096)
+    )
+    chains: Annotated[Chains, _Table(Chains, "chains", (("n_samples", 2000),))] = Chains(n_samples=2000)
+    mala: Annotated[MALA, _Table(MALA, "mala")] = MALA()
+    hmc: Annotated[HMC, _Table(HMC, "hmc")] = HMC()
+    nuts: Annotated[NUTS, _Table(NUTS, "nuts")] = NUTS()
+    langevin: Annotated[Langevin, _Table(Langevin, "langevin")] = Langevin()
 
     _run = model_validator(mode="before")(_switches)
 
@@ -212,8 +225,8 @@ class ExperimentConfig(_Strict):
 
     name: str = Field("experiment", description="names the default folder runs/NAME")
     seed: Int = 0
-    data: DataConfig = DataConfig()
-    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = DataConfig.model_validate({})
+    network: NetworkConfig = NetworkConfig.model_validate({})
     methods: MethodsConfig = MethodsConfig()
 
     @model_validator(mode="after")
@@ -253,7 +266,7 @@ def _first_error(err: ValidationError) -> str:
     field = ".".join(loc)
     message = item["msg"].removeprefix("Value error, ")
     if item["type"] == "literal_error":
-        message = f"must be one of {item['ctx']['expected']}"
+        message = f"must be one of {item.get('ctx', {}).get('expected')}"
     if item["type"] == "extra_forbidden":
         if loc[:1] == ["methods"] and len(loc) == 2 and loc[1] in MOVED:
             return f"{field}: a flat key of 0.5 configs; set {MOVED[loc[1]]} instead"
@@ -314,7 +327,7 @@ def set_field(raw: dict, key: str, value) -> None:
     target[leaf] = value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
     """Apply `section.key=value` overrides (values parsed as TOML) to a raw config table."""
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -332,7 +345,7 @@ def validate(raw: dict, where: str = "") -> ExperimentConfig:
         raise InputError(where + _first_error(err)) from None
 
 
-def load_config(source: str | Path | dict, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(source: str | Path | dict, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Validated config from a TOML file (or dict) with `section.key=value` overrides.
 
     Raises InputError with one line naming the field and its allowed values.

@@ -113,6 +113,7 @@ def _collect(out: Path, grid: Sweep, merged, s: DemoSettings, g_c: float) -> tup
         if ds is None:
             raise DemoFailed(f"demo: {merged.error.values[point.index]}")
         ratio = point.config.network.g_w_over_g_c
+        assert ratio is not None  # every demo point sets g_w as a multiple of g_c
         chi1 = criticality("erf", g_b=s.g_b, g_w=ratio * g_c).chi_1
         where = f"{ds.attrs['data']}, g_w = {ratio:g} g_c"
         notes.update(f"{where}: {line}" for line in run_warnings(ds.attrs))

@@ -130,7 +130,10 @@ class Dask:
         if self.scheduler is None:
             with _workers_with_one_xla_thread():
                 cluster = LocalCluster(
-                    n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,  # pyright: ignore[reportArgumentType]  (None: no dashboard)
                 )
             client = Client(cluster)
             client.run(_pin_dask_worker)

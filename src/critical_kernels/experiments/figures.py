@@ -111,7 +111,7 @@ def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
     return images
 
 
-def _curves(ds: xr.Dataset, dim: str, x, value) -> list:
+def _curves(ds: xr.Dataset, dim: str, x, value) -> tuple[list, str]:
     """Lines along `dim`: one per method and per value of one other swept dimension; swept seeds
     are averaged over (replicates), any further dimension is held at its first value."""
     fields = json.loads(ds.attrs["fields"])
@@ -248,7 +248,7 @@ def _captured_figure(ds: xr.Dataset, dim: str, path: Path) -> Path:
         bad = xr.apply_ufunc(np.vectorize(result_failed, otypes=[bool]), ds.sampled_result)
         failed = bad.any([d for d in bad.dims if d != dim]).values
         labels = [label + (" *" if bad else "") for label, bad in zip(labels, failed, strict=True)]
-    panels = []
+    panels, note = [], ""
     for layer in range(1, ds.sizes["layer"]):
         per_layer = ds.assign(cka_out=ds.cka.isel(layer=layer), cka_out_se=ds.cka_se.isel(layer=layer))
         curves, note = _curves(per_layer, dim, widths, captured)

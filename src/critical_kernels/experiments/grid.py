@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import InputError
@@ -27,7 +29,7 @@ class Axis:
 
     name: str
     fields: tuple[str, ...]
-    values: tuple[tuple, ...]
+    values: tuple[tuple[Any, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def load_sweep(source: str | Path | dict, overrides: list[str] = ()) -> Sweep:
+def load_sweep(source: str | Path | dict, overrides: Sequence[str] = ()) -> Sweep:
     """Parse and validate a sweep config: every grid point is validated before anything runs."""
     raw = apply_overrides(read_toml(source), overrides)
     table = raw.pop("sweep", None)

@@ -124,7 +124,7 @@ def _grid_coords(sweep: Sweep, methods: list[str], n_layers: int) -> dict:
     """The swept values (the first field of each axis names it; the others of a zipped axis are
     coordinates along it), the estimators and the layers."""
     dims = tuple(axis.name for axis in sweep.axes)
-    coords = {axis.name: [coordinate(v[0]) for v in axis.values] for axis in sweep.axes}
+    coords: dict[str, object] = {axis.name: [coordinate(v[0]) for v in axis.values] for axis in sweep.axes}
     for axis in sweep.axes:
         for j, field in enumerate(axis.fields[1:], start=1):
             name = field.split(".")[-1]
@@ -153,7 +153,7 @@ def ok_points(ds: xr.Dataset) -> list[dict]:
 def _g_c(config: ExperimentConfig) -> float:
     """The critical g_c of a point's activation and bias variance (NaN where it has none)."""
     g_b = config.network.g_b
-    if not np.isscalar(g_b):
+    if isinstance(g_b, list):
         return np.nan
     try:
         return critical_gain(config.network.activation, g_b)
@@ -166,7 +166,7 @@ def _g_w_used(config: ExperimentConfig, g_c: float) -> float:
     net = config.network
     if net.g_w_over_g_c is not None:
         return net.g_w_over_g_c * g_c
-    return float(net.g_w) if np.isscalar(net.g_w) else np.nan
+    return np.nan if isinstance(net.g_w, list) else float(net.g_w)
 
 
 def load_sweep_results(out: Path) -> xr.Dataset:

@@ -37,7 +37,7 @@ def write_run(ds: xr.Dataset, config: ExperimentConfig, out: Path) -> Path:
     values = derived(config, int(ds.attrs["n_train"]))
     atomic_write(out / "config.toml", resolved_toml(config, values).encode())
     mark_folder(out, "run")
-    atomic_write(out / "results.nc", ds.to_netcdf(engine="scipy"))
+    atomic_write(out / "results.nc", bytes(ds.to_netcdf(engine="scipy")))
     atomic_write(out / "meta.json", json.dumps(run_meta(ds, config, values), indent=2).encode())
     write_report(out, ds)
     return out

@@ -51,9 +51,10 @@ def make_spec(config: ExperimentConfig) -> NetworkSpec:
     fields = config.network.model_dump()
     ratio = fields.pop("g_w_over_g_c")
     if ratio is not None:
-        if not np.isscalar(fields["g_b"]):
+        g_b = fields["g_b"]
+        if isinstance(g_b, list):
             raise InputError("network.g_w_over_g_c: needs one scalar g_b (got per-layer g_b)")
-        fields["g_w"] = ratio * critical_gain(fields["activation"], fields["g_b"])
+        fields["g_w"] = ratio * critical_gain(fields["activation"], g_b)
     return NetworkSpec(**fields)
 
 
@@ -177,8 +178,11 @@ def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
     method: closed forms, quadrature), NaN where a Monte Carlo estimate has none."""
     if estimate is not None and estimate.estimates is not None:
         return cka_layers_se(estimate.estimates.kernels, Y, kind=estimate.estimates.kind)
-    statistical = estimate is not None and not (estimate.method and estimate.method.deterministic)
-    if statistical and estimate.se is not None:
+    if (
+        estimate is not None
+        and not (estimate.method and estimate.method.deterministic)
+        and estimate.se is not None
+    ):
         return np.full(depth + 1, np.nan)  # a Monte Carlo estimate without its set of estimates
     return np.zeros(depth + 1)
 

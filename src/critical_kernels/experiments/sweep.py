@@ -79,12 +79,14 @@ def run_sweep(
         store(out, todo[key], result)
         on_point(todo[key], result.status)
     merged = merge(sweep, out)
-    atomic_write(out / "sweep.nc", merged.to_netcdf(engine="scipy"))
+    atomic_write(out / "sweep.nc", bytes(merged.to_netcdf(engine="scipy")))
     return merged
 
 
-def _table(sweep: Sweep) -> dict:
-    return {",".join(a.fields): [list(v) if len(v) > 1 else v[0] for v in a.values] for a in sweep.axes}
+def _table(sweep: Sweep) -> dict:  # the [sweep] table as written: zipped fields as lists
+    return {
+        ",".join(a.fields): [list(v) if len(a.fields) > 1 else v[0] for v in a.values] for a in sweep.axes
+    }
 
 
 def _without_none(value):
