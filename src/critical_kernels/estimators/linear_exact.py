@@ -90,7 +90,7 @@ class LinearExactInfo(NamedTuple):
     timings: dict
 
 
-class _Problem(NamedTuple):
+class _Rotated(NamedTuple):
     """Data rotated once into the eigenbasis of the training block of G = (g_in/d) X X^T."""
 
     lam: np.ndarray  # (P,) eigenvalues of G_tr (clipped at 0)
@@ -114,7 +114,7 @@ def _check_linear(spec: NetworkSpec) -> None:
         )
 
 
-def _chain(pb: _Problem, T: np.ndarray):
+def _chain(pb: _Rotated, T: np.ndarray):
     """alpha_l, beta_l (l = 1..L+1) and gamma_l (l = 1..L) at grid points T (n, L) of t = ln u."""
     s2 = pb.gains * np.exp(T)  # (n, L): g_l u_l
     n, L = T.shape
@@ -127,7 +127,7 @@ def _chain(pb: _Problem, T: np.ndarray):
     return alpha, beta, gamma
 
 
-def _solve_parts(pb: _Problem, af: np.ndarray, bf: np.ndarray):
+def _solve_parts(pb: _Rotated, af: np.ndarray, bf: np.ndarray):
     """Pieces of Ky^-1 = Q (diag(d) - rho q q^T) Q^T, Ky = af G_tr + bf 11^T + kappa I, per point."""
     D = af[:, None] * pb.lam + pb.kappa  # (n, P)
     d = 1.0 / D
@@ -137,7 +137,7 @@ def _solve_parts(pb: _Problem, af: np.ndarray, bf: np.ndarray):
     return D, d, q, s, rho
 
 
-def _log_likelihood(pb: _Problem, T: np.ndarray) -> np.ndarray:
+def _log_likelihood(pb: _Rotated, T: np.ndarray) -> np.ndarray:
     """ln N(Y; 0, K_f(u) + kappa I) at grid points T (n, L), O(P) each (Sherman-Morrison)."""
     alpha, beta, _ = _chain(pb, T)
     D, d, q, s, rho = _solve_parts(pb, alpha[:, -1], beta[:, -1])
@@ -186,18 +186,18 @@ def _log_prior_t(N: int, T: np.ndarray) -> np.ndarray:
     return const + 0.5 * N * (T - np.expm1(T))  # expm1: no cancellation near t = 0
 
 
-def _log_post_t(pb: _Problem, T: np.ndarray) -> np.ndarray:
+def _log_post_t(pb: _Rotated, T: np.ndarray) -> np.ndarray:
     """ln p(t | Y) + ln p(Y) at points T (n, L)."""
     return np.sum(_log_prior_t(pb.N, T), axis=-1) + _log_likelihood(pb, T)
 
 
-def _log_lik_x(pb: _Problem, X: np.ndarray) -> np.ndarray:
+def _log_lik_x(pb: _Rotated, X: np.ndarray) -> np.ndarray:
     """ln p(Y | u(x)) + ln r(x) at normal scores X (n, L): the integrand against N(0, I_L)."""
     T, log_r = _t_of_x(pb.N, X)
     return _log_likelihood(pb, T) + log_r
 
 
-def _log_post_x(pb: _Problem, X: np.ndarray) -> np.ndarray:
+def _log_post_x(pb: _Rotated, X: np.ndarray) -> np.ndarray:
     """ln p(x | Y) + ln p(Y) at normal scores X (n, L)."""
     L = X.shape[-1]
     return -0.5 * np.sum(X**2, axis=-1) - 0.5 * L * math.log(2 * math.pi) + _log_lik_x(pb, X)
@@ -254,7 +254,7 @@ def _maximise(log_post, lik, prior_derivatives, y: np.ndarray, max_steps: int = 
     return y, derivatives(y)[1]
 
 
-def _modes(pb: _Problem):
+def _modes(pb: _Rotated):
     """Posterior modes of t = ln u (reported) and of the normal scores x (the quadrature's centre)."""
     half_n = 0.5 * pb.N
     t_mode, _ = _maximise(
@@ -287,7 +287,7 @@ class _Quadrature(NamedTuple):
     n_points: int
 
 
-def _quadrature(pb: _Problem, x_mode: np.ndarray, A: np.ndarray, n: int) -> _Quadrature:
+def _quadrature(pb: _Rotated, x_mode: np.ndarray, A: np.ndarray, n: int) -> _Quadrature:
     """Posterior mean kernels with an n-node-per-axis Gauss-Hermite rule in the normal scores x,
     around the mode x_mode with scale A (A A^T = the inverse negative Hessian there)."""
     L = len(x_mode)
@@ -341,7 +341,7 @@ class _Moments(NamedTuple):
         return _Moments(*(x + y for x, y in zip(self, other, strict=True)))  # pyright: ignore[reportArgumentType]
 
 
-def _moments(pb: _Problem, T: np.ndarray, omega: np.ndarray) -> list[_Moments]:
+def _moments(pb: _Rotated, T: np.ndarray, omega: np.ndarray) -> list[_Moments]:
     """Contributions of grid points T (n, L) with weights omega (n,) to E[z_l z_l^T | Y], l = 1..L.
 
     Given u: E[z z^T] = K_l - C_zf Ky^-1 C_fz + m m^T with C_zf = [B, 1] T_l Q^T,
@@ -366,12 +366,12 @@ def _moments(pb: _Problem, T: np.ndarray, omega: np.ndarray) -> list[_Moments]:
     return out
 
 
-def _problem(spec: NetworkSpec, X_all: np.ndarray, Y: np.ndarray) -> _Problem:
+def _rotated(spec: NetworkSpec, X_all: np.ndarray, Y: np.ndarray) -> _Rotated:
     P = Y.shape[0]
     G = (spec.g_in / X_all.shape[1]) * X_all @ X_all.T
     G = 0.5 * (G + G.T)  # BLAS may leave X X^T asymmetric in the last bit
     lam, Q = np.linalg.eigh(G[:P, :P])
-    return _Problem(
+    return _Rotated(
         lam=np.maximum(lam, 0.0),
         one=Q.sum(axis=0),
         yq=Q.T @ Y[:, 0],
@@ -437,7 +437,7 @@ def linear_posterior_kernels(
     _, X_all, Y, _ = prepare(spec, X, Y, X_test, options=(options, Quadrature))
     _check_linear(spec)
     n_quad = _n_quad(spec.depth, options)
-    pb = _problem(spec, X_all, Y)
+    pb = _rotated(spec, X_all, Y)
     t_mode, x_mode, hess = _modes(pb)
     A = _laplace_scale(hess)
     fine = _quadrature(pb, x_mode, A, n_quad)

@@ -179,17 +179,35 @@ class _Controls(NamedTuple):
     min_health: float
 
 
-def _anderson_step(c: dict, f, push, memory: int, damping):
+class _AndersonState(NamedTuple):
+    """The while loop's state: sweeps so far, the iterate x and the previous one with its residual,
+    the ring buffers of differences dX, dF (memory, n) with the count of pushes, the stage status,
+    relative residual, per-layer health and how many sweeps in a row had a low ESS."""
+
+    step: Any
+    x: Any
+    prev_x: Any
+    prev_f: Any
+    dX: Any
+    dF: Any
+    count: Any
+    status: Any
+    residual: Any
+    health: Any
+    low: Any
+
+
+def _anderson_step(c: _AndersonState, f, push, memory: int, damping):
     """(dX, dF, next x) of one Anderson step from the loop state c and the residual f = F(x) - x: the
     history of differences is a ring buffer of `memory` columns (zero columns do not count); memory 0 is
     the plain damped iteration x + damping f."""
     if memory == 0:
-        return c["dX"], c["dF"], c["x"] + damping * f
-    slot = c["count"] % memory
-    dX = jnp.where(push, c["dX"].at[slot].set(c["x"] - c["prev_x"]), c["dX"])
-    dF = jnp.where(push, c["dF"].at[slot].set(f - c["prev_f"]), c["dF"])
+        return c.dX, c.dF, c.x + damping * f
+    slot = c.count % memory
+    dX = jnp.where(push, c.dX.at[slot].set(c.x - c.prev_x), c.dX)
+    dF = jnp.where(push, c.dF.at[slot].set(f - c.prev_f), c.dF)
     gamma = jnp.linalg.lstsq(dF.T, f)[0]  # minimal norm: unused (zero) columns get zero weight
-    return dX, dF, c["x"] + damping * f - (dX + damping * dF).T @ gamma
+    return dX, dF, c.x + damping * f - (dX + damping * dF).T @ gamma
 
 
 @partial(jax.jit, static_argnames=("act", "depth", "method", "memory"))
@@ -197,40 +215,40 @@ def _anderson(act, depth, method, memory, x, eq, ctl: _Controls):
     """Damped Anderson iteration x <- F(x) on the stacked C~ (T12), one compiled while loop: no
     host round trips inside an annealing stage. Returns (x, status, steps, residual, health)."""
     n = x.size
-    init = dict(
+    init = _AndersonState(
         step=0, x=x, prev_x=x, prev_f=jnp.zeros(n), dX=jnp.zeros((memory, n)), dF=jnp.zeros((memory, n)),
         count=0, status=_RUNNING, residual=jnp.inf, health=jnp.ones(depth), low=0,
     )  # fmt: skip
 
-    def body(c):
-        fx, health = _sweep(act, depth, method, c["x"], eq, ctl.width)
-        f = fx - c["x"]
+    def body(c: _AndersonState) -> _AndersonState:
+        fx, health = _sweep(act, depth, method, c.x, eq, ctl.width)
+        f = fx - c.x
         norm_f, norm_fx = jnp.linalg.norm(f), jnp.linalg.norm(fx)
         not_pd = ~jnp.all(jnp.isfinite(health)) | ~jnp.all(jnp.isfinite(f))
         converged = norm_f <= ctl.rtol * norm_fx + ctl.atol
         # a low ESS fails the stage at the fixed point or for _ESS_PATIENCE sweeps in a row (a
         # runaway), not in a transient after a step in width or random numbers
         low_ess = jnp.min(health) < ctl.min_health
-        low = jnp.where(low_ess, c["low"] + 1, 0)
+        low = jnp.where(low_ess, c.low + 1, 0)
         status = jnp.select(
             [not_pd, low_ess & (converged | (low >= _ESS_PATIENCE)), converged],
             [_NOT_PD, _ESS, _CONVERGED],
             _RUNNING,
         )
         residual = jnp.where(not_pd, jnp.inf, norm_f / jnp.maximum(norm_fx, 1e-300))
-        push = c["step"] > 0
+        push = c.step > 0
         dX, dF, x_next = _anderson_step(c, f, push, memory, ctl.damping)
-        x_new = jnp.where(status == _CONVERGED, fx, jnp.where(status == _RUNNING, x_next, c["x"]))
-        return dict(
-            step=c["step"] + 1, x=x_new, prev_x=c["x"], prev_f=f, dX=dX, dF=dF,
-            count=c["count"] + push, status=status, residual=residual, health=health, low=low,
+        x_new = jnp.where(status == _CONVERGED, fx, jnp.where(status == _RUNNING, x_next, c.x))
+        return _AndersonState(
+            step=c.step + 1, x=x_new, prev_x=c.x, prev_f=f, dX=dX, dF=dF,
+            count=c.count + push, status=status, residual=residual, health=health, low=low,
         )  # fmt: skip
 
-    def running(c):
-        return (c["status"] == _RUNNING) & (c["step"] < ctl.max_steps)
+    def running(c: _AndersonState):
+        return (c.status == _RUNNING) & (c.step < ctl.max_steps)
 
     out = jax.lax.while_loop(running, body, init)
-    return out["x"], out["status"], out["step"], out["residual"], out["health"]
+    return out.x, out.status, out.step, out.residual, out.health
 
 
 def _anderson_solve(spec, method, eq: _Equations, conj, width, solver: Anderson, min_health: float) -> _Stage:

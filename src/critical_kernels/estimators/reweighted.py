@@ -52,7 +52,7 @@ from ..likelihood import log_evidence
 from ..nngp import input_kernel
 from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
+from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
 from .map import MAPInfo, solve_map
 from .options import Reweighting, TemperedSMC
 from .smc import SMCRun, run_smc
@@ -109,15 +109,12 @@ class _Plain(NamedTuple):
     bad: int
 
 
-class _Problem(NamedTuple):
-    """What both passes read: the network, all rows X_all (training rows first), targets Y (P, 1),
-    the saddle point's conjugate kernels conj = C~*(0..L) (L+1, P', P'), and P training rows."""
+class _AtSaddle(NamedTuple):
+    """What both passes read: the validated problem (all rows X_all, training rows first) and the
+    saddle point's conjugate kernels conj = C~*(0..L) (L+1, P', P')."""
 
-    spec: NetworkSpec
-    X_all: np.ndarray
-    Y: np.ndarray
+    problem: Problem
     conj: np.ndarray
-    P: int
 
 
 class _Report(NamedTuple):
@@ -302,10 +299,10 @@ def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndar
     return kernels, se, loo
 
 
-def _reweight(problem: _Problem, options: Reweighting, key) -> _Plain:
+def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
     """The plain pass (T17): options.n_samples networks (rounded down to whole batches) drawn from q
     in compiled batches of at most options.batch_size, weighted by e^R."""
-    spec, P, L = problem.spec, problem.P, problem.spec.depth
+    (spec, X_all, Y, P), L = at.problem, at.problem.spec.depth
     linear = spec.act.name == "linear"
     per_batch = options.n_samples // options.n_batches
     n_used = per_batch * options.n_batches
@@ -315,12 +312,12 @@ def _reweight(problem: _Problem, options: Reweighting, key) -> _Plain:
     k_draw, k_w = jax.random.split(as_key(key))
     keys = jax.random.split(k_draw, n_used).reshape(options.n_batches, per_batch // size, size, -1)
     zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, options.n_w, P))
-    args = (_input_factor(spec, problem.X_all), jnp.asarray(problem.conj[1:]), jnp.asarray(problem.Y), zw)
+    args = (_input_factor(spec, X_all), jnp.asarray(at.conj[1:]), jnp.asarray(Y), zw)
     chunks = _accumulate(fn, keys, args)
     acceptance = np.mean(chunks.acc, axis=0) if not linear else np.ones(L)
     if chunks.bad or not np.isfinite(chunks.R).all():
         return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
-    C0 = np.asarray(input_kernel(spec, problem.X_all))
+    C0 = np.asarray(input_kernel(spec, X_all))
     kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
     w = np.exp(chunks.R - chunks.R.max())
     ess, var_R = float(w.sum() ** 2 / np.sum(w**2)), float(np.var(chunks.R))
@@ -371,13 +368,13 @@ def _smc_problems(runs: list[SMCRun]) -> list[str]:
     return problems
 
 
-def _tempered(problem: _Problem, key, smc: TemperedSMC, report: _Report, plain, throw, fallback=None):
+def _tempered(at: _AtSaddle, key, smc: TemperedSMC, report: _Report, plain, throw, fallback=None):
     """Tempered SMC from q to the posterior (smc.py): the mean of smc.n_runs independent runs, with
     the leave-one-run-out means as jackknife set. Fails (diagnostics_failed) when a run did not reach
     beta = 1 within smc.max_temperatures or its final HMC acceptance fell below 0.1. plain: the plain
     reweighting that ran first (None if none), fallback: (its options, why it was abandoned)."""
-    spec, X_all = problem.spec, problem.X_all
-    per_run, runs = run_smc(spec, X_all, problem.Y, problem.conj, jax.random.fold_in(as_key(key), 1), smc)
+    spec, X_all, Y, _ = at.problem
+    per_run, runs = run_smc(spec, X_all, Y, at.conj, jax.random.fold_in(as_key(key), 1), smc)
     B = len(per_run)
     C0 = np.broadcast_to(np.asarray(input_kernel(spec, X_all)), (B, 1) + per_run.shape[-2:])
     per_run = np.concatenate([C0, per_run], axis=1)
@@ -455,10 +452,11 @@ def reweighted_kernels(
       >>> est.kernels, est.se, est.method, est.info.ess
     """
     start = time.perf_counter()
-    _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, Reweighting))
+    problem = prepare(spec, X, Y, X_test, options=(options, Reweighting))
+    X_all = problem.X_all
     if saddle is None:
         saddle = solve_map(spec, X, Y, X_test, key=key, throw=False)
-    problem = _Problem(spec, X_all, Y, _conj_kernels(saddle, spec.depth, len(X_all)), P)
+    at = _AtSaddle(problem, _conj_kernels(saddle, spec.depth, len(X_all)))
     report = _Report(start, options.n_batches, spec.depth, len(X_all), bool(saddle.ok))
     smc = options.tempering
     always = smc is not None and smc.always
@@ -470,9 +468,9 @@ def reweighted_kernels(
         outcome = Outcome(saddle.result, detail, method=smc if always else options)
         return finish("reweighted", nan, nan, report.info(), outcome, throw=throw)
     if smc is not None and smc.always:
-        return _tempered(problem, key, smc, report, None, throw)
-    plain = _reweight(problem, options, key)
+        return _tempered(at, key, smc, report, None, throw)
+    plain = _reweight(at, options, key)
     if smc is not None and plain.kernels is not None and plain.ess < options.min_ess_count:
         fallback = (options, "ESS " + _shortfall(plain, options.min_ess_count))
-        return _tempered(problem, key, smc, report, plain, throw, fallback)
+        return _tempered(at, key, smc, report, plain, throw, fallback)
     return _plain_estimate(plain, options, report, throw)

@@ -171,16 +171,18 @@ class Dask:
                 cluster.close()
 
 
-EXECUTORS = {"local": Local, "dask": Dask, "serial": Serial}  # the CLI's --executor names
+EXECUTORS = {  # the CLI's --executor names -> the executor of (--workers, --scheduler)
+    "local": lambda workers, scheduler: Local(workers),
+    "dask": Dask,
+    "serial": lambda workers, scheduler: Serial(),
+}
 
 
 def executor_named(name: str, workers: int = 1, scheduler: str | None = None) -> Executor:
     """The executor the CLI's --executor, --workers and --scheduler describe (a scheduler implies dask)."""
     if name not in EXECUTORS:
         raise InputError(f"--executor: must be one of {', '.join(EXECUTORS)} (got {name!r})")
-    if scheduler is not None or name == "dask":
-        return Dask(workers, scheduler)
-    return Local(workers) if name == "local" else Serial()
+    return EXECUTORS["dask" if scheduler is not None else name](workers, scheduler)
 
 
 # ------------------------------------------------------------------------- one core per worker

@@ -78,17 +78,18 @@ def derived(config: ExperimentConfig, n_train: int | None = None) -> dict:
     return {"g_w": g_w, "g_c": g_c, "chi_1": chi_1, "P": P, "alpha": P / spec.width}
 
 
-PACKAGES = ("critical_kernels", "jax", "jaxlib", "blackjax", "numpy", "xarray")
+DEPENDENCIES = ("jax", "jaxlib", "blackjax", "numpy", "xarray")  # the packages that make the numbers
 
 
 def versions() -> dict:
-    """Versions of Python and of the packages that make the numbers."""
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    """Versions of Python, of this package (its __version__, also in an editable install) and of
+    DEPENDENCIES."""
+    out = {"python": platform.python_version(), "critical_kernels": __version__}
+    for package in DEPENDENCIES:
         try:
-            out[name] = __version__ if name == "critical_kernels" else metadata.version(name)
+            out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:  # pragma: no cover - every one is a dependency
-            out[name] = "not installed"
+            out[package] = "not installed"
     return out
 
 
