@@ -3,9 +3,11 @@ nothing behind, and the Python API raises the project's errors (InputError, Spec
 
 import gzip
 import json
+import math
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -95,6 +97,8 @@ CLI_CASES = {
     ),
     "width = true": lambda t: (["run", TINY, "--set", "network.width=true"], "network.width"),
     "width = 2.5": lambda t: (["run", TINY, "--set", "network.width=2.5"], "network.width"),
+    'width = "50" (a string)': lambda t: (["run", TINY, "--set", 'network.width="50"'], "network.width"),
+    'kappa = "0.1" (a string)': lambda t: (["run", TINY, "--set", 'network.kappa="0.1"'], "network.kappa"),
     "sampled = 1 (not a boolean)": lambda t: (["run", TINY, "--set", "methods.sampled=1"], "methods.sampled"),
     "classes [0, 11] of digits": lambda t: (
         ["run", TINY, "--set", "data.task='digits'", "--set", "data.classes=[0, 11]"],
@@ -295,6 +299,9 @@ SPEC_CASES = {
     "NetworkSpec depth=0": dict(depth=0),
     "NetworkSpec width=True": dict(depth=1, width=True),
     "NetworkSpec kappa=-1": dict(depth=1, kappa=-1.0),
+    "activation=np.tanh (not traceable)": dict(depth=1, activation=np.tanh),
+    "activation=math.tanh (not traceable)": dict(depth=1, activation=math.tanh),
+    "activation=jnp.sum (not elementwise)": dict(depth=1, activation=jnp.sum),
 }
 
 
@@ -307,8 +314,11 @@ def test_api_bad_input_raises_input_error(case, tmp_path):
 
 @pytest.mark.parametrize("case", list(SPEC_CASES))
 def test_api_bad_spec_raises_spec_error(case):
-    with pytest.raises(ck.SpecError):
+    with pytest.raises(ck.SpecError) as info:
         ck.NetworkSpec(**SPEC_CASES[case])
+    assert "\n" not in str(info.value)
+    if "traceable" in case:
+        assert "jax.numpy" in str(info.value)  # the advice: write it with jnp
 
 
 def test_cka_layers_keeps_nan_for_a_failed_layer():

@@ -359,6 +359,7 @@ def test_unconverged_map_is_reported_not_raised():
     ds = run(cfg)
     assert ds.attrs["map_result"] != "success" and "positive definiteness" in ds.attrs["map_message"]
     assert np.isnan(ds.cka.sel(estimator="map")).all() and np.isnan(ds.test_error.sel(estimator="map"))
+    assert np.isnan(ds.cka_se.sel(estimator="map")).all()  # no SE next to a NaN CKA (it was 0)
     assert np.isfinite(ds.cka.sel(estimator="nngp")).all() and np.isfinite(
         ds.test_error.sel(estimator="nngp")
     )

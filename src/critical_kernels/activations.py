@@ -297,5 +297,21 @@ def get_activation(activation, quad_degree: int = 80, quad_rule: str = "trapezoi
             )
         return _cached(name, quad_degree, quad_rule)
     if callable(activation):
+        _check_traceable(activation)
         return _cached(activation, quad_degree, quad_rule)
     raise SpecError(f"activation: expected a name or a callable, got {type(activation).__name__}")
+
+
+def _check_traceable(fn: Callable) -> None:
+    """A callable activation must be elementwise and written with jax.numpy (its moments and
+    derivatives are traced): tried on an abstract (3,) array, without computing anything."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct((3,), jnp.float64))
+    except Exception as err:  # any failure to trace: NumPy or math functions, wrong signature
+        raise SpecError(
+            f"activation: the callable {name!r} cannot be traced by JAX ({type(err).__name__}); write "
+            "it with jax.numpy (e.g. jnp.tanh, not np.tanh or math.tanh)"
+        ) from None
+    if getattr(out, "shape", None) != (3,):
+        raise SpecError(f"activation: the callable {name!r} must act elementwise ((3,) -> (3,)), got {out}")

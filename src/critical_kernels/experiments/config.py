@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     ValidationError,
     field_validator,
@@ -44,16 +44,10 @@ from ..estimators.options import (
 )
 from ..estimators.registry import REGISTRY
 
-
-def _not_bool(value):
-    """Numbers only: TOML `true` is not a width, a seed or a variance."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
+# strict: a config's `width = "50"` or `kappa = true` is an error, as it is from Python (a float
+# field takes an integer; nothing takes a string or a bool for a number)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 LABELS = {"digits": range(10), "mnist": range(10)}  # the class labels each bundled data set has
 
@@ -265,6 +259,7 @@ def _first_error(err: ValidationError) -> str:
         del loc[1]
     field = ".".join(loc)
     message = item["msg"].removeprefix("Value error, ")
+    message = {"int_type": "must be an integer", "float_type": "must be a number"}.get(item["type"], message)
     if item["type"] == "literal_error":
         message = f"must be one of {item.get('ctx', {}).get('expected')}"
     if item["type"] == "extra_forbidden":

@@ -147,10 +147,10 @@ def _dataset(estimates: dict, nngp, data, spec: NetworkSpec, attrs: dict) -> xr.
     """The run Dataset: kernels, CKA with its SE and test errors of the NNGP and every estimate."""
     kernels = {"nngp": nngp, **{name: e.kernels for name, e in estimates.items()}}
     ok = {"nngp": True, **{name: usable(e) for name, e in estimates.items()}}
-    cka_se = {name: _cka_se(estimates.get(name), data.Y, spec.depth) for name in kernels}
+    nan = np.full(spec.depth + 1, np.nan)  # the CKA and its SE of an estimate without an answer
+    cka_se = {name: _cka_se(estimates.get(name), data.Y, spec.depth) if ok[name] else nan for name in kernels}
     names = list(kernels)
     errors = {name: _errors(kernels[name] if ok[name] else None, data, spec.kappa) for name in names}
-    nan = np.full(spec.depth + 1, np.nan)
     return xr.Dataset(
         {
             "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in names])),
