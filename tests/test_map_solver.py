@@ -1,5 +1,8 @@
 """MAP kernels (T8-T12) against closed forms, first-order theory and exact posteriors."""
 
+import dataclasses
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -239,3 +242,31 @@ def test_relu_l3_map_converges_with_its_replicas_by_default():
     assert np.all(
         np.abs(ck.cka_layers(auto.kernels, d.Y) - ck.cka_layers(tight.kernels, d.Y)) <= 0.1 * cka_se + 1e-12
     )
+
+
+def test_failed_replicas_are_left_out_and_too_few_are_no_success(monkeypatch):
+    """A replica solve that does not converge is left out of the SE (its count is the SE's); with
+    fewer than MIN_REPLICAS converged there is no SE and no success: never a NaN SE with success."""
+    map_module = importlib.import_module("critical_kernels.estimators.map")
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=50, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    tilted = ck.ImportanceSampling(512, replicas=4, rtol=None)
+    real, calls = map_module._solve, []
+
+    def flaky(setup, warm=None, fail=(0, 1, 2, 3)):
+        est = real(setup, warm=warm)
+        if warm is not None:  # the replicas are the warm-started solves
+            calls.append(1)
+            if len(calls) - 1 in fail:
+                return dataclasses.replace(est, result=ck.Result.max_steps_reached, message="stalled")
+        return est
+
+    monkeypatch.setattr(map_module, "_solve", lambda s, warm=None: flaky(s, warm, fail=(1,)))
+    one_failed = ck.solve_map(spec, X, Y, tilted=tilted, key=0)
+    assert one_failed.ok and one_failed.estimates.kernels.shape[0] == 4  # the main solve and 3 replicas
+    assert np.all(np.isfinite(one_failed.se))
+    calls.clear()
+    monkeypatch.setattr(map_module, "_solve", lambda s, warm=None: flaky(s, warm, fail=(0, 1, 2)))
+    none = ck.solve_map(spec, X, Y, tilted=tilted, key=0, throw=False)
+    assert none.result is ck.Result.max_steps_reached and none.se is None
+    assert "1 of 4 replica solves" in none.message and "max_steps" in none.message

@@ -111,3 +111,40 @@ def test_bad_counts_raise_input_error(kwargs):
     spec = ck.NetworkSpec(depth=1, width=10, activation="linear", g_b=0.1, kappa=0.1)
     with pytest.raises(InputError):
         reweighted_kernels(spec, d.X, d.Y, options=ck.Reweighting(**kwargs))
+
+
+def test_rtol_draws_rounds_until_the_se_meets_it_and_stays_exact(mnist8):
+    """Reweighting.rtol: rounds of fresh networks until the jackknife SE of the CKA adaptation is
+    at most rtol x the adaptation. Linear, L = 2, N = 20 (exact T18 answer). Without rtol: exactly
+    n_samples; an easy rtol: met by the first round; rtol 0.02, from 256 networks: more rounds,
+    met, and the pooled estimate stays within 4 SE of the exact kernels in every entry (the same
+    Bonferroni argument as above); an rtol out of reach: stops at max_samples and says so."""
+    d = mnist8
+    spec = ck.NetworkSpec(depth=2, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
+    saddle = ck.solve_map(spec, d.X, d.Y, d.X_test)
+    exact = linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
+    run = lambda **kw: reweighted_kernels(  # noqa: E731
+        spec,
+        d.X,
+        d.Y,
+        d.X_test,
+        options=ck.Reweighting(n_samples=256, batch_size=64, **kw),
+        saddle=saddle,
+        key=3,
+    )
+    fixed = run()
+    assert fixed.info.n_samples == 256 and fixed.info.rtol_met is None
+    easy = run(rtol=10.0)
+    assert easy.info.n_samples == 256 and easy.info.rtol_met is True
+    np.testing.assert_array_equal(easy.kernels, fixed.kernels)  # the first round is the fixed run
+    grown = run(rtol=0.02, max_samples=16384)
+    base = ck.cka_layers(ck.nngp_kernels(spec, d.X), d.Y)[1:]
+    se = ck.metrics.cka_layers_se(grown.estimates.kernels, d.Y, kind="jackknife")[1:]
+    adaptation = ck.cka_layers(grown.kernels, d.Y)[1:] - base
+    assert grown.info.rtol_met is True and 256 < grown.info.n_samples <= 16384, grown.info.n_samples
+    assert np.all(se <= 0.02 * np.maximum(np.abs(adaptation), 0.1 * np.abs(adaptation).max()))
+    assert grown.info.n_samples % 16 == 0 and grown.estimates.kernels.shape[0] == 16
+    z = (grown.kernels - exact)[1:] / grown.se[1:]
+    assert np.abs(z).max() < 4.0, np.abs(z).max()
+    capped = run(rtol=1e-6, max_samples=1024)
+    assert capped.info.rtol_met is False and capped.info.n_samples == 1024 and capped.ok

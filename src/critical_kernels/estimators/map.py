@@ -455,15 +455,29 @@ def _warm(estimate, P):
 
 def _with_replicas(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
     """The estimate with se and estimates from option.replicas solves at the final width with
-    independent common random numbers, warm started at its conjugate kernels."""
+    independent common random numbers, warm started at its conjugate kernels. A replica that does not
+    converge is left out (the SE caption counts the ones kept); with fewer than MIN_REPLICAS kept there
+    is no SE, and the estimate is max_steps_reached, never a success with a NaN SE."""
     warm = _warm(estimate, len(setup.Y))
     final = setup._replace(schedule=setup.schedule[-1:])
     replicas = [estimate.kernels]
-    for k in jax.random.split(jax.random.fold_in(as_key(setup.key), 1), setup.option.replicas):
+    keys = jax.random.split(jax.random.fold_in(as_key(setup.key), 1), setup.option.replicas)
+    for k in keys:
         rep = _solve(final._replace(key=k), warm=warm)
-        replicas.append(rep.kernels if rep.ok else np.full_like(estimate.kernels, np.nan))
+        if rep.ok:
+            replicas.append(rep.kernels)
+    kept = len(replicas) - 1
+    if kept < min(MIN_REPLICAS, len(keys)):
+        message = (
+            f"map: {kept} of {len(keys)} replica solves at the final width converged, too few for a "
+            f"standard error; {Result.max_steps_reached.advice}"
+        )
+        return dataclasses.replace(estimate, result=Result.max_steps_reached, message=message)
     estimates = Estimates("replicas", np.stack(replicas))
-    return dataclasses.replace(estimate, se=estimates.se(), estimates=estimates)  # NaN where one failed
+    return dataclasses.replace(estimate, se=estimates.se(), estimates=estimates)
+
+
+MIN_REPLICAS = 2  # converged replicas needed for an SE (with the main solve: a spread of 3)
 
 
 class _System(NamedTuple):

@@ -374,7 +374,11 @@ class Reweighting(Options):
     down to a multiple of n_batches), n_batches jackknife batches, below min_ess_count (Kish ESS) the result
     is ess_collapsed; n_mh Metropolis-Hastings steps per neuron and n_w Monte Carlo points for W~
     (nonlinear phi); batch_size networks per compiled call (memory bound). tempering: TemperedSMC(...) to
-    move to the posterior by tempered SMC when the ESS is low (or always), None never."""
+    move to the posterior by tempered SMC when the ESS is low (or always), None never.
+
+    rtol: draw further rounds of networks until the jackknife SE of the CKA adaptation of every hidden
+    layer is at most rtol times that adaptation (`metrics.se_target`), or max_samples networks are
+    used (info.rtol_met says which; plain reweighting only); None: exactly n_samples."""
 
     n_samples: int = count(2048)
     n_batches: int = count(16, low=2)
@@ -383,10 +387,14 @@ class Reweighting(Options):
     n_w: int = count(4096)
     batch_size: int = count(64)
     tempering: TemperedSMC | None = _field(TemperedSMC(), "option", types=(TemperedSMC,), optional=True)
+    rtol: float | None = positive(None, optional=True)
+    max_samples: int = count(32768)
 
     def _check_together(self) -> None:
         if self.n_samples < self.n_batches:
             self.fail("n_samples", f"must be at least n_batches = {self.n_batches}, got {self.n_samples}")
+        if self.max_samples < self.n_samples:
+            self.fail("max_samples", f"must be >= n_samples = {self.n_samples}, got {self.max_samples}")
 
     @property
     def label(self) -> str:

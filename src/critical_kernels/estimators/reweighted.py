@@ -49,7 +49,8 @@ import numpy as np
 from .. import linalg
 from ..errors import InputError
 from ..likelihood import log_evidence
-from ..nngp import input_kernel
+from ..metrics import cka_layers, cka_layers_se, se_target
+from ..nngp import input_kernel, nngp_kernels
 from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
@@ -79,7 +80,8 @@ class ReweightedInfo(NamedTuple):
     n_batches: jackknife batches; acceptance: (L,) Metropolis-Hastings acceptance rate per layer
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     timings: {"total": wall seconds} (including the saddle solve when it was not passed in);
-    smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ().
+    smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ();
+    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run).
     ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
     """
@@ -92,6 +94,7 @@ class ReweightedInfo(NamedTuple):
     saddle_ok: bool
     timings: dict
     smc_runs: tuple[SMCRun, ...] = ()
+    rtol_met: bool | None = None
 
 
 class _Plain(NamedTuple):
@@ -107,6 +110,7 @@ class _Plain(NamedTuple):
     n_used: int
     acceptance: np.ndarray
     bad: int
+    rtol_met: bool | None = None
 
 
 class _AtSaddle(NamedTuple):
@@ -139,6 +143,7 @@ class _Report(NamedTuple):
             self.saddle_ok,
             {"total": time.perf_counter() - self.start},
             smc_runs,
+            plain.rtol_met,
         )
 
     def nan_kernels(self) -> np.ndarray:
@@ -301,27 +306,61 @@ def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndar
 
 def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
     """The plain pass (T17): options.n_samples networks (rounded down to whole batches) drawn from q
-    in compiled batches of at most options.batch_size, weighted by e^R."""
+    in compiled chunks of at most options.batch_size, weighted by e^R. With options.rtol, further
+    rounds (fresh keys, the same chunk size) until the SE of the CKA adaptation meets it or
+    options.max_samples networks are used: all networks are i.i.d. draws from q, so the batches of the
+    jackknife stay exchangeable however the rounds fill them."""
     (spec, X_all, Y, P), L = at.problem, at.problem.spec.depth
     linear = spec.act.name == "linear"
     per_batch = options.n_samples // options.n_batches
-    n_used = per_batch * options.n_batches
     size = max(d for d in range(1, min(options.batch_size, per_batch) + 1) if per_batch % d == 0)
-    kappa = float(spec.kappa)
-    fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, kappa, spec.width, P, linear, options.n_mh)
+    fn = _chunk_fn(
+        spec.act, spec.gains, spec.bias_vars, float(spec.kappa), spec.width, P, linear, options.n_mh
+    )
     k_draw, k_w = jax.random.split(as_key(key))
-    keys = jax.random.split(k_draw, n_used).reshape(options.n_batches, per_batch // size, size, -1)
     zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, options.n_w, P))
     args = (_input_factor(spec, X_all), jnp.asarray(at.conj[1:]), jnp.asarray(Y), zw)
-    chunks = _accumulate(fn, keys, args)
-    acceptance = np.mean(chunks.acc, axis=0) if not linear else np.ones(L)
-    if chunks.bad or not np.isfinite(chunks.R).all():
-        return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
     C0 = np.asarray(input_kernel(spec, X_all))
-    kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
+    base = cka_layers(nngp_kernels(spec, X_all[:P]), Y)[1:]
+    chunks, n_used, met = None, 0, None
+    for r in range(_MAX_ROUNDS):
+        keys = jax.random.split(jax.random.fold_in(k_draw, r), per_batch * options.n_batches)
+        new = _accumulate(fn, keys.reshape(options.n_batches, per_batch // size, size, -1), args)
+        chunks = new if chunks is None else _joined(chunks, new)
+        n_used += per_batch * options.n_batches
+        acceptance = np.mean(chunks.acc, axis=0) if not linear else np.ones(L)
+        if chunks.bad or not np.isfinite(chunks.R).all():
+            return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
+        kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
+        if options.rtol is None:
+            break
+        se_cka = cka_layers_se(loo, Y, kind="jackknife")[1:]
+        target = se_target(cka_layers(kernels, Y)[1:] - base, options.rtol)
+        met = bool(np.all(se_cka <= target))
+        if met or n_used >= options.max_samples:
+            break
+        need = n_used * float(np.max((se_cka / np.maximum(target, 1e-300)) ** 2)) * 1.1 - n_used
+        step = options.n_batches * size  # whole chunks in every batch
+        per_batch = int(np.clip(need, step, options.max_samples - n_used)) // step * size or size
+    assert chunks is not None  # at least one round ran
     w = np.exp(chunks.R - chunks.R.max())
     ess, var_R = float(w.sum() ** 2 / np.sum(w**2)), float(np.var(chunks.R))
-    return _Plain(kernels, se, loo, ess, var_R, n_used, acceptance, chunks.bad)
+    return _Plain(kernels, se, loo, ess, var_R, n_used, acceptance, chunks.bad, met)
+
+
+_MAX_ROUNDS = 6  # of Reweighting.rtol: each round aims at the target with 10 % to spare
+
+
+def _joined(a: _Chunks, b: _Chunks) -> _Chunks:
+    """The chunks of two rounds as one list (every chunk the same size)."""
+    return _Chunks(
+        np.concatenate([a.R, b.R]),
+        np.concatenate([a.maxes, b.maxes]),
+        np.concatenate([a.sw, b.sw]),
+        np.concatenate([a.swk, b.swk]),
+        a.acc + b.acc,
+        a.bad + b.bad,
+    )
 
 
 def _shortfall(plain: _Plain, min_ess: float) -> str:
