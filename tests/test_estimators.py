@@ -51,7 +51,7 @@ ESTIMATORS = {
         d.X,
         d.Y,
         d.X_test,
-        options=ck.Reweighting(n_samples=1024),
+        options=ck.Reweighting(rtol=None, n_samples=1024),
         saddle=ESTIMATORS["map"](spec, d, **kw),
         **kw,
     ),

@@ -20,7 +20,9 @@ from critical_kernels.estimators.base import Result
 from critical_kernels.estimators.preactivation import Preactivation, input_rank
 from critical_kernels.metrics import cka_layers, cka_layers_se
 
-ALWAYS = ck.Reweighting(tempering=ck.TemperedSMC(n_particles=64, n_runs=8, n_final=10, always=True))
+ALWAYS = ck.Reweighting(
+    rtol=None, tempering=ck.TemperedSMC(n_particles=64, n_runs=8, n_final=10, always=True)
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def test_smc_on_unstandardised_xor_matches_long_hmc():
     hmc = ck.sample_posterior(
         spec, data.X, data.Y, sampler=ck.HMC(), chains=ck.Chains(warmup=1000, n_samples=4000), key=5
     )
-    smc = ck.reweighted_kernels(spec, data.X, data.Y, options=ck.Reweighting(n_samples=512), key=0)
+    smc = ck.reweighted_kernels(spec, data.X, data.Y, options=ck.Reweighting(rtol=None, n_samples=512), key=0)
     assert smc.ok and smc.method.label == "tempered SMC" and smc.info.ess < 50
     assert all(r.reached and len(r.temperatures) <= 12 for r in smc.info.smc_runs)
     nngp = cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
@@ -105,7 +107,7 @@ def test_auto_tempering_replaces_a_collapsed_reweighting(mnist8):
     # min_ess_count above the number of networks: plain reweighting always "collapses"
     tiny = ck.TemperedSMC(n_particles=16, n_runs=2, n_mcmc=2, n_leapfrog=4, n_final=2)  # plumbing only
     options = ck.Reweighting(
-        n_samples=64, min_ess_count=65, tempering=tiny
+        rtol=None, n_samples=64, min_ess_count=65, tempering=tiny
     )  # "auto": temper when the ESS is low
     common = dict(saddle=saddle, key=0, throw=False)
     plain = ck.reweighted_kernels(
@@ -151,9 +153,9 @@ def test_bad_smc_options(kwargs, match):
 def test_bad_tempering_mode(mnist8):
     spec = ck.NetworkSpec(depth=1, width=20, activation="linear")
     with pytest.raises(InputError, match="tempering"):
-        ck.Reweighting(tempering="sometimes")
+        ck.Reweighting(rtol=None, tempering="sometimes")
     with pytest.raises(InputError, match="tempering: must be TemperedSMC"):
-        ck.Reweighting(tempering={"n_particles": 10})
+        ck.Reweighting(rtol=None, tempering={"n_particles": 10})
     with pytest.raises(InputError, match="options: expected Reweighting"):
         ck.reweighted_kernels(spec, mnist8.X, mnist8.Y, options=ck.TemperedSMC())
 
@@ -165,7 +167,9 @@ def test_auto_tempering_recovers_a_sharp_linear_posterior(mnist8):
     # run, RMS z 1.0 over the 200 entries, captured 0.994 / 0.995 of the exact CKA adaptation)
     d = mnist8
     spec = ck.NetworkSpec(depth=2, width=10, activation="linear", g_w=1.0, g_b=0.1, kappa=0.01)
-    est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ck.Reweighting(n_samples=256, n_batches=8))
+    est = ck.reweighted_kernels(
+        spec, d.X, d.Y, d.X_test, options=ck.Reweighting(rtol=None, n_samples=256, n_batches=8)
+    )
     assert est.method.label == "tempered SMC" and est.info.ess < 50
     exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
     z = _z(est, exact)
@@ -195,7 +199,7 @@ def test_non_finite_log_weights_stop_the_ladder_with_a_reason(mnist8):
     )
     smc = ck.TemperedSMC(n_particles=8, n_runs=2, n_mcmc=1, n_leapfrog=2, n_final=1, n_w=16, always=True)
     est = ck.reweighted_kernels(
-        spec, d.X, d.Y, options=ck.Reweighting(tempering=smc), saddle=huge, throw=False
+        spec, d.X, d.Y, options=ck.Reweighting(rtol=None, tempering=smc), saddle=huge, throw=False
     )
     assert not est.ok and np.isnan(est.kernels[1:]).all()
     assert "non-finite log weight R" in est.message and re.search(r"\d of 8 initial particles", est.message)

@@ -367,6 +367,11 @@ class TemperedSMC(Options):
 # jackknife is dominated by the few heaviest weights and understates the error.
 DEFAULT_MIN_ESS = 50.0
 
+# The SE the beyond-saddle estimator aims at by default: 5 % of the CKA adaptation of every hidden
+# layer. On deep linear nets at P = 100 (alpha = 0.3, MNIST 0 vs 3) 2048 networks give 7.7-8 % with a
+# calibrated jackknife (spread / SE 0.80 +- 0.12 over 24 keys), so the default draws a second round.
+DEFAULT_REWEIGHTING_RTOL = 0.05
+
 
 @dataclass(frozen=True)
 class Reweighting(Options):
@@ -387,7 +392,7 @@ class Reweighting(Options):
     n_w: int = count(4096)
     batch_size: int = count(64)
     tempering: TemperedSMC | None = _field(TemperedSMC(), "option", types=(TemperedSMC,), optional=True)
-    rtol: float | None = positive(None, optional=True)
+    rtol: float | None = positive(DEFAULT_REWEIGHTING_RTOL, optional=True)
     max_samples: int = count(32768)
 
     def _check_together(self) -> None:

@@ -332,8 +332,9 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
         if chunks.bad or not np.isfinite(chunks.R).all():
             return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
         kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
-        if options.rtol is None:
-            break
+        w = np.exp(chunks.R - chunks.R.max())
+        if options.rtol is None or w.sum() ** 2 / np.sum(w**2) < options.min_ess_count:
+            break  # no tolerance, or too few effective networks for their SE to mean anything
         se_cka = cka_layers_se(loo, Y, kind="jackknife")[1:]
         target = se_target(cka_layers(kernels, Y)[1:] - base, options.rtol)
         met = bool(np.all(se_cka <= target))
