@@ -2,7 +2,8 @@
 networks, where the posterior-mean kernels are known exactly (T18).
 
 MNIST 0 vs 3 (the shared test-set files, the project's standardisation), alpha = P/N = 0.3, linear phi,
-g_w = 1, g_b = 0.1, kappa = 0.1, `reweighted_kernels` with its defaults, one run per key. Each run's
+g_w = 1, g_b = 0.1, kappa = 0.1, `reweighted_kernels` with a fixed 2048 networks (`--rtol`: with
+that tolerance instead; results then go to OUT-rtol{rtol}), one run per key. Each run's
 result goes to OUT/P{P}-L{L}/key{k}.json the moment it ends (the job resumes where it stopped; run
 it under nohup, one process per core: --only P,L splits the grid). The exact answer is computed once
 per (P, L). `--summary` prints, per (P, L, layer), over the keys:
@@ -74,10 +75,10 @@ def exact(P: int, depth: int, mnist: Path, folder: Path) -> dict:
     return record
 
 
-def one_run(P: int, depth: int, key: int, mnist: Path) -> dict:
+def one_run(P: int, depth: int, key: int, mnist: Path, rtol: float | None) -> dict:
     spec, X, Y = problem(P, depth, mnist)
     start = time.perf_counter()
-    est = ck.reweighted_kernels(spec, X, Y, key=key, throw=False)
+    est = ck.reweighted_kernels(spec, X, Y, options=ck.Reweighting(rtol=rtol), key=key, throw=False)
     seconds = time.perf_counter() - start
     se = [float("nan")] * (depth + 1)
     if est.estimates is not None:
@@ -93,6 +94,7 @@ def one_run(P: int, depth: int, key: int, mnist: Path) -> dict:
         "ess": float(info.ess),
         "var_log_weight": float(info.var_log_weight),
         "n_samples": int(info.n_samples),
+        "rtol": rtol,
         "seconds": seconds,
         "versions": {"critical_kernels": ck.__version__},
     }
@@ -109,7 +111,7 @@ def build(args) -> None:
                 path = folder / f"key{key}.json"
                 if path.exists():
                     continue
-                record = one_run(P, depth, key, args.mnist)
+                record = one_run(P, depth, key, args.mnist, args.rtol)
                 _write(path, record)
                 print(f"  key {key}: {record['result']}, {record['seconds']:.0f} s", flush=True)
 
@@ -152,8 +154,11 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=24)
     parser.add_argument("--mnist", type=Path, default=MNIST)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--rtol", type=float, default=None, help="default: a fixed 2048 networks")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
+    if args.rtol is not None:
+        args.out = args.out.with_name(f"{args.out.name}-rtol{args.rtol:g}")
     summary(args.out) if args.summary else build(args)
 
 

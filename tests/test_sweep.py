@@ -202,3 +202,17 @@ def test_cli_sweep_report_and_exit_status(tmp_path):
     broken = _write(tmp_path, '"network.depth" = [1]\n', base)
     result = runner.invoke(app, ["sweep", str(broken), "--out", str(tmp_path / "b"), "--executor", "serial"])
     assert result.exit_code == 1 and "1 failed" in result.output
+
+
+def test_a_point_whose_estimator_gave_no_answer_is_partial_not_ok(tmp_path):
+    """P = 8, N = 3, kappa = 0.01: the MAP iterate leaves the positive-definite cone (its CKA is NaN);
+    that point is "partial" with the MAP's message as its error, never "ok" next to a NaN."""
+    base = BASE.replace("map = false", "map = true\nperturbative = false")
+    base = base.replace("kappa = 0.2", "kappa = 0.01")
+    path = _write(tmp_path, '"network.width" = [3]\n', base)
+    ds = run_sweep(load_sweep(path), tmp_path / "out", executor=Serial())
+    assert ds.status.values.tolist() == ["partial"]
+    assert np.isnan(ds.cka_out.sel(estimator="map").values).all()
+    assert "map:" in str(ds.error.values[0]) and "positive definiteness" in str(ds.error.values[0])
+    write_sweep_report(tmp_path / "out", ds)
+    assert "partial (an estimator without an answer) 1" in (tmp_path / "out" / "report.md").read_text()

@@ -42,7 +42,8 @@ from .experiments.labels import (
     fmt_se,
     references,
 )
-from .experiments.report import run_warnings, unanswered
+from .experiments.merge import unanswered
+from .experiments.report import run_warnings
 from .experiments.sweep import EXECUTORS, executor_named, ok_points, point_attrs
 from .numerics import limit_blas_threads
 
@@ -384,8 +385,10 @@ def _sweep_summary(console: Console, ds, n_points: int, counts: dict) -> None:
             _warn(
                 console, f"the {estimator_label(name)} kernels of {count} point(s) come from an approximation"
             )
-    for message in sorted({e for e in ds.error.values.ravel() if e}):
-        console.print(f"[red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    pairs = zip(ds.status.values.ravel(), ds.error.values.ravel(), strict=True)
+    for status, message in sorted({(s, e) for s, e in pairs if e}):
+        style = "red" if status == "failed" else "yellow"
+        console.print(f"[{style}]{status}:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

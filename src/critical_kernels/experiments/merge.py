@@ -42,10 +42,22 @@ def point_scalars() -> tuple[str, ...]:
     return (*POINT_SCALARS, *(f"{name}_approximation" for name in REGISTRY))
 
 
+ANSWERED = ("ok", "partial")  # point statuses with a Dataset: every estimator answered, or not all
+
+
+def unanswered(ds: xr.Dataset) -> list[str]:
+    """The estimators of a run that gave no answer: a NaN CKA in every hidden and output layer."""
+    adapted = ds.cka.sel(layer=ds.layer.values[ds.layer.values >= 1])
+    return [
+        str(m) for m, ckas in zip(ds.estimator.values, adapted.values, strict=True) if np.isnan(ckas).all()
+    ]
+
+
 def merge(sweep: Sweep, out: Path) -> xr.Dataset:
     """One Dataset over the grid: CKA per method and layer (NaN past a point's depth), output-layer
     CKA, test errors, diagnostics (point_texts, point_scalars, POINT_LAYERS), and each point's status
-    ("ok", "failed", "missing") and error."""
+    ("ok"; "partial" where an estimator gave no answer, named in `error` with its message; "failed";
+    "missing") and error."""
     loaded = {point.index: load_point(out, point.key) for point in sweep.points}
     done = [ds for ds in loaded.values() if ds is not None]
     methods = list(dict.fromkeys(str(m) for ds in done for m in ds.estimator.values)) or ["nngp"]
@@ -98,7 +110,10 @@ def _empty_grid(shape: tuple, n_methods: int, n_layers: int) -> dict[str, tuple[
 def _fill_point(grid: dict, i: tuple, ds: xr.Dataset, rows: list[int]) -> None:
     """Enter a finished point's Dataset at grid index i (its estimators at `rows`)."""
     depth = ds.sizes["layer"]
-    grid["status"][1][i] = "ok"
+    missing = unanswered(ds)
+    grid["status"][1][i] = "partial" if missing else "ok"
+    reasons = [ds.attrs.get(f"{name}_message", "") or f"{name}: no answer" for name in missing]
+    grid["error"][1][i] = "; ".join(reasons)
     grid["cka"][1][i][rows, :depth] = ds.cka.values
     grid["cka_se"][1][i][rows, :depth] = ds.cka_se.values
     grid["cka_out"][1][i][rows] = ds.cka.values[:, -1]
@@ -145,9 +160,10 @@ def point_attrs(ds: xr.Dataset, where: dict) -> dict:
 
 
 def ok_points(ds: xr.Dataset) -> list[dict]:
-    """The index (per dimension) of every finished point of a merged sweep."""
+    """The index (per dimension) of every finished point of a merged sweep (ok or partial)."""
     dims = ds.status.dims
-    return [dict(zip(dims, i, strict=True)) for i in zip(*np.nonzero(ds.status.values == "ok"), strict=True)]
+    answered = np.isin(ds.status.values, ANSWERED)
+    return [dict(zip(dims, i, strict=True)) for i in zip(*np.nonzero(answered), strict=True)]
 
 
 def _g_c(config: ExperimentConfig) -> float:

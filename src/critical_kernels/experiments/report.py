@@ -153,14 +153,6 @@ def run_warnings(attrs) -> list[str]:
     return out
 
 
-def unanswered(ds: xr.Dataset) -> list[str]:
-    """The estimators of a run that gave no answer: a NaN CKA in every hidden and output layer."""
-    adapted = ds.cka.sel(layer=ds.layer.values[ds.layer.values >= 1])
-    return [
-        str(m) for m, ckas in zip(ds.estimator.values, adapted.values, strict=True) if np.isnan(ckas).all()
-    ]
-
-
 def _fmt(value, digits: int) -> str:
     return f"{value:.{digits}f}" if np.isfinite(value) else "NaN"
 

@@ -22,7 +22,7 @@ from .labels import (
     se_caption,
     shared,
 )
-from .merge import point_attrs
+from .merge import ANSWERED, point_attrs
 from .report import agreement_lines, versions_line, write_markdown
 
 
@@ -35,15 +35,16 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
     fields = json.loads(ds.attrs["fields"])
     dims = list(fields)
     images = sweep_figures(ds, out / "figures")
-    counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "failed", "missing")}
+    counts = {s: int((ds.status.values == s).sum()) for s in ("ok", "partial", "failed", "missing")}
     flat = ds.stack(point=dims)
     points = [point_attrs(flat, {"point": j}) for j in range(flat.sizes["point"])]
-    ok = [j for j, s in enumerate(flat.status.values) if s == "ok"]
+    ok = [j for j, s in enumerate(flat.status.values) if s in ANSWERED]
     lines = [
         f"# Sweep {ds.attrs['name']}",
         "",
         f"Grid: {', '.join(f'{field_label(fields[d][0], math=False)} ({ds.sizes[d]})' for d in dims)}; "
-        f"points ok {counts['ok']}, failed {counts['failed']}, missing {counts['missing']}.",
+        f"points ok {counts['ok']}, partial (an estimator without an answer) {counts['partial']}, "
+        f"failed {counts['failed']}, missing {counts['missing']}.",
         "",
         *[note + "\n" for note in _notes(ds, [points[j] for j in ok])],
         "## CKA of the output kernel with YYᵀ (T16)",
@@ -91,7 +92,7 @@ def _point_table(ds: xr.Dataset, flat: xr.Dataset, points: list[dict], ok: list[
         cells.append(fmt_number(float(p.g_w_used), 5) if "g_w_used" in p else "")
         for k, m in enumerate(estimators):
             cell = fmt_se(float(p.cka_out.values[k]), float(p.cka_out_se.values[k]))
-            cells.append(cell + (_flag(m, attrs, common) if p.status.item() == "ok" else ""))
+            cells.append(cell + (_flag(m, attrs, common) if p.status.item() in ANSWERED else ""))
         cells.append(str(p.status.item()))
         rows.append("| " + " | ".join(cells) + " |")
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *rows]
