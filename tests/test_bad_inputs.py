@@ -256,6 +256,7 @@ def test_unreachable_scheduler_fails_fast_with_one_line(tmp_path, monkeypatch):
 def test_sweep_help_keeps_brackets_and_version_and_help():
     result = runner.invoke(app, ["sweep", "--help"], terminal_width=100)
     assert result.exit_code == 0 and "[sweep]" in result.output and "--force" in result.output
+    assert "<bool>" not in result.output and "\\[" not in result.output  # flags show no type, no escapes
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"critical-kernels {ck.__version__}"
     result = runner.invoke(app, ["--help"], terminal_width=100)

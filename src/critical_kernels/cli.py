@@ -82,7 +82,10 @@ class _OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP, cls=_OneLineErrors)
+# click's plain help: options as `--force  text`, no "<bool>" on flags, no boxes to cut at 80 columns
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=HELP, cls=_OneLineErrors, rich_markup_mode=None
+)
 
 
 def _console() -> Console:
@@ -323,7 +326,7 @@ def run_command(
 
 @app.command()
 def sweep(
-    config: Path = typer.Argument(..., help=escape("experiment config (TOML) with a [sweep] table of lists")),
+    config: Path = typer.Argument(..., help="experiment config (TOML) with a [sweep] table of lists"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set methods.sampled=false"),
     out: Path = typer.Option(None, help="sweep folder (default runs/NAME)"),
     resume: bool = typer.Option(False, "--resume", help="continue the sweep in OUT, keeping finished points"),
