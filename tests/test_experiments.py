@@ -94,8 +94,8 @@ def test_config_option_tables_parse_into_the_options_and_round_trip(tmp_path):
 
 
 def test_config_defaults_are_the_runs_of_before_and_flat_keys_of_0_5_name_their_tables():
-    """The defaults of [methods] are those of 0.5 (2000 steps per chain, 4096 reweighted networks,
-    rtol 0.02, max_samples 131072, 16 leapfrog steps); a flat key of a 0.5 config fails with one line
+    """The defaults of [methods] are those of 0.6 (2000 steps per chain, 4096 reweighted networks,
+    rtol 0.02, max_samples 131072, 16 leapfrog steps); a flat key of a 0.6 config fails with one line
     naming the table field that replaced it."""
     m = MethodsConfig()
     assert m.monte_carlo == ck.MonteCarlo(4096, rtol=0.02, max_samples=131072)
@@ -103,15 +103,16 @@ def test_config_defaults_are_the_runs_of_before_and_flat_keys_of_0_5_name_their_
     assert m.reweighting == ck.Reweighting(n_samples=4096, tempering=ck.TemperedSMC(n_particles=128))
     assert m.chains == ck.Chains(chains=4, warmup=1000, n_samples=2000, thin=10) and m.hmc.n_leapfrog == 16
     old = {
-        "samples=400": "methods.samples: a flat key of 0.5 configs; set methods.chains.n_samples instead",
-        "tempering='never'": "methods.tempering: a flat key of 0.5 configs; set "
+        "samples=400": "methods.samples: a flat key of configs before 0.7; set methods.chains.n_samples "
+        "instead",
+        "tempering='never'": "methods.tempering: a flat key of configs before 0.7; set "
         "methods.reweighting.tempering (false: never; {always = true}: always) instead",
     }
     for override, line in old.items():
         with pytest.raises(ck.InputError) as err:
             load_config(TINY, [f"methods.{override}"])
         assert str(err.value) == line
-    # the same rule from a config as from Python: any n_samples >= 1 (0.5 configs wanted a multiple of 16)
+    # the same rule from a config as from Python: any n_samples >= 1 (0.6 configs wanted a multiple of 16)
     assert load_config(TINY, ["methods.reweighting.n_samples=100"]).methods.reweighting == ck.Reweighting(
         n_samples=100
     )

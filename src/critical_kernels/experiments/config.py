@@ -98,7 +98,7 @@ class NetworkConfig(_Strict):
 # ----------------------------------------------------------------------------- [methods] tables
 
 
-# the flat [methods] keys of 0.5 and the tables that replaced them (named in the error a 0.5 config gets)
+# the flat [methods] keys of configs before 0.7 and the tables that replaced them (named in the error)
 MOVED = {
     "n_samples": "methods.monte_carlo.n_samples, methods.importance.n_samples and methods.cumulant.n_samples",
     "rtol": "methods.monte_carlo.rtol, methods.importance.rtol and methods.cumulant.rtol",
@@ -264,7 +264,7 @@ def _first_error(err: ValidationError) -> str:
         message = f"must be one of {item.get('ctx', {}).get('expected')}"
     if item["type"] == "extra_forbidden":
         if loc[:1] == ["methods"] and len(loc) == 2 and loc[1] in MOVED:
-            return f"{field}: a flat key of 0.5 configs; set {MOVED[loc[1]]} instead"
+            return f"{field}: a flat key of configs before 0.7; set {MOVED[loc[1]]} instead"
         section = ".".join(loc[:-1]) or "the config"
         return f"{field}: not a field of {section}{_did_you_mean(loc)}"
     named = re.match(r"([a-z_.]+): (.*)", message, re.S)
