@@ -101,6 +101,7 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     path = _write(tmp_path, '"data.task" = ["xor", "file"]\n"network.depth" = [1, 2]\n', base)
     ds = run_sweep(load_sweep(path), tmp_path / "out", executor=Serial())
     assert ds.status.values.tolist() == [["ok", "ok"], ["failed", "failed"]]
+    assert any((tmp_path / "out" / "figures").glob("*.png"))  # run_sweep writes the figures and report
     assert "missing.npz" in str(ds.error.values[1, 0])
     data = ck.datasets.xor(n_train=8, n_test=10, dim=3, seed=0)
     for j, depth in enumerate((1, 2)):
@@ -214,5 +215,6 @@ def test_a_point_whose_estimator_gave_no_answer_is_partial_not_ok(tmp_path):
     assert ds.status.values.tolist() == ["partial"]
     assert np.isnan(ds.cka_out.sel(estimator="map").values).all()
     assert "map:" in str(ds.error.values[0]) and "positive definiteness" in str(ds.error.values[0])
-    write_sweep_report(tmp_path / "out", ds)
+    # run_sweep itself writes the report and figures (from Python as from the CLI)
     assert "partial (an estimator without an answer) 1" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "report.html").exists()

@@ -346,8 +346,7 @@ def sweep(
         folder = Path(out) if out is not None else Path("runs") / grid.name
         with output_folder(folder, "sweep", force=force, resume=resume):
             options = dict(resume=resume, executor=chosen)
-            ds = _sweep_with_progress(console, grid, folder, counts, options)
-            write_sweep_report(folder, ds)
+            ds = _sweep_with_progress(console, grid, folder, counts, options)  # writes the report too
     _sweep_summary(console, ds, len(grid.points), counts)
     console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures", highlight=False)
     if counts["failed"]:

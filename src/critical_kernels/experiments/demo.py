@@ -15,7 +15,6 @@ from .io import output_folder
 from .labels import estimator_label
 from .report import run_warnings, write_run
 from .sweep import Serial, Sweep, load_point, load_sweep, run_sweep
-from .sweep_report import write_sweep_report
 
 
 class DemoSettings(NamedTuple):
@@ -89,7 +88,6 @@ def run_demo(
     g_c = criticality("erf", g_b=s.g_b).g_c
     with output_folder(out, "demo", force=force, resume=resume):
         merged = run_sweep(grid, out, resume=resume, executor=Serial(), on_point=on_point)
-        write_sweep_report(out, merged)
         rows, notes = _collect(out, grid, merged, s, g_c)
         write_csv(out / "cka.csv", rows, s.depth)
         title = (

@@ -19,6 +19,7 @@ from .executors import EXECUTORS, Dask, Executor, Local, PointResult, Serial, ex
 from .grid import Axis, Point, Sweep, config_hash, load_sweep
 from .io import atomic_write, check_kind, mark_folder
 from .merge import load_sweep_results, merge, ok_points, point_attrs
+from .sweep_report import write_sweep_report
 
 __all__ = [
     "EXECUTORS",
@@ -52,7 +53,7 @@ def run_sweep(
 ) -> xr.Dataset:
     """Run every point not yet finished (all of them without `resume`) on `executor` (default
     `Local(workers=1)`; `Serial()`, `Local(workers)`, `Dask(workers, scheduler)`), then merge the
-    points and write sweep.nc.
+    points and write sweep.nc, the figures and report.md / report.html.
 
     `on_point(point, status)` is called once per point: "cached", "ok" or "failed".
     """
@@ -80,6 +81,7 @@ def run_sweep(
         on_point(todo[key], result.status)
     merged = merge(sweep, out)
     atomic_write(out / "sweep.nc", bytes(merged.to_netcdf(engine="scipy")))
+    write_sweep_report(out, merged)
     return merged
 
 
