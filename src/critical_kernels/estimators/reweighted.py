@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -344,6 +345,12 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
         step = options.n_batches * size  # whole chunks in every batch
         per_batch = int(np.clip(need, step, options.max_samples - n_used)) // step * size or size
     assert chunks is not None  # at least one round ran
+    if met is False:
+        warnings.warn(
+            f"reweighted: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation with "
+            f"{n_used} networks (info.rtol_met False; raise max_samples)",
+            stacklevel=3,
+        )
     w = np.exp(chunks.R - chunks.R.max())
     ess, var_R = float(w.sum() ** 2 / np.sum(w**2)), float(np.var(chunks.R))
     return _Plain(kernels, se, loo, ess, var_R, n_used, acceptance, chunks.bad, met)
