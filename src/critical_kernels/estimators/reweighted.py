@@ -333,8 +333,7 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
         if chunks.bad or not np.isfinite(chunks.R).all():
             return _Plain(None, None, None, float("nan"), float("nan"), n_used, acceptance, chunks.bad)
         kernels, se, loo = _jackknife(chunks, options.n_batches, C0)
-        w = np.exp(chunks.R - chunks.R.max())
-        if options.rtol is None or w.sum() ** 2 / np.sum(w**2) < options.min_ess_count:
+        if options.rtol is None or _kish_ess(chunks.R) < options.min_ess_count:
             break  # no tolerance, or too few effective networks for their SE to mean anything
         se_cka = cka_layers_se(loo, Y, kind="jackknife")[1:]
         target = se_target(cka_layers(kernels, Y)[1:] - base, options.rtol)
@@ -351,9 +350,15 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
             f"{n_used} networks (info.rtol_met False; raise max_samples)",
             stacklevel=3,
         )
-    w = np.exp(chunks.R - chunks.R.max())
-    ess, var_R = float(w.sum() ** 2 / np.sum(w**2)), float(np.var(chunks.R))
-    return _Plain(kernels, se, loo, ess, var_R, n_used, acceptance, chunks.bad, met)
+    return _Plain(
+        kernels, se, loo, _kish_ess(chunks.R), float(np.var(chunks.R)), n_used, acceptance, chunks.bad, met
+    )
+
+
+def _kish_ess(R: np.ndarray) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2 of the weights w = e^R."""
+    w = np.exp(R - R.max())
+    return float(w.sum() ** 2 / np.sum(w**2))
 
 
 _MAX_ROUNDS = 6  # of Reweighting.rtol: each round aims at the target with 10 % to spare
