@@ -50,3 +50,23 @@ def test_every_equation_the_code_cites_is_on_the_theory_page():
         cited |= set(re.findall(r"\bT(\d{1,2})\b", path.read_text()))
     missing = cited - _defined_equations((ROOT / "docs" / "theory.md").read_text())
     assert cited and not missing, sorted(missing, key=int)
+
+
+def _modules_with_examples() -> list[str]:
+    package = ROOT / "src" / "critical_kernels"
+    return sorted(
+        ".".join(("critical_kernels",) + path.relative_to(package).with_suffix("").parts)
+        for path in package.rglob("*.py")
+        if ">>>" in path.read_text()
+    )
+
+
+@pytest.mark.parametrize("module", _modules_with_examples())
+def test_docstring_examples_run(module):
+    # every `>>>` line in the package's docstrings runs, and its shown output is what it prints
+    import doctest
+    import importlib
+
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(importlib.import_module(module), optionflags=flags, verbose=False)
+    assert result.attempted > 0 and result.failed == 0, f"{result.failed} of {result.attempted} failed"

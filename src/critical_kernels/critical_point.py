@@ -90,7 +90,9 @@ def critical_gain(activation, g_b: float = 0.0, *, quad_degree: int = 80) -> flo
     this value is returned instead of a root. Otherwise chi_1(g) - 1 is bracketed by doubling g.
 
     Example:
-      >>> critical_gain("erf", 0.0)  # pi / 4
+      >>> import math
+      >>> math.isclose(critical_gain("erf", 0.0), math.pi / 4)  # 1 / phi'(0)^2, phi'(0) = 2 / sqrt(pi)
+      True
     """
     act = get_activation(activation, quad_degree)
     g_b = _check_variance("g_b", g_b, positive=False)
@@ -156,7 +158,9 @@ def criticality(
       CriticalPoint.
 
     Example:
-      >>> criticality("erf", g_b=0.1).g_c  # 1.552
+      >>> point = criticality("erf", g_b=0.1)
+      >>> round(point.g_c, 3), round(point.chi_1, 12)  # on the edge of chaos chi_1 = 1
+      (1.552, 1.0)
     """
     act = get_activation(activation, quad_degree)
     g_b = _check_variance("g_b", g_b, positive=False)

@@ -207,7 +207,14 @@ def kernel_covariance(
       KernelCovariance: call it on a symmetric (P', P') matrix; `.dense()` for small P.
 
     Example:
-      >>> Sig = kernel_covariance(spec, X, key=0); Sig(A)  # Cov(C(L), <A, C(L)>)
+      >>> import numpy as np, critical_kernels as ck
+      >>> X = np.eye(2)  # two orthogonal inputs, d = 2: C0 = (g_in / d) X X^T = I
+      >>> spec = ck.NetworkSpec(depth=1, width=10, activation="linear", g_in=2.0, g_b=0.0)
+      >>> Sig = kernel_covariance(spec, X)  # linear phi: exact (Wishart), no Monte Carlo
+      >>> A = np.diag([1.0, 0.0])
+      >>> np.asarray(Sig(A) * spec.width).round(12)  # N Cov(C1_ab, C1_00) = 2 C0_a0 C0_b0
+      array([[2., 0.],
+             [0., 0.]])
     """
     X_all = check_inputs(X, X_test)
     kernels = jnp.asarray(nngp_stack(spec, X_all) if nngp is None else _checked_nngp(spec, nngp, len(X_all)))

@@ -27,7 +27,12 @@ def cka(K, Y) -> float:
       A float in [-1, 1]; 1 means K is proportional to the centred target kernel.
 
     Example:
-      >>> cka(nngp_kernels(spec, X)[-1], Y)
+      >>> import numpy as np
+      >>> Y = np.array([1.0, -1.0, 1.0, -1.0])
+      >>> round(cka(np.outer(Y, Y) + 2.0, Y), 12)  # a constant offset is centred away
+      1.0
+      >>> round(cka(np.eye(4), Y), 4)  # the identity: 1/sqrt(P - 1) of the way
+      0.5774
     """
     K = np.asarray(K, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)

@@ -42,7 +42,11 @@ def nngp_kernels(spec: NetworkSpec, X, X_test=None) -> np.ndarray:
       NumPy (L+1, P+P_test, P+P_test) float64: C0 (inputs) and C1..CL, CL the output kernel.
 
     Example:
-      >>> C = nngp_kernels(NetworkSpec(depth=3, g_w=1.5, g_b=0.1), X)
+      >>> import critical_kernels as ck
+      >>> data = ck.datasets.xor(n_train=20, n_test=5)
+      >>> C = ck.nngp_kernels(ck.NetworkSpec(depth=3, g_w=1.5, g_b=0.1), data.X, data.X_test)
+      >>> C.shape  # the input kernel C0 and C1..C3, on the 20 training and 5 test rows
+      (4, 25, 25)
     """
     if not isinstance(spec, NetworkSpec):
         raise InputError(f"spec: expected a NetworkSpec, got {type(spec).__name__}")

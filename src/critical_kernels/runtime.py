@@ -42,7 +42,7 @@ def use_one_xla_thread() -> bool:
 
     Example:
       >>> import critical_kernels as ck
-      >>> ck.use_one_xla_thread()  # first thing in a script, before any JAX computation
+      >>> ck.use_one_xla_thread()  # doctest: +SKIP
     """
     if THREADS_VARIABLE not in os.environ and needs_one_xla_thread():
         os.environ[THREADS_VARIABLE] = "1"

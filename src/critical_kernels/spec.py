@@ -61,6 +61,8 @@ class NetworkSpec:
 
     Example:
       >>> spec = NetworkSpec(depth=3, width=200, activation="erf", g_w=1.5, g_b=0.1)
+      >>> spec.gains, spec.bias_vars  # per layer: g_w of layers 1..3, g_b of the biases b0..b3
+      ((1.5, 1.5, 1.5), (0.1, 0.1, 0.1, 0.1))
     """
 
     depth: int

@@ -430,8 +430,12 @@ def linear_posterior_kernels(
       ln p(Y | X), mode and mean of u, ...).
 
     Example:
-      >>> spec = NetworkSpec(depth=2, width=100, activation="linear", g_b=0.1, kappa=0.1)
-      >>> est = linear_posterior_kernels(spec, X, Y, X_test); est.kernels[-1], est.info.log_evidence
+      >>> import critical_kernels as ck
+      >>> data = ck.datasets.xor(n_train=20, n_test=5)
+      >>> spec = ck.NetworkSpec(depth=2, width=100, activation="linear", g_b=0.1, kappa=0.1)
+      >>> est = linear_posterior_kernels(spec, data.X, data.Y, data.X_test)
+      >>> est.ok, est.kernels.shape, est.method.label  # exact up to the quadrature's error bound
+      (True, (3, 25, 25), 'quadrature')
     """
     start = time.perf_counter()
     _, X_all, Y, _ = prepare(spec, X, Y, X_test, options=(options, Quadrature))

@@ -369,8 +369,12 @@ def solve_map(
       failed solve keeps the last iterate's kernels and says what to change.
 
     Example:
-      >>> est = solve_map(NetworkSpec(depth=3, width=200, g_w=1.5, g_b=0.1), X, Y, X_test)
-      >>> est.ok, est.method, est.info.n_iter
+      >>> import critical_kernels as ck
+      >>> data = ck.datasets.xor(n_train=10, n_test=0)
+      >>> spec = ck.NetworkSpec(depth=2, width=50, activation="linear", g_b=0.1)
+      >>> est = solve_map(spec, data.X, data.Y)
+      >>> est.ok, est.kernels.shape, est.method.label  # linear phi: the tilted averages are Gaussian
+      (True, (3, 10, 10), 'exact Gaussian')
     """
     X_all, Y = prepare(spec, X, Y, X_test, solver=(solver, Anderson))[1:3]
     chain = _tilted_chain(spec, tilted)

@@ -56,7 +56,13 @@ def perturbative_kernels(
       (V exact: se and estimates None); info PerturbativeInfo.
 
     Example:
-      >>> est = perturbative_kernels(spec, data.X, data.Y); ck.cka_layers(est.kernels, data.Y)
+      >>> import critical_kernels as ck
+      >>> data = ck.datasets.xor(n_train=10, n_test=0)
+      >>> spec = ck.NetworkSpec(depth=2, width=50, activation="linear", g_b=0.1)
+      >>> est = perturbative_kernels(spec, data.X, data.Y)
+      >>> cka = ck.cka_layers(est.kernels, data.Y)  # CKA of every layer with the targets
+      >>> bool(cka[-1] > ck.cka(ck.nngp_kernels(spec, data.X)[-1], data.Y))  # finite N aligns the kernel
+      True
     """
     start = time.perf_counter()
     problem = prepare(spec, X, Y, X_test, options=(options, MonteCarlo))

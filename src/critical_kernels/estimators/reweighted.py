@@ -500,8 +500,13 @@ def reweighted_kernels(
       are NaN and the result the MAP's failure.
 
     Example:
-      >>> est = reweighted_kernels(NetworkSpec(depth=2, width=30, activation="linear", g_b=0.1), X, Y)
-      >>> est.kernels, est.se, est.method, est.info.ess
+      >>> import critical_kernels as ck
+      >>> data = ck.datasets.xor(n_train=10, n_test=0)
+      >>> spec = ck.NetworkSpec(depth=2, width=100, activation="linear", g_b=0.1)
+      >>> options = ck.Reweighting(n_samples=256, rtol=None, tempering=None)
+      >>> est = reweighted_kernels(spec, data.X, data.Y, options=options)
+      >>> est.ok, est.kernels.shape == est.se.shape == (3, 10, 10), est.method.label
+      (True, True, 'importance')
     """
     start = time.perf_counter()
     problem = prepare(spec, X, Y, X_test, options=(options, Reweighting))
