@@ -105,3 +105,37 @@ def test_run_exits_3_when_an_estimator_has_no_answer(tmp_path):
         app, ["run", str(TINY), "--out", str(tmp_path / "ok")] + ["--set", sets[0], "--set", sets[1]]
     )
     assert ok.exit_code == 0, ok.output
+
+
+def test_demo_ctrl_c_names_the_points_kept_and_the_resume_command(tmp_path, monkeypatch):
+    import critical_kernels.cli as cli
+
+    def interrupted_demo(out, settings, *, resume, force, on_point):
+        grid = cli.load_sweep(cli.demo_sweep(settings))
+        on_point(grid.points[0], "cached")
+        on_point(grid.points[1], "ok")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_demo", interrupted_demo)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--depth", "2"])
+    assert result.exit_code == 130
+    assert f"interrupted: 2 of 6 points kept in {tmp_path / 'd'}" in result.output
+    assert "continue with: critical-kernels demo --out" in result.output and "--depth 2" in result.output
+    assert result.output.rstrip().endswith("--resume")
+
+
+def test_run_tables_fit_80_columns_without_cutting_numbers():
+    from rich.console import Console
+
+    from critical_kernels.cli import _layer_tables
+
+    labels = ["NNGP", "first order", "MAP (second cumulant)", "sampled (HMC, pre-activations)"]
+    cells = [[f"0.{l}12345 ± 0.000{l + 1}" for l in range(5)] for _ in labels]
+    console = Console(width=80, record=True)
+    for table in _layer_tables("tiny: CKA per layer", labels, cells, ["0.125"] * 4, console.width):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    for l in range(5):
+        assert text.count(f"0.{l}12345 ± 0.000{l + 1}") == 4, text  # every cell, whole
+    assert text.count("0.125") == 4

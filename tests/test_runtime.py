@@ -130,3 +130,18 @@ def test_tempered_smc_on_unstandardised_xor_finishes_with_the_default_pool():
     )
     result = _python(code, timeout=1500, XLA_FLAGS=_CONCURRENT)
     assert result.returncode == 0 and "tempered SMC" in result.stdout, result.stderr[-2000:]
+
+
+def test_warnings_name_the_users_line_not_the_package():
+    import warnings
+
+    import critical_kernels as ck
+
+    data = ck.datasets.xor(n_train=8, n_test=0)
+    spec = ck.NetworkSpec(depth=2, width=50, activation="erf")
+    options = ck.MonteCarlo(n_samples=64, n_batches=4, rtol=1e-9, max_samples=128)  # cannot be met
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ck.perturbative_kernels(spec, data.X, data.Y, options=options)
+    ours = [w for w in caught if "rtol" in str(w.message)]
+    assert ours and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in caught]

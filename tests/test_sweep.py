@@ -152,6 +152,30 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     assert (got.status.values == "ok").all()
 
 
+def test_ctrl_c_keeps_finished_points_and_says_how_to_resume(tmp_path):
+    """SIGINT to the sweep (its worker still busy): exit 130 at once with one line naming the points
+    kept and the resume command; that command finishes the sweep from the cache."""
+    path = _write(tmp_path, '"network.g_w" = [0.8, 1.2, 1.6, 2.0, 2.4, 2.8]\n')
+    out = tmp_path / "s"
+    cli = [sys.executable, "-m", "critical_kernels.cli", "sweep", str(path), "--workers", "1"]
+    proc = subprocess.Popen(
+        [*cli, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while len(list((out / "points").glob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the main process only, as a terminal's Ctrl-C reaches it first
+    _, stderr = proc.communicate(timeout=60)  # the running worker is stopped, not waited for
+    kept = len(list((out / "points").glob("*.json")))
+    assert proc.returncode == 130, stderr
+    assert f"interrupted: {kept} of 6 points kept in {out}" in stderr and stderr.count("\n") == 1, stderr
+    resume = stderr.split("continue with: ")[1].split()
+    assert resume[:2] == ["critical-kernels", "sweep"] and resume[-1] == "--resume"
+    resumed = subprocess.run([*cli, *resume[3:]], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{6 - kept} computed, {kept} cached" in resumed.stdout
+
+
 @pytest.mark.slow
 def test_dask_local_cluster_equals_local_executor(tmp_path):
     """Two Dask workers and two local worker processes give identical numbers, sampled included

@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -33,7 +34,7 @@ from .experiments import (
     write_run,
     write_sweep_report,
 )
-from .experiments.demo import DemoFailed, DemoSettings, run_demo
+from .experiments.demo import DemoFailed, DemoSettings, demo_sweep, run_demo
 from .experiments.io import folder_kind, output_folder
 from .experiments.labels import (
     approximated,
@@ -121,6 +122,16 @@ def _bad_input():
         _fail(f"{where}{err.strerror or err}")
 
 
+@contextmanager
+def _interruptible(folder: Path, total: int, kept: Callable[[], int], resume: str):
+    """Ctrl-C: one line with the points kept on disk and the command that continues; exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _print_error(f"interrupted: {kept()} of {total} points kept in {folder}; continue with: {resume}")
+        raise typer.Exit(130) from None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"critical-kernels {__version__}")
@@ -192,11 +203,24 @@ def demo(
     console = _console()
     start = time.perf_counter()
     settings = DemoSettings(depth, width, g_b, kappa, seed)
-    with _bad_input():
-        with console.status("demo") as status:
-            on_point = lambda point, state: status.update(f"{point.config.data.task}: {state}")  # noqa: E731
+    total = len(load_sweep(demo_sweep(settings)).points)
+    kept = {"cached": 0, "ok": 0}
+    resume_line = (
+        f"critical-kernels demo --out {out} --depth {depth} --width {width} --g-b {g_b} --kappa {kappa} "
+        f"--seed {seed} --resume"
+    )
+
+    def on_point(point, state, status):
+        kept[state] = kept.get(state, 0) + 1
+        done = sum(kept.values())
+        status.update(f"demo: {done} of {total} points ({point.config.data.task}: {state})")
+
+    with _bad_input(), _interruptible(out, total, lambda: kept["cached"] + kept["ok"], resume_line):
+        with console.status(f"demo: 0 of {total} points") as status:
             try:
-                result = run_demo(out, settings, resume=resume, force=force, on_point=on_point)
+                result = run_demo(
+                    out, settings, resume=resume, force=force, on_point=lambda p, s: on_point(p, s, status)
+                )
             except DemoFailed as err:
                 _fail(str(err))
     console.print(
@@ -235,6 +259,37 @@ def _se_summary(se: np.ndarray) -> str:
     return text + (f" ({unknown} unknown)" if unknown else "")
 
 
+def _layers(chunk: list[int]) -> str:
+    return f", layer {chunk[0]}" if len(chunk) == 1 else f", layers {chunk[0]}-{chunk[-1]}"
+
+
+def _layer_tables(title: str, labels: list[str], cells: list[list[str]], tests: list[str], width: int):
+    """Rows of per-layer cells in as many tables as it takes to fit `width` columns untruncated
+    (consecutive layers in each, the test error with the last layers)."""
+    depth = len(cells[0])
+    label_width = max(len("estimator"), *map(len, labels))
+    cell_width = max(3, *(len(c) for row in cells for c in row)) + 1
+    test_width = max(len("test err"), *map(len, tests)) + 1
+    fit = max(1, (width - label_width - test_width - 2) // cell_width)
+    chunks = [list(range(i, min(i + fit, depth))) for i in range(0, depth, fit)]
+    tables = []
+    for chunk in chunks:
+        part = "" if len(chunks) == 1 else _layers(chunk)
+        table = Table(
+            title=title + part, box=box.SIMPLE, padding=(0, 1), pad_edge=False, collapse_padding=True
+        )
+        table.add_column("estimator", no_wrap=True)
+        for l in chunk:
+            table.add_column(f"C{l}", justify="right", no_wrap=True)
+        last = chunk[-1] == depth - 1
+        if last:
+            table.add_column("test err", justify="right", no_wrap=True)
+        for label, row, test in zip(labels, cells, tests, strict=True):
+            table.add_row(label, *(row[l] for l in chunk), *([test] if last else []))
+        tables.append(table)
+    return tables
+
+
 def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
     """The demo's numbers in tables that fit 80 columns: one per task (and per group of at most
     `per_table` layers when the network is deep), three decimals, chi_1 of each gain in the title."""
@@ -246,7 +301,7 @@ def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
         chi_text = ", ".join(f"{chi1:.3f}" for _, chi1 in chis)
         ratios = ", ".join(f"{ratio:g}" for ratio, _ in chis)
         for chunk in chunks:
-            part = "" if len(chunks) == 1 else f", layers {chunk[0]}-{chunk[-1]}"
+            part = "" if len(chunks) == 1 else _layers(chunk)
             title = f"{task}{part}: chi_1 = {chi_text} at g/g_c = {ratios}"
             table = Table(
                 title=title,
@@ -293,19 +348,16 @@ def run_command(
             with console.status("running") as status:
                 ds = run(cfg, status=lambda message: status.update(message))
             write_run(ds, cfg, folder)
-    table = Table(title=f"{cfg.name}: CKA(C^(l), YY^T) per layer l, test error", box=box.SIMPLE)
-    table.add_column("estimator", no_wrap=True)
-    for l in ds.layer.values:
-        table.add_column(f"C{l}", justify="right", no_wrap=True)
-    table.add_column("test err", justify="right")
-    for m, ckas, errs, test in zip(
-        ds.estimator.values, ds.cka.values, ds.cka_se.values, ds.test_error.values, strict=True
+    labels = [estimator_label(str(m), ds.attrs) for m in ds.estimator.values]
+    cells = [
+        [fmt_se(c, e) for c, e in zip(ckas, errs, strict=True)]
+        for ckas, errs in zip(ds.cka.values, ds.cka_se.values, strict=True)
+    ]
+    tests = [f"{t:.3f}" if np.isfinite(t) else "NaN" for t in ds.test_error.values]
+    for table in _layer_tables(
+        f"{cfg.name}: CKA(C^(l), YY^T) per layer l", labels, cells, tests, console.width
     ):
-        cells = [fmt_se(c, e) for c, e in zip(ckas, errs, strict=True)]
-        table.add_row(
-            estimator_label(str(m), ds.attrs), *cells, f"{test:.3f}" if np.isfinite(test) else "NaN"
-        )
-    console.print(table)
+        console.print(table)
     if "map_result" in ds.attrs:
         a = ds.attrs
         console.print(
@@ -344,9 +396,12 @@ def sweep(
         chosen = executor_named(executor, workers, scheduler)
         grid = load_sweep(config, set_)
         folder = Path(out) if out is not None else Path("runs") / grid.name
+        resume_line = f"critical-kernels sweep {config} --out {folder} --resume"
+        kept = lambda: counts["cached"] + counts["ok"]  # noqa: E731
         with output_folder(folder, "sweep", force=force, resume=resume):
-            options = dict(resume=resume, executor=chosen)
-            ds = _sweep_with_progress(console, grid, folder, counts, options)  # writes the report too
+            with _interruptible(folder, len(grid.points), kept, resume_line):
+                options = dict(resume=resume, executor=chosen)
+                ds = _sweep_with_progress(console, grid, folder, counts, options)  # writes the report too
     _sweep_summary(console, ds, len(grid.points), counts)
     console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures", highlight=False)
     if counts["failed"]:

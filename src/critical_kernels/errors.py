@@ -1,4 +1,9 @@
-"""Exceptions raised by critical_kernels; each message names the offending field."""
+"""Exceptions raised by critical_kernels; each message names the offending field. Warnings name the
+user's line (`warn_user`)."""
+
+import os
+import sys
+import warnings
 
 
 class CriticalKernelsError(ValueError):
@@ -31,3 +36,15 @@ class ConvergenceError(EstimateError):
 
 class DiagnosticsError(ConvergenceError):
     """Sampled chains failed their diagnostics (R-hat, acceptance)."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """warnings.warn attributed to the first caller outside this package (the user's line), however
+    deep inside the package the warning is raised (Python < 3.12 has no skip_file_prefixes)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)

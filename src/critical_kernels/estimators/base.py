@@ -9,13 +9,19 @@ estimates behind the standard errors, and a small method-specific `info` NamedTu
 from __future__ import annotations
 
 import enum
-import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import ConvergenceError, DiagnosticsError, EstimateError, InputError, NotPositiveDefiniteError
+from ..errors import (
+    ConvergenceError,
+    DiagnosticsError,
+    EstimateError,
+    InputError,
+    NotPositiveDefiniteError,
+    warn_user,
+)
 from ..numerics import check_inputs, check_se_kind, check_targets, standard_error
 from ..spec import NetworkSpec
 from .options import Options
@@ -143,10 +149,9 @@ def finish(
 ) -> KernelEstimate:
     """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`."""
     if jitter > 0:
-        warnings.warn(
+        warn_user(
             f"{estimator}: a kernel needed Cholesky jitter {jitter:.3g} to be positive definite "
-            "(recorded in info.jitter)",
-            stacklevel=3,
+            "(recorded in info.jitter)"
         )
     result, detail = outcome.result, outcome.detail
     advice = result.advice if outcome.advice is None else outcome.advice

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
-from ..errors import InputError, NotPositiveDefiniteError
+from ..errors import InputError, NotPositiveDefiniteError, warn_user
 from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_stack
@@ -428,10 +427,9 @@ def _to_tolerance(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
         )
         estimate = _with_replicas(final._replace(option=option, key=k), dataclasses.replace(main, info=info))
     if not met:
-        warnings.warn(
+        warn_user(
             f"map: the CKA adaptation's SE is above rtol = {option.rtol} of the adaptation with "
-            f"{option.n_samples} samples (info.rtol_met False; raise max_samples)",
-            stacklevel=3,
+            f"{option.n_samples} samples (info.rtol_met False; raise max_samples)"
         )
     return dataclasses.replace(
         estimate, info=estimate.info._replace(n_samples=option.n_samples, rtol_met=met)

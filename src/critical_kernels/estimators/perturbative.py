@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import warn_user
 from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky
 from ..metrics import cka_layers, cka_layers_se, se_target
@@ -85,10 +85,9 @@ def perturbative_kernels(
         conj, n_used, len(blocks), grad.jitter, {"total": time.perf_counter() - start}, met
     )
     if met is False:
-        warnings.warn(
+        warn_user(
             f"perturbative: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation "
-            f"after max_samples = {n_used} samples (info.rtol_met False)",
-            stacklevel=2,
+            f"after max_samples = {n_used} samples (info.rtol_met False)"
         )
     mean, se, outcome = estimates.kernels.mean(axis=0), estimates.se(), Outcome(method=options)
     return finish(

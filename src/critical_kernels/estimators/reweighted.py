@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -48,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
-from ..errors import InputError
+from ..errors import InputError, warn_user
 from ..likelihood import log_evidence
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_kernels
@@ -345,10 +344,9 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
         per_batch = int(np.clip(need, step, options.max_samples - n_used)) // step * size or size
     assert chunks is not None  # at least one round ran
     if met is False:
-        warnings.warn(
+        warn_user(
             f"reweighted: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation with "
-            f"{n_used} networks (info.rtol_met False; raise max_samples)",
-            stacklevel=3,
+            f"{n_used} networks (info.rtol_met False; raise max_samples)"
         )
     return _Plain(
         kernels, se, loo, _kish_ess(chunks.R), float(np.var(chunks.R)), n_used, acceptance, chunks.bad, met

@@ -306,8 +306,7 @@ def sample_posterior(
       diagnostics_failed when the CKA R-hat exceeds chains.rhat_max or a chain's acceptance falls below 0.1.
 
     Example:
-      >>> import critical_kernels as ck
-      >>> data = ck.datasets.xor(n_train=8, n_test=0)
+      >>> import critical_kernels as ck; data = ck.datasets.xor(n_train=8, n_test=0)
       >>> spec = ck.NetworkSpec(depth=1, width=10, activation="erf")
       >>> chains = ck.Chains(chains=2, warmup=100, n_samples=200, n_batches=4)
       >>> est = sample_posterior(spec, data.X, data.Y, sampler=ck.HMC(), chains=chains, throw=False)

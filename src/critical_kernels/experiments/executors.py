@@ -93,11 +93,17 @@ class Local:
         ) as pool:
             with _workers_with_one_xla_thread():  # the workers are spawned at the first submit
                 futures = {pool.submit(compute_point, text): key for key, text in jobs.items()}
-            for future in as_completed(futures):
-                try:
-                    yield futures[future], future.result()
-                except Exception as err:  # the worker process died (memory, signal)
-                    yield futures[future], _died(err)
+            try:
+                for future in as_completed(futures):
+                    try:
+                        yield futures[future], future.result()
+                    except Exception as err:  # the worker process died (memory, signal)
+                        yield futures[future], _died(err)
+            except BaseException:  # Ctrl-C, or the caller stopped: abandon the points still running
+                for process in list(getattr(pool, "_processes", {}).values()):  # no public handle
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
 
 CONNECT_TIMEOUT_S = 3  # an unreachable scheduler fails after this long, with one line
