@@ -6,6 +6,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from critical_kernels.cli import app
+from critical_kernels.experiments.labels import fmt_se
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "tiny.toml"
 
@@ -50,6 +51,16 @@ def test_demo_runs_and_writes(tmp_path):
     for task in ("digits", "xor"):  # a run folder with kernel heat maps per task at g_c
         for name in ("results.nc", "report.html", "figures/kernels.png", "meta.json"):
             assert (tmp_path / f"{task}_at_g_c" / name).exists(), (task, name)
+    report = (tmp_path / "report.md").read_text()  # every layer, the per-layer figure, the task reports
+    for line in rows[1:]:
+        task, label, _, ratio, _, *ckas = line.split(",")
+        ses = [float(v) for v in ckas[-3:]]
+        assert f"| {float(ratio):g} | " in report and f" | {label} | " in report
+        assert fmt_se(float(ckas[2]), ses[2]) in report  # the last layer's CKA ± SE
+    assert "| C⁽⁰⁾ | C⁽¹⁾ | C⁽²⁾ |" in report and "![CKA per layer](figures/cka_per_layer.png)" in report
+    assert "(digits_at_g_c/report.html)" in report and "(xor_at_g_c/report.html)" in report
+    task_report = (tmp_path / "digits_at_g_c" / "report.md").read_text()
+    assert task_report.startswith("# demo: digits 0 vs 3 at g_c") and "^(" not in task_report + report
     refused = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])  # never recompute silently
     assert refused.exit_code == 2 and "--resume" in refused.output and "--force" in refused.output
     assert len(refused.output.strip().splitlines()) == 1, refused.output

@@ -152,6 +152,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     assert (got.status.values == "ok").all()
 
 
+@pytest.mark.slow  # three CLI processes (~40 s); the demo's Ctrl-C line is checked in the fast tier
 def test_ctrl_c_keeps_finished_points_and_says_how_to_resume(tmp_path):
     """SIGINT to the sweep (its worker still busy): exit 130 at once with one line naming the points
     kept and the resume command; that command finishes the sweep from the cache."""

@@ -34,7 +34,7 @@ from .experiments import (
     write_run,
     write_sweep_report,
 )
-from .experiments.demo import DemoFailed, DemoSettings, demo_sweep, run_demo
+from .experiments.demo import DemoFailed, DemoSettings, demo_sweep, run_demo, write_demo_report
 from .experiments.io import folder_kind, output_folder
 from .experiments.labels import (
     approximated,
@@ -457,7 +457,9 @@ def report(
         if not folder.is_dir():
             raise CriticalKernelsError(f"DIR: {folder} is not a folder; give a run or sweep folder")
         kind = folder_kind(folder)
-        if kind in ("sweep", "demo") or (folder / "sweep.nc").exists():
+        if kind == "demo":
+            write_demo_report(folder)
+        elif kind == "sweep" or (folder / "sweep.nc").exists():
             write_sweep_report(folder, load_sweep_results(folder))
         else:
             write_report(folder, load_results(folder))

@@ -34,30 +34,41 @@ def _integer_axis(ax, values) -> None:
 
 
 def cka_per_layer(rows, path: Path, title: str = "") -> Path:
-    """CKA against layer, one panel per (task, g_w/g_c), one line per kernel (NNGP, theory, ...).
+    """CKA against layer with its Monte Carlo SE as error bars, one panel per (task, g_w/g_c), one
+    line per kernel (NNGP, theory, ...); one legend below the panels, covering none of them.
 
     Args:
-      rows: iterable of (task, g_w_over_g_c, kernel_label, cka_per_layer) tuples.
+      rows: iterable of (task, g_w_over_g_c, kernel_label, cka_per_layer, cka_se_per_layer) tuples
+        (an SE that is NaN, unknown, draws no bar).
       path: PNG file to write (a PDF is written beside it).
     """
     rows = list(rows)
-    panels = sorted({(task, ratio) for task, ratio, _, _ in rows}, key=lambda p: (p[0], p[1]))
+    panels = sorted({(task, ratio) for task, ratio, *_ in rows}, key=lambda p: (p[0], p[1]))
     tasks = sorted({task for task, _ in panels})
     ratios = sorted({ratio for _, ratio in panels})
-    fig, axes = _subplots(len(tasks), len(ratios), (3.2 * len(ratios), 2.6 * len(tasks)), sharex=True)
-    for task, ratio, label, ckas in rows:
+    size = (3.2 * len(ratios), 2.6 * len(tasks) + 0.8)
+    fig, axes = _subplots(len(tasks), len(ratios), size, layout="constrained", sharex=True)
+    colours = {}  # one colour per kernel label across the panels
+    for task, ratio, label, ckas, se in rows:
         ax = axes[tasks.index(task)][ratios.index(ratio)]
-        ax.plot(range(len(ckas)), ckas, marker="o", ms=3, label=label)
+        colour = colours.setdefault(label, f"C{len(colours)}")
+        layers = range(len(ckas))
+        ax.errorbar(
+            layers, ckas, yerr=np.nan_to_num(se), marker="o", ms=3, capsize=2, color=colour, label=label
+        )
         ax.set_title(f"{task}, $g_w = {ratio:g}\\,g_c$", fontsize=9)
-        _integer_axis(ax, range(len(ckas)))
+        _integer_axis(ax, layers)
     for ax in axes[-1]:
         ax.set_xlabel(LAYER_LABEL)
     for row in axes:
         row[0].set_ylabel(CKA_LABEL)
-    for row in axes:  # every panel's own methods (a MAP may fall back to the second cumulant in one)
-        for ax in row:
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6)
+    handles = {}
+    for ax in axes.ravel():  # every label once, whichever panel has it (a MAP may fall back in one)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        handles.values(), handles.keys(), loc="outside lower center", ncols=min(4, len(handles)), fontsize=7
+    )
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -3,6 +3,7 @@ cka.csv (every CKA with its SE), a CKA-per-layer figure and a run folder per tas
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -12,9 +13,10 @@ import numpy as np
 from .. import plots
 from ..critical_point import criticality
 from .io import output_folder
-from .labels import estimator_label
+from .labels import estimator_label, fmt_se, layer_kernel
 from .report import run_warnings, write_run
-from .sweep import Serial, Sweep, load_point, load_sweep, run_sweep
+from .sweep import Serial, Sweep, load_point, load_sweep, load_sweep_results, run_sweep
+from .sweep_report import write_sweep_report
 
 
 class DemoSettings(NamedTuple):
@@ -95,10 +97,11 @@ def run_demo(
             f"$\\kappa = {s.kappa:g}$, $g_c = {g_c:.4f}$"
         )
         plots.cka_per_layer(
-            [(r.task, r.ratio, r.label, r.cka) for r in rows],
+            [(r.task, r.ratio, r.label, r.cka, r.cka_se) for r in rows],
             out / "figures" / "cka_per_layer.png",
             title=title,
         )
+        write_demo_report(out, merged)
     runs = sorted({p.config.data.task + "_at_g_c" for p in grid.points})
     return Demo(rows, notes, g_c, runs)
 
@@ -120,7 +123,9 @@ def _collect(out: Path, grid: Sweep, merged, s: DemoSettings, g_c: float) -> tup
             cka, error, se = ds.cka.values[k], ds.test_error.values[k], ds.cka_se.values[k]
             rows.append(Row(ds.attrs["data"], ratio * g_c, ratio, chi1, label, cka, error, se))
         if ratio == 1.0:
-            write_run(ds, point.config, out / f"{point.config.data.task}_at_g_c")
+            name = f"demo: {ds.attrs['data']} at g_c"  # the run report's title
+            named = point.config.model_copy(update={"name": name})
+            write_run(ds.assign_attrs(name=name), named, out / f"{point.config.data.task}_at_g_c")
     return rows, notes
 
 
@@ -138,3 +143,35 @@ def write_csv(path: Path, rows: list[Row], depth: int) -> None:
         for r in rows
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_demo_report(out: Path, merged=None) -> None:
+    """The sweep report of a demo folder with the demo's own section first: every layer's CKA ± SE
+    per task and gain (from cka.csv), the per-layer figure and links to the run folders at g_c."""
+    out = Path(out)
+    merged = load_sweep_results(out) if merged is None else merged
+    with open(out / "cka.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    layers = [int(name[len("cka_se_") :]) for name in rows[0] if name.startswith("cka_se_")]
+    lines = ["## CKA with YYᵀ in every layer", ""]
+    header = "| g_w/g_c | χ₁ | estimator | " + " | ".join(map(layer_kernel, layers)) + " | test error |"
+    for task in dict.fromkeys(row["task"] for row in rows):
+        lines += [f"### {task}", "", header, "|" + "---|" * (len(layers) + 4)]
+        for row in (row for row in rows if row["task"] == task):
+            cells = [fmt_se(float(row[f"cka_{l}"]), float(row[f"cka_se_{l}"])) for l in layers]
+            numbers = f"{float(row['g_w_over_g_c']):g} | {float(row['chi_1']):.3f}"
+            lines.append(
+                f"| {numbers} | {row['estimator']} | {' | '.join(cells)} | {float(row['test_error']):.3f} |"
+            )
+        lines.append("")
+    runs = sorted(p.name for p in out.glob("*_at_g_c") if (p / "report.html").exists())
+    lines += [
+        "Error bars: the Monte Carlo SE of each estimate (none where the estimator is exact).",
+        "",
+        "![CKA per layer](figures/cka_per_layer.png)",
+        "",
+        "Each task at the edge of chaos, with its kernels and diagnostics: "
+        + ", ".join(f"[{name.replace('_at_g_c', ' at g_c')}]({name}/report.html)" for name in runs),
+        "",
+    ]
+    write_sweep_report(out, merged, preface=lines)

@@ -139,6 +139,14 @@ def se_caption(attrs, names) -> str:
     return f"± one standard error where the estimator has one ({'; '.join(parts)})."
 
 
+_SUPERSCRIPT = str.maketrans("0123456789()", "⁰¹²³⁴⁵⁶⁷⁸⁹⁽⁾")
+
+
+def layer_kernel(layer) -> str:
+    """C⁽ˡ⁾ of a layer in plain text (reports): C⁽⁰⁾ the input kernel."""
+    return "C" + f"({layer})".translate(_SUPERSCRIPT)
+
+
 def fmt_se(value: float, se: float | None = None, digits: int = 4) -> str:
     """`value ± se` rounded to the second significant digit of the SE; `value` to `digits`
     decimals where there is no SE (exact estimators and theories without one)."""

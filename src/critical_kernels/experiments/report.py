@@ -23,6 +23,7 @@ from .labels import (
     failed,
     fmt_number,
     fmt_se,
+    layer_kernel,
     reference_failed,
     se_caption,
 )
@@ -107,10 +108,10 @@ def cka_table(ds: xr.Dataset) -> list[str]:
     return [
         "## CKA with the target kernel YYᵀ per layer (T16)",
         "",
-        "CKA(C^(l), YYᵀ) on the training inputs; C^(0) is the input kernel. "
+        "CKA(C⁽ˡ⁾, YYᵀ) on the training inputs; C⁽⁰⁾ is the input kernel. "
         + se_caption(ds.attrs, estimators),
         "",
-        "| estimator | " + " | ".join(f"C^({l})" for l in ds.layer.values) + " | test error |",
+        "| estimator | " + " | ".join(layer_kernel(l) for l in ds.layer.values) + " | test error |",
         "|" + "---|" * (len(ds.layer) + 2),
         *rows,
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,12 @@ from .merge import ANSWERED, point_attrs
 from .report import agreement_lines, versions_line, write_markdown
 
 
-def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
+def write_sweep_report(out: Path, ds: xr.Dataset, preface: Sequence[str] = ()) -> None:
     """Sweep figures (CKA and adaptation against every swept parameter, ΔCKA against 1/N, theory
     against sampled) and report.md / report.html from a merged sweep Dataset: per point the swept
     values, the g_w used, the output CKA ± SE of every estimator (flagged where the MAP used the
-    second cumulant or the sampled networks failed their diagnostics), and the status."""
+    second cumulant or the sampled networks failed their diagnostics), and the status; `preface`:
+    markdown lines shown first (the demo's own section)."""
     out = Path(out)
     fields = json.loads(ds.attrs["fields"])
     dims = list(fields)
@@ -47,6 +49,7 @@ def write_sweep_report(out: Path, ds: xr.Dataset) -> None:
         f"failed {counts['failed']}, missing {counts['missing']}.",
         "",
         *[note + "\n" for note in _notes(ds, [points[j] for j in ok])],
+        *preface,
         "## CKA of the output kernel with YYᵀ (T16)",
         "",
         se_caption(shared([points[j] for j in ok]), [str(m) for m in ds.estimator.values]),
