@@ -13,6 +13,7 @@ flagged, and is no reference.
   python validation/build.py                       # every unfinished case, in file order
   python validation/build.py erf-mnist-L2-P30      # the named cases
   python validation/build.py --status              # what is done
+  python validation/build.py --estimate CASE        # minutes per unit, before sampling (~2 min)
   MNIST=path/to/idx/files python validation/build.py ...   # default: ../shared/data/mnist
 """
 
@@ -156,12 +157,35 @@ def sample_case(case: dict, mnist: Path, work: Path, log) -> dict:
             if len(done) >= MIN_UNITS and (converged(pooled(done, data.Y)) or len(done) >= MAX_UNITS):
                 break
             index = len(done)
-            log(f"{case['name']}: {sampler} unit {index + 1} (at most {MAX_UNITS}) ...")
+            eta = ""
+            if done:  # the units still needed at least, at the pace of those done
+                pace = float(np.median([u["seconds"] for u in done]))
+                to_go = max(MIN_UNITS - index, 1) * pace
+                eta = f", about {pace / 60:.0f} min each, at least {to_go / 60:.0f} min to go"
+            log(f"{case['name']}: {sampler} unit {index + 1} (at most {MAX_UNITS}{eta}) ...")
             unit = run_unit(case, sampler, index, mnist)
             _atomic_save(folder / f"{sampler}-{index:02d}.npz", lambda f, u=unit: np.savez(f, **u))
             log(f"{case['name']}: {sampler} unit {index + 1} took {unit['seconds']:.0f} s")
         results[sampler] = pooled(units(folder, sampler), data.Y)
     return results
+
+
+def estimate(case: dict, mnist: Path) -> dict:
+    """Minutes per unit of each sampler, from two short runs (their difference cancels compilation)."""
+    spec, data = problem(case, mnist)
+    minutes = {}
+    for sampler, options in SAMPLERS.items():
+        seconds = []
+        for steps in (10, 30):
+            chains = ck.Chains(chains=UNIT.chains, warmup=steps, n_samples=steps, thin=1, n_batches=2)
+            begin = time.perf_counter()
+            ck.sample_posterior(
+                spec, data.X, data.Y, data.X_test, sampler=options, chains=chains, throw=False
+            )
+            seconds.append(time.perf_counter() - begin)
+        per_step = (seconds[1] - seconds[0]) / 40
+        minutes[sampler] = per_step * (UNIT.warmup + UNIT.n_samples) / 60
+    return minutes
 
 
 def verdict(results: dict) -> dict:
@@ -219,6 +243,11 @@ def main(argv=None) -> int:
     parser.add_argument("cases", nargs="*", help="case names (default: every unfinished case)")
     parser.add_argument("--status", action="store_true", help="list the cases and what is done")
     parser.add_argument("--work", type=Path, default=HERE / "work", help="checkpoint folder")
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time two short runs per sampler; print minutes per unit and case",
+    )
     args = parser.parse_args(argv)
     mnist = Path(os.environ.get("MNIST", HERE.parents[1] / "shared" / "data" / "mnist"))
     cases = load_cases()
@@ -232,6 +261,14 @@ def main(argv=None) -> int:
             done = (HERE / "cases" / f"{name}.json").is_file()
             n_units = len(list((args.work / name).glob("*.npz"))) if (args.work / name).is_dir() else 0
             print(f"{name:24s} {'done' if done else f'{n_units} units'}")
+        return 0
+    if args.estimate:
+        for name in chosen:
+            minutes = estimate(cases[name], mnist)
+            each = ", ".join(f"{s} {m:.0f} min" for s, m in minutes.items())
+            print(
+                f"{name:24s} per unit: {each}; the case: at least {MIN_UNITS * sum(minutes.values()):.0f} min"
+            )
         return 0
     start = time.perf_counter()
 
