@@ -32,13 +32,25 @@ def test_readme_and_docs_have_the_documented_python_blocks():
         compile(block, "<docs>", "exec")
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/tutorial.md"])
+EXPECTED = {  # a line each page's script prints at its end
+    "README.md": "class_error",
+    "docs/tutorial.md": "class_error",
+    "docs/howto.md": "g_w/g_c = 2.0: chaotic",
+}
+
+
+@pytest.mark.parametrize("page", list(EXPECTED))
 @pytest.mark.slow
 def test_api_examples_run_as_a_script(tmp_path, page):
-    # the README's example, and the tutorial's blocks in order (one script: each builds on the last);
-    # docs/cli.md's snippets start a 40-point sweep or need a SLURM cluster, so they are only compiled
-    script = tmp_path / "example.py"
-    script.write_text("\n".join(_python_blocks(page)))
-    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "class_error" in result.stdout
+    # the README's example, and each page's blocks in order (one script: each builds on the last; a
+    # block with a __main__ guard starts worker processes and is a script of its own); docs/cli.md's
+    # snippets start a 40-point sweep or need a SLURM cluster, so they are only compiled
+    blocks = _python_blocks(page)
+    scripts = ["\n".join(b for b in blocks if "__main__" not in b)] + [b for b in blocks if "__main__" in b]
+    for k, text in enumerate(scripts):
+        script = tmp_path / f"example{k}.py"
+        script.write_text(text)
+        result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        if k == 0:
+            assert EXPECTED[page] in result.stdout, result.stdout[-2000:]
