@@ -1,5 +1,6 @@
 """Every CLI command once; bad input exits 2 with one line and no traceback."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,16 @@ def test_run_tables_fit_80_columns_without_cutting_numbers():
     for l in range(5):
         assert text.count(f"0.{l}12345 ± 0.000{l + 1}") == 4, text  # every cell, whole
     assert text.count("0.125") == 4
+
+
+def test_an_unmet_tolerance_is_one_warning_line_not_a_python_warning(tmp_path):
+    sets = ["methods.sampled=false", "methods.map=false", "methods.monte_carlo.rtol=1e-9"]
+    sets += ["methods.monte_carlo.n_samples=256", "methods.monte_carlo.max_samples=512"]
+    args = ["run", str(TINY), "--out", str(tmp_path / "run")] + [a for s in sets for a in ("--set", s)]
+    with warnings.catch_warnings(record=True) as shown:  # what Python would print on stderr
+        warnings.simplefilter("always")
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not [w for w in shown if "rtol" in str(w.message)], [str(w.message) for w in shown]
+    lines = [line for line in result.output.splitlines() if "rtol" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: the first order estimate"), result.output

@@ -9,6 +9,7 @@ results/CASE.json (a case is not computed twice) and summed up, with a figure, o
 docs/bank.md (`--summary`: rewrite it from the results alone).
 
   python validation/compare.py [CASE ...] [--estimators perturbative map reweighted linear_exact]
+  python validation/compare.py CASE --again --estimators reweighted   # recompute one estimator
   python validation/compare.py --summary
 """
 
@@ -46,11 +47,31 @@ def bank_cka(summary: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(ckas, axis=0), 0.5 * np.hypot(*ses)
 
 
-def compare_case(name: str, case: dict, summary: dict, mnist: Path, names: list[str]) -> dict:
+def diagnostics(est) -> dict:
+    """What says whether an estimate can be trusted: the reweighted estimator's ESS, Var R, networks,
+    tolerance and tempered-SMC ladders; the MAP's sweeps and residual."""
+    info = est.info
+    if isinstance(info, ck.estimators.reweighted.ReweightedInfo):
+        return {
+            "ess": float(info.ess),
+            "var_log_weight": float(info.var_log_weight),
+            "n_samples": int(info.n_samples),
+            "rtol_met": info.rtol_met,
+            "smc_ladders": [len(run.temperatures) for run in info.smc_runs],
+            "smc_final_ess": [float(run.final_ess) for run in info.smc_runs],
+        }
+    if isinstance(info, ck.estimators.map.MAPInfo):
+        return {"n_iter": int(info.n_iter), "residual": float(info.residual), "rtol_met": info.rtol_met}
+    return {}
+
+
+def compare_case(name: str, case: dict, summary: dict, mnist: Path, names: list[str], previous=None) -> dict:
+    """Every estimator in `names` on the case (the others kept from `previous`, an earlier result)."""
     spec, data = problem(case, mnist)
     nngp = cka_layers(ck.nngp_kernels(spec, data.X, data.X_test), data.Y)
     bank, bank_se = bank_cka(summary)
     out = {"case": name, "nngp": nngp.tolist(), "bank": bank.tolist(), "bank_se": bank_se.tolist()}
+    out |= {k: v for k, v in (previous or {}).items() if k in ESTIMATORS and k not in names}
     for estimator in names:
         if estimator == "linear_exact" and case["activation"] != "linear":
             continue
@@ -74,6 +95,7 @@ def compare_case(name: str, case: dict, summary: dict, mnist: Path, names: list[
             "captured": captured[1:].tolist(),
             "captured_se": captured_se[1:].tolist(),
             "seconds": seconds,
+            **diagnostics(est),
         }
         print(f"{name}: {estimator} ({out[estimator]['method']}) {seconds:.0f} s, captured "
               f"{np.round(captured[1:], 3).tolist()}", flush=True)  # fmt: skip
@@ -126,7 +148,33 @@ def summary(results: list[dict]) -> list[str]:
         row = [r["case"], " / ".join(f"{a:.4f}" for a in adaptation[1:]), *cells, seconds]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "![Captured fraction per case and layer](bank_captured.png)", ""]
-    return lines
+    return lines + _reweighted_lines(results)
+
+
+def _reweighted_lines(results: list[dict]) -> list[str]:
+    """The reweighted estimator's own diagnostics, where they were recorded (runs since 0.7)."""
+    rows = [(r["case"], r["reweighted"]) for r in results if "ess" in r.get("reweighted", {})]
+    if not rows:
+        return []
+    lines = [
+        "## The reweighted estimator's diagnostics",
+        "",
+        "Networks drawn (rounds until the SE of the CKA adaptation is 5 % of it, `Reweighting(rtol=0.05)`),",
+        "their Kish ESS, the variance of the log weights R, whether the tolerance was met, and the",
+        "tempered-SMC ladders (number of temperatures, final ESS) where the ESS collapsed.",
+        "",
+        "| case | method | networks | ESS | Var R | rtol met | SMC ladder (final ESS) | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case, r in rows:
+        ladders = ", ".join(
+            f"{n} ({e:.0f})" for n, e in zip(r["smc_ladders"], r["smc_final_ess"], strict=True)
+        )
+        lines.append(
+            f"| {case} | {r['method']} | {r['n_samples']} | {r['ess']:.0f} | {r['var_log_weight']:.2f} | "
+            f"{r['rtol_met']} | {ladders or '–'} | {r['seconds']:.0f} |"
+        )
+    return lines + [""]
 
 
 def figure(results: list[dict], path: Path) -> None:
@@ -170,6 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("cases", nargs="*")
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     parser.add_argument("--summary", action="store_true", help="only rewrite docs/bank.md and its figure")
+    parser.add_argument("--again", action="store_true", help="recompute --estimators where a result exists")
     args = parser.parse_args(argv)
     if args.summary:
         write_summary()
@@ -180,13 +229,14 @@ def main(argv=None) -> int:
     for name in args.cases or list(cases):
         summary_path = HERE / "cases" / f"{name}.json"
         target = RESULTS / f"{name}.json"
-        if not summary_path.is_file() or target.is_file():
+        if not summary_path.is_file() or (target.is_file() and not args.again):
             continue
         summary = json.loads(summary_path.read_text())
         if not summary["verdict"]["usable"]:
             print(f"{name}: flagged in the bank, no reference ({summary['verdict']})")
             continue
-        result = compare_case(name, cases[name], summary, mnist, args.estimators)
+        previous = json.loads(target.read_text()) if target.is_file() else None
+        result = compare_case(name, cases[name], summary, mnist, args.estimators, previous)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, target)

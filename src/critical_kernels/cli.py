@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .critical_point import criticality as _criticality
-from .errors import CriticalKernelsError
+from .errors import CriticalKernelsError, EstimateWarning
 from .experiments import (
     load_config,
     load_results,
@@ -145,6 +146,7 @@ def _main(
     ),
 ) -> None:
     """Kernels of finite-width Bayesian deep networks (see the commands below)."""
+    warnings.simplefilter("ignore", EstimateWarning)  # shown as the run's own warning lines instead
 
 
 @app.command()

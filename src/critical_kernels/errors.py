@@ -38,10 +38,15 @@ class DiagnosticsError(ConvergenceError):
     """Sampled chains failed their diagnostics (R-hat, acceptance)."""
 
 
+class EstimateWarning(UserWarning):
+    """Something about a finished estimate its user must know (a tolerance not met, jitter added);
+    the command line shows these from the run's record instead (`report.run_warnings`)."""
+
+
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+def warn_user(message: str, category: type[Warning] = EstimateWarning) -> None:
     """warnings.warn attributed to the first caller outside this package (the user's line), however
     deep inside the package the warning is raised (Python < 3.12 has no skip_file_prefixes)."""
     frame, level = sys._getframe(1), 1

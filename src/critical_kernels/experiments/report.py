@@ -132,8 +132,8 @@ def _attr_text(value) -> str:
 
 def run_warnings(attrs) -> list[str]:
     """Lines a reader must see: an estimator that failed (a ground truth that is no reference, kernels
-    kept but flagged, or NaN), one whose kernels come from an approximation, a Monte Carlo tolerance
-    not met."""
+    kept but flagged, or NaN), one whose kernels come from an approximation or needed jitter, a Monte
+    Carlo tolerance not met."""
     out = []
     for name, record in REGISTRY.items():
         label = estimator_label(name, attrs, flag=False)
@@ -145,6 +145,9 @@ def run_warnings(attrs) -> list[str]:
         elif approximated(attrs, name):
             why = str(attrs.get(f"{name}_fallback", ""))
             out.append(f"the {label} kernels come from an approximation" + (f" ({why})" if why else ""))
+        jitter = attrs.get(f"{name}_jitter")
+        if isinstance(jitter, int | float | np.number) and jitter > 0:
+            out.append(f"the {label} estimate needed Cholesky jitter {jitter:.3g} to be positive definite")
         met = attrs.get(f"{name}_rtol_met")
         if met is not None and not isinstance(met, str) and int(met) == 0:
             out.append(
