@@ -67,3 +67,29 @@ def test_each_case_carries_the_verdict_of_its_own_diagnostics(name):
     assert verdict["agree"] == agree
     # ESS >= 400 is part of convergence too: a case may fail on ESS alone, never pass with bad R-hat
     assert not verdict["usable"] or (agree and all(converged.values()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["relu-mnist-L2-P30", "tanh-mnist-L2-P30"])
+def test_reweighted_with_defaults_lands_on_the_bank(name):
+    """The beyond-saddle estimator with its defaults (rounds of networks until the SE of the CKA
+    adaptation is 5 % of it) against both samplers of a bank case, per hidden layer: within
+    max(2 combined SE, 5 % of the sampled adaptation), its SE at most 10 % of that adaptation."""
+    if not MNIST.is_dir():
+        pytest.skip("MNIST files not found")
+    summary = _summary(name)
+    assert summary["verdict"]["usable"]
+    spec, data = problem(CASES[name], MNIST)
+    est = ck.reweighted_kernels(spec, data.X, data.Y, key=0)
+    cka = cka_layers(est.kernels, data.Y)[1:]
+    se = ck.metrics.cka_layers_se(est.estimates.kernels, data.Y, kind=est.estimates.kind)[1:]
+    nngp = cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
+    samplers = summary["samplers"].values()
+    bank = np.mean([s["cka"] for s in samplers], axis=0)[1:]  # the mean of two independent samplers
+    bank_se = 0.5 * np.hypot(*[s["cka_se"] for s in samplers])[1:]
+    adaptation = np.abs(bank - nngp)
+    assert np.all(se <= 0.10 * adaptation), (se, adaptation)
+    assert np.all(np.abs(cka - bank) <= np.maximum(2 * np.hypot(se, bank_se), 0.05 * adaptation)), (
+        (cka - nngp) / (bank - nngp),
+        np.hypot(se, bank_se) / adaptation,
+    )

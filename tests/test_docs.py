@@ -61,7 +61,13 @@ def _modules_with_examples() -> list[str]:
     )
 
 
-@pytest.mark.parametrize("module", _modules_with_examples())
+SLOW_EXAMPLES = {"critical_kernels.estimators.reweighted", "critical_kernels.estimators.sampled"}  # > 5 s
+
+
+@pytest.mark.parametrize(
+    "module",
+    [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_EXAMPLES else m for m in _modules_with_examples()],
+)
 def test_docstring_examples_run(module):
     # every `>>>` line in the package's docstrings runs, and its shown output is what it prints
     import doctest

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, progress
 from .critical_point import criticality as _criticality
 from .errors import CriticalKernelsError, EstimateWarning
 from .experiments import (
@@ -347,8 +347,8 @@ def run_command(
         cfg = load_config(config, set_)
         folder = Path(out) if out is not None else Path("runs") / cfg.name
         with output_folder(folder, "run", force=force):
-            with console.status("running") as status:
-                ds = run(cfg, status=lambda message: status.update(message))
+            with console.status("running") as status, progress.to_status(status.update):
+                ds = run(cfg, status=status.update)
             write_run(ds, cfg, folder)
     labels = [estimator_label(str(m), ds.attrs) for m in ds.estimator.values]
     cells = [

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import linalg
+from .. import linalg, progress
 from ..errors import InputError, NotPositiveDefiniteError, warn_user
 from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
@@ -599,29 +599,31 @@ def _anneal(spec, method, eq: _Equations, conj, D, schedule, solver, min_health)
     re-estimated at its solution for the next stage."""
     r = eq.C0.shape[0]
     prev_width, pending, solved, stages, timings = schedule[0], list(schedule), [], [], {}
-    while pending:
-        width = pending.pop(0)
-        start = time.perf_counter()
-        scale = prev_width / width  # C~, and with it the tilt of the proposal, scales as 1/N (T12)
-        stage_eq = _with_proposals(eq, None if D is None else D * scale)
-        stages.append(
-            _anderson_solve(spec, method, stage_eq, [c * scale for c in conj], width, solver, min_health)
-        )
-        timings[f"N={width}"] = timings.get(f"N={width}", 0.0) + time.perf_counter() - start
-        mid = round(math.sqrt(prev_width * width))
-        transient = stages[-1].result in (Result.ess_collapsed, Result.not_positive_definite)
-        if transient and prev_width > mid > width and len(stages) < len(schedule) + _MAX_REFINEMENTS:
-            # the first sweeps after a long step can overshoot, collapse the ESS or lose positive
-            # definiteness on the way to a fixed point that has neither: a shorter step first
-            pending[:0] = [mid, width]
-            continue
-        conj = list(jnp.asarray(stages[-1].x.reshape((spec.depth, r, r))))
-        if D is not None:
-            D = _proposal_updates(spec.act, spec.depth, conj, stage_eq)
-        solved.append(width)
-        prev_width = width
-        if not stages[-1].result.ok:
-            break
+    with progress.task("MAP stages", len(schedule)) as update:
+        while pending:
+            width = pending.pop(0)
+            update(len(solved), f"N = {width}")
+            start = time.perf_counter()
+            scale = prev_width / width  # C~, and with it the tilt of the proposal, scales as 1/N (T12)
+            stage_eq = _with_proposals(eq, None if D is None else D * scale)
+            stages.append(
+                _anderson_solve(spec, method, stage_eq, [c * scale for c in conj], width, solver, min_health)
+            )
+            timings[f"N={width}"] = timings.get(f"N={width}", 0.0) + time.perf_counter() - start
+            mid = round(math.sqrt(prev_width * width))
+            transient = stages[-1].result in (Result.ess_collapsed, Result.not_positive_definite)
+            if transient and prev_width > mid > width and len(stages) < len(schedule) + _MAX_REFINEMENTS:
+                # the first sweeps after a long step can overshoot, collapse the ESS or lose positive
+                # definiteness on the way to a fixed point that has neither: a shorter step first
+                pending[:0] = [mid, width]
+                continue
+            conj = list(jnp.asarray(stages[-1].x.reshape((spec.depth, r, r))))
+            if D is not None:
+                D = _proposal_updates(spec.act, spec.depth, conj, stage_eq)
+            solved.append(width)
+            prev_width = width
+            if not stages[-1].result.ok:
+                break
     return conj, stage_eq, stages, solved, timings
 
 

@@ -503,7 +503,7 @@ class Chains(Options):
     """How long to sample: `chains` vmapped chains, `warmup` adaptation steps, `n_samples` steps per
     chain after warm-up with a draw recorded every `thin` steps, in `n_batches` compiled chunks
     (the batch means behind the standard errors); runs whose CKA R-hat exceeds rhat_max fail.
-    progress: a progress bar over the chunks."""
+    progress: a progress bar over the chunks (None: on a terminal outside CI; `progress.shown`)."""
 
     chains: int = count(4)
     warmup: int = count(1000, low=0)
@@ -511,7 +511,7 @@ class Chains(Options):
     thin: int = count(10)
     n_batches: int = count(10)
     rhat_max: float = _field(1.01, "number", low=1, inclusive=True)
-    progress: bool = _field(False, "flag")
+    progress: bool | None = _field(None, "flag", optional=True)
 
     def _check_together(self) -> None:
         if self.n_samples < self.thin * self.n_batches:

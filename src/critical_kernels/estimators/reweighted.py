@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import linalg
+from .. import linalg, progress
 from ..errors import InputError, warn_user
 from ..likelihood import log_evidence
 from ..metrics import cka_layers, cka_layers_se, se_target
@@ -274,11 +274,13 @@ def _input_factor(spec: NetworkSpec, X_all) -> jnp.ndarray:
     )
 
 
-def _accumulate(fn, keys, args) -> _Chunks:
-    """Run the compiled chunk `fn` over keys (n_batches, n_chunks, size, 2) with the shared args."""
+def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
+    """Run the compiled chunk `fn` over keys (n_batches, n_chunks, size, 2) with the shared args;
+    update(chunks done) after each."""
     R_all, maxes, sw, swk, accs, bad = [], [], [], [], [], 0
     for b in range(keys.shape[0]):
         for c in range(keys.shape[1]):
+            update(b * keys.shape[1] + c)
             R, m, s, sk, acc, nbad = fn(keys[b, c], *args)
             R_all.append(np.asarray(R))
             maxes.append(float(m))
@@ -325,7 +327,11 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
     chunks, n_used, met = None, 0, None
     for r in range(_MAX_ROUNDS):
         keys = jax.random.split(jax.random.fold_in(k_draw, r), per_batch * options.n_batches)
-        new = _accumulate(fn, keys.reshape(options.n_batches, per_batch // size, size, -1), args)
+        chunk_keys = keys.reshape(options.n_batches, per_batch // size, size, -1)
+        with progress.task(
+            f"reweighting, round {r + 1}", chunk_keys.shape[0] * chunk_keys.shape[1]
+        ) as update:
+            new = _accumulate(fn, chunk_keys, args, update)
         chunks = new if chunks is None else _joined(chunks, new)
         n_used += per_batch * options.n_batches
         acceptance = np.mean(chunks.acc, axis=0) if not linear else np.ones(L)

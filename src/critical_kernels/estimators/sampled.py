@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.adaptation.step_size import dual_averaging_adaptation
-from rich.progress import Progress
 
+from .. import progress
 from ..errors import NotPositiveDefiniteError
 from ..nngp import input_kernel
 from ..numerics import as_key, limit_blas_threads, standard_error
@@ -248,10 +248,10 @@ def _sample_batches(job: _Job, states, eps, k_draw, timings: dict) -> tuple[list
     chains = job.chains
     start = time.perf_counter()
     sums, per_draw = [], []
-    with Progress(disable=not chains.progress, transient=True) as bar:
-        task = bar.add_task(f"{type(job.sampler).__name__}: {chains.chains} chains", total=chains.n_batches)
+    description = f"{type(job.sampler).__name__}: {chains.chains} chains"
+    with progress.task(description, chains.n_batches, show=chains.progress) as update:
         timings["batches"] = []  # the first includes compilation on a first call
-        for k in jax.random.split(k_draw, chains.n_batches):
+        for done, k in enumerate(jax.random.split(k_draw, chains.n_batches), start=1):
             tick = time.perf_counter()
             states, batch_sums, batch_draws = job.programs.batch(
                 job.Xj, job.Yj, states, eps, jax.random.split(k, chains.chains)
@@ -259,7 +259,7 @@ def _sample_batches(job: _Job, states, eps, k_draw, timings: dict) -> tuple[list
             sums.append(jax.tree.map(np.asarray, batch_sums))
             per_draw.append(jax.tree.map(np.asarray, batch_draws))
             timings["batches"].append(time.perf_counter() - tick)
-            bar.advance(task)
+            update(done, f"batch {done} of {chains.n_batches}")
     timings["sampling"] = time.perf_counter() - start
     return sums, per_draw
 

@@ -43,7 +43,7 @@ import numpy as np
 from blackjax.mcmc import hmc
 from blackjax.smc import adaptive_tempered, resampling
 
-from .. import linalg
+from .. import linalg, progress
 from ..likelihood import log_evidence
 from ..spec import NetworkSpec
 from .network import empirical_kernel
@@ -225,7 +225,7 @@ def _programs(model: Preactivation, P: int, options: TemperedSMC):
     return init, step, _final_program(model, mcmc_step, options), ratios
 
 
-def _ladder(programs, state, data: tuple, key, options: TemperedSMC):
+def _ladder(programs, state, data: tuple, key, options: TemperedSMC, update=lambda beta, text="": None):
     """Adaptive tempering steps until beta = 1: (state, betas, acceptances, step sizes, step size, problem,
     the key left over).
     Stops with a problem (never a silent jump to beta = 1) where the weights become non-finite or no
@@ -236,6 +236,7 @@ def _ladder(programs, state, data: tuple, key, options: TemperedSMC):
         key, k = jax.random.split(key)
         state, acc = step(k, state, jnp.asarray(eps), *data)
         betas.append(float(state.tempering_param))
+        update(betas[-1], f"beta = {betas[-1]:.3g}")
         accs.append(float(acc))
         steps.append(eps)
         # HMC step size towards acceptance ~0.65 for the next temperature (a factor of 2 at most)
@@ -267,7 +268,10 @@ def _one_run(programs, data: tuple, keys: tuple, options: TemperedSMC, nan_kerne
         )
         run = SMCRun(np.zeros(1), np.zeros(0), np.zeros(0), math.nan, False, math.nan, len(R), problem, False)
         return nan_kernels, run
-    state, betas, accs, steps, eps, problem, k_steps = _ladder(programs, state, data, k_steps, options)
+    with progress.task("tempered SMC", 1.0) as update:
+        state, betas, accs, steps, eps, problem, k_steps = _ladder(
+            programs, state, data, k_steps, options, update
+        )
     weights = np.asarray(state.weights)
     _, k_final = jax.random.split(k_steps)
     K, acc = final(k_final, state, jnp.asarray(eps), Xj, Yj)

@@ -7,6 +7,7 @@ called with the options objects of the config's [methods] tables.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -19,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__, datasets
+from .. import progress as progress_display
 from ..critical_point import critical_gain, criticality
 from ..errors import CriticalKernelsError, InputError
 from ..estimators import KernelEstimate
@@ -105,9 +107,14 @@ def usable(estimate: KernelEstimate) -> bool:
 
 @limit_blas_threads
 def run(
-    config: ExperimentConfig, status: Callable[[str], None] = lambda message: None, progress: bool = True
+    config: ExperimentConfig,
+    status: Callable[[str], None] = lambda message: None,
+    progress: bool | None = None,
 ) -> xr.Dataset:
     """Compute every requested kernel of every layer and collect them in one Dataset.
+
+    status(message) hears which estimator runs; progress: the estimators' own progress bars (None: on
+    a terminal outside CI; False: none, as in sweep workers).
 
     Variables: kernel (estimator, layer, row, col) on train + test inputs, cka and cka_se
     (estimator, layer), test_error and test_mse (estimator); attrs: every estimate's E_* attrs
@@ -128,9 +135,12 @@ def run(
     chains = dataclasses.replace(config.methods.chains, progress=progress)  # a display setting of this run
     methods = config.methods.model_copy(update={"chains": chains})
     estimates = {}
-    for e in estimators(config):
-        call = functools.partial(e.call, methods, spec, data.X, data.Y, data.X_test, estimates, config.seed)
-        estimates[e.name] = timed(e.name, call)
+    with contextlib.nullcontext() if progress is not False else progress_display.to_status(lambda text: None):
+        for e in estimators(config):
+            call = functools.partial(
+                e.call, methods, spec, data.X, data.Y, data.X_test, estimates, config.seed
+            )
+            estimates[e.name] = timed(e.name, call)
     attrs = {
         **run_attrs(estimates, data),
         "name": config.name,
