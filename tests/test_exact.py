@@ -52,3 +52,43 @@ def test_first_order_shift_matches_exact_posterior_shift():
         norms.append(N * np.linalg.norm(d_exact))
     # size falls as 1/N: N |shift| constant within the estimator noise (measured 1.13, 1.20, 1.18)
     assert np.ptp(norms) < 0.15 * np.mean(norms)
+
+
+def test_posterior_predictive_equals_one_dimensional_quadrature():
+    # one training input x and a test input c x, linear, no biases: C1 = g q chi2_N / N with
+    # C1_te,tr = c C1 and C1_te,te = c^2 C1, so the predictive mean m = c C y / (C + kappa) and
+    # variance v = c^2 C kappa / (C + kappa) + kappa given C are 1-D integrals over C's posterior (T21)
+    N, g, kappa, y, c = 5, 1.3, 0.1, 2.0, -0.7
+    X = np.array([[1.5, -0.5]])
+    spec = ck.NetworkSpec(depth=1, width=N, activation="linear", g_w=g, g_b=0.0, kappa=kappa)
+    scale = g * (X @ X.T / 2).item() / N
+    weight = lambda C: stats.chi2.pdf(C / scale, N) * stats.norm.pdf(y, 0, np.sqrt(C + kappa))  # noqa: E731
+    average = lambda f: integrate.quad(lambda C: f(C) * weight(C), 0, np.inf, epsabs=1e-13)[0]  # noqa: E731
+    norm = average(lambda C: 1.0)
+    m = average(lambda C: c * C * y / (C + kappa)) / norm
+    s = average(lambda C: (c * C * y / (C + kappa)) ** 2 + c**2 * C * kappa / (C + kappa) + kappa) / norm
+    res = exact_posterior_kernels(
+        spec, X, [y], c * X, options=ck.PriorImportance(200_000, batch_size=50_000), key=4
+    )
+    info = res.info
+    assert abs(info.f_test.item() - m) <= 4 * info.f_test_se.item(), (info.f_test, m, info.f_test_se)
+    var = s - m**2
+    assert abs(info.f_test_var.item() - var) <= 4 * info.f_test_var_se.item(), (info.f_test_var, var)
+    assert 0 < info.f_test_se.item() < 0.01 * abs(m) and 0 < info.f_test_var_se.item() < 0.01 * var
+
+
+@pytest.mark.slow
+def test_sampled_posterior_predictive_matches_the_exact_one():
+    """Networks sampled in both parameterisations against 2^17 prior networks weighted by their
+    evidence: predictive mean and variance of y* on three test rows within 4 combined SE (the
+    exact side's SE is the delta method's). Measured |z| <= 1.6 (mean) and 1.0 (variance)."""
+    d = ck.datasets.xor(n_train=6, n_test=3, dim=4, seed=0)
+    spec = ck.NetworkSpec(depth=1, width=10, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    exact = exact_posterior_kernels(spec, d.X, d.Y, d.X_test, options=ck.PriorImportance(2**17), key=5).info
+    chains = ck.Chains(chains=4, warmup=500, n_samples=4000, thin=10, n_batches=10)
+    for sampler in (ck.HMC(n_leapfrog=4, space="preactivation"), ck.HMC(n_leapfrog=16)):
+        info = ck.sample_posterior(spec, d.X, d.Y, d.X_test, sampler=sampler, chains=chains, key=1).info
+        z_mean = (info.f_test - exact.f_test) / np.hypot(info.f_test_se, exact.f_test_se)
+        z_var = (info.f_test_var - exact.f_test_var) / np.hypot(info.f_test_var_se, exact.f_test_var_se)
+        assert np.all(np.abs(z_mean) < 4) and np.all(np.abs(z_var) < 4), (sampler.label, z_mean, z_var)
+        assert np.all(info.f_test_var > spec.kappa)  # the noise plus the networks' spread

@@ -25,11 +25,16 @@ from .options import PriorImportance
 
 class ExactInfo(NamedTuple):
     """ess: effective sample size (sum w)^2 / sum w^2; n_samples: networks drawn; timings: {"total":
-    wall seconds}."""
+    wall seconds}; with test rows (else None): f_test, f_test_var, the posterior predictive mean and
+    variance of y* (T21), (P_test, D), and f_test_se, f_test_var_se their SEs (delta method)."""
 
     ess: float
     n_samples: int
     timings: dict
+    f_test: np.ndarray | None = None
+    f_test_var: np.ndarray | None = None
+    f_test_se: np.ndarray | None = None
+    f_test_var_se: np.ndarray | None = None
 
 
 @limit_blas_threads
@@ -68,43 +73,84 @@ def exact_posterior_kernels(
     start = time.perf_counter()
     _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, PriorImportance))
     keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch_size))
-    sw, sw2, swc, sw2c, sw2c2 = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
-    mean = swc / sw
-    var = (sw2c2 - 2.0 * mean * sw2c + mean**2 * sw2) / sw**2  # delta method, self-normalised IS
+    sw, sw2, sums = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
+    mean, se = {}, {}
+    for name, (swx, sw2x, sw2x2) in sums.items():
+        mean[name] = swx / sw
+        var = (sw2x2 - 2.0 * mean[name] * sw2x + mean[name] ** 2 * sw2) / sw**2  # delta method
+        se[name] = np.sqrt(np.maximum(var, 0.0))
     ess = float(sw**2 / sw2)
-    info = ExactInfo(ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start})
+    predictive = _predictive_summary(sw, sw2, sums, mean, se) if len(X_all) > P else {}
+    info = ExactInfo(
+        ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start}, **predictive
+    )
     ok = ess >= options.min_ess_count
     outcome = Outcome(
         Result.success if ok else Result.ess_collapsed,
         "" if ok else f"effective sample size {ess:.1f} < min_ess_count = {options.min_ess_count}",
         method=options,
     )
-    return finish("exact", mean, np.sqrt(np.maximum(var, 0.0)), info, outcome, throw=throw)
+    return finish("exact", mean["C"], se["C"], info, outcome, throw=throw)
 
 
-def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> list:
-    """sum w, sum w^2, sum w C, sum w^2 C, sum w^2 C^2 over `batch` prior networks per key, with
-    w = exp(log w - ref) the marginal likelihoods (THEORY 7) relative to a running log-weight
+def _predictive_summary(sw, sw2, sums: dict, mean: dict, se: dict) -> dict:
+    """f_test = <m>, f_test_var = <s> - <m>^2 (T21) and their delta-method SEs: the variance's from
+    the pseudo-values x = s - 2 <m> m, sum w^2 (x - <x>)^2 / (sum w)^2 expanded in the sums."""
+    mu, s_bar = mean["m"], mean["s"]
+    x_bar = s_bar - 2.0 * mu * mu
+    sum_x2 = sums["s"][2] - 4.0 * mu * sums["sm"][1] + 4.0 * mu**2 * sums["m"][2]
+    sum_x = sums["s"][1] - 2.0 * mu * sums["m"][1]
+    var_x = (sum_x2 - 2.0 * x_bar * sum_x + x_bar**2 * sw2) / sw**2
+    return dict(
+        f_test=mu, f_test_var=s_bar - mu**2, f_test_se=se["m"], f_test_var_se=np.sqrt(np.maximum(var_x, 0.0))
+    )
+
+
+def _predictive(C_out, Y, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per network (M, P', P') output kernel: the mean m and second moment m^2 + v of y* on the test
+    rows given the hidden layers (T21), each (M, P_test, D)."""
+    P = len(Y)
+    K = C_out[:, :P, :P] + kappa * np.eye(P)
+    solved = np.linalg.solve(
+        K, np.concatenate([np.broadcast_to(Y, (len(K),) + Y.shape), C_out[:, :P, P:]], -1)
+    )
+    m = C_out[:, P:, :P] @ solved[..., : Y.shape[1]]
+    v = np.diagonal(C_out[:, P:, P:], axis1=1, axis2=2) - np.einsum(
+        "mtp,mpt->mt", C_out[:, P:, :P], solved[..., Y.shape[1] :]
+    )
+    return m, m**2 + (v + kappa)[..., None]
+
+
+def _weighted(w, x):
+    """sum_m w_m x_m over the first axis."""
+    return np.einsum("m,m...->...", w, x)
+
+
+def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> tuple:
+    """sum w, sum w^2 and, for the kernels C and (with test rows) the predictive mean m and second
+    moment s of y*, the sums (sum w x, sum w^2 x, sum w^2 x^2) over `batch` prior networks per key,
+    with w = exp(log w - ref) the marginal likelihoods (THEORY 7) relative to a running log-weight
     reference, so weights never overflow."""
     P = len(Y)
-    sums, ref = None, -np.inf
+    sw = sw2 = 0.0
+    sums: dict = {}
+    ref = -np.inf
     for k in keys:
         C = sample_prior_kernels(spec, X_all, batch, key=k)
         log_w = np.asarray(log_evidence(jnp.asarray(C[:, -1, :P, :P]), jnp.asarray(Y), spec.kappa))
         if log_w.max() > ref:
-            if sums is not None:
-                scale = np.exp(ref - log_w.max())
-                sums = [s * scale ** (1 if i in (0, 2) else 2) for i, s in enumerate(sums)]
+            scale = np.exp(ref - log_w.max())
+            sw, sw2 = sw * scale, sw2 * scale**2
+            sums = {n: (a * scale, b * scale**2, c * scale**2) for n, (a, b, c) in sums.items()}
             ref = log_w.max()
         w = np.exp(log_w - ref)
-        w2 = w**2
-        batch_sums = [
-            w.sum(),
-            w2.sum(),
-            np.einsum("m,m...->...", w, C),
-            np.einsum("m,m...->...", w2, C),
-            np.einsum("m,m...->...", w2, C**2),
-        ]
-        sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
-    assert sums is not None, "no batches"
-    return sums
+        values = {"C": C}
+        if len(X_all) > P:
+            values["m"], values["s"] = _predictive(C[:, -1], Y, spec.kappa)
+            values["sm"] = values["s"] * values["m"]  # for the SE of the variance
+        sw, sw2 = sw + w.sum(), sw2 + (w**2).sum()
+        for name, x in values.items():
+            new = (_weighted(w, x), _weighted(w**2, x), _weighted(w**2, x**2))
+            old = sums.get(name, (0.0, 0.0, 0.0))
+            sums[name] = tuple(a + b for a, b in zip(old, new, strict=True))
+    return sw, sw2, sums

@@ -85,3 +85,8 @@ class Network:
     def test_outputs(self, u, X, Y):
         """The network's outputs f (P_test, D) on the rows of X after the P = len(Y) training rows."""
         return self.forward(u, X[Y.shape[0] :])[1]
+
+    def test_predictive(self, u, X, Y):
+        """Mean and variance of y* = f + noise given every weight: (f, kappa), each (P_test, D)."""
+        f = self.test_outputs(u, X, Y)
+        return f, jnp.full_like(f, self.spec.kappa)

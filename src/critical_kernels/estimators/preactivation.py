@@ -145,7 +145,15 @@ class Preactivation:
 
     def test_outputs(self, u, X, Y):
         """E[f_test | hidden layers, Y] = C(L)_te,tr (C(L)_tr,tr + kappa I)^-1 Y (THEORY 4), (P_test, D)."""
+        return self.test_predictive(u, X, Y)[0]
+
+    def test_predictive(self, u, X, Y):
+        """Mean and variance of y* given the hidden layers, the readout integrated out (T21):
+        C_te,tr K^-1 Y and diag(C_te,te - C_te,tr K^-1 C_tr,te) + kappa, K = C_tr,tr + kappa I,
+        each (P_test, D)."""
         P = Y.shape[0]
         C = self._kernels(u, X)[-1]
         factor = linalg.cholesky(C[:P, :P] + self.spec.kappa * jnp.eye(P))
-        return C[P:, :P] @ linalg.cho_solve(factor, Y)
+        mean = C[P:, :P] @ linalg.cho_solve(factor, Y)
+        var = jnp.diag(C[P:, P:]) - jnp.sum(C[P:, :P] * linalg.cho_solve(factor, C[:P, P:]).T, axis=1)
+        return mean, jnp.broadcast_to((var + self.spec.kappa)[:, None], mean.shape)

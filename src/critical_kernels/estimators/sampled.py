@@ -40,8 +40,10 @@ class SamplingInfo(NamedTuple):
     """sampler: its options (space and prior included); acceptance, step_size: (chains,); rhat_cka,
     ess_cka: (L+1,) R-hat and ESS of the per-draw CKA (layer 0: 1 and inf); rhat_kernels, ess_kernels:
     (L+1,) worst R-hat and smallest ESS over kernel entries from the batch means (reported, not used to
-    flag: with ~10 batches per chain R-hat is noisy); f_test: (P_test, D) mean network output on the
-    test inputs (pre-activation space: the mean of the readout-integrated predictor) or None;
+    flag: with ~10 batches per chain R-hat is noisy); f_test: (P_test, D) posterior predictive mean
+    of y* on the test inputs (pre-activation space: the mean of the readout-integrated predictor) or
+    None; f_test_var: its posterior predictive variance E[Var(y* | network)] + Var(E[y* | network])
+    (T21); f_test_se, f_test_var_se: their batch-means SEs (the variance's by the delta method);
     grad_evals; warnings: what failed; timings; cka_draws: (chains, draws, L) the CKA of layers 1..L
     per recorded draw (R-hat and ESS of the CKA; pooling runs). The batch means behind the SE are the
     estimate's `estimates` (kind "batches", chain-major)."""
@@ -54,6 +56,9 @@ class SamplingInfo(NamedTuple):
     rhat_kernels: np.ndarray
     ess_kernels: np.ndarray
     f_test: np.ndarray | None
+    f_test_var: np.ndarray | None
+    f_test_se: np.ndarray | None
+    f_test_var_se: np.ndarray | None
     grad_evals: int
     warnings: tuple
     timings: dict
@@ -150,8 +155,9 @@ def _warm_program(sampler, step, log_density, warmup: int):
 
 
 def _batch_program(spec: NetworkSpec, space: str, step, log_density, shape: tuple, schedule: _Schedule):
-    """Compiled batch: per chain `draws` recorded draws `thin` steps apart; the sums of C and C^2 and
-    f_test over them, and per draw the CKA of every layer, the acceptance and the gradient evaluations."""
+    """Compiled batch: per chain `draws` recorded draws `thin` steps apart; the sums of C, C^2, the
+    predictive mean m and second moment m^2 + v of y* on the test rows over them, and per draw the
+    CKA of every layer, the acceptance and the gradient evaluations."""
     thin, draws = schedule.thin, schedule.draws
     d, P, rank = shape
 
@@ -171,13 +177,14 @@ def _batch_program(spec: NetworkSpec, space: str, step, log_density, shape: tupl
 
                 (state, acc, evals), _ = jax.lax.scan(move, (state, 0.0, 0), jax.random.split(k, thin))
                 C = net.kernels(state.position, X)
-                f = net.test_outputs(state.position, X, Y)
-                sums = (sums[0] + C, sums[1] + C * C, sums[2] + f)
+                f, v = net.test_predictive(state.position, X, Y)
+                sums = (sums[0] + C, sums[1] + C * C, sums[2] + f, sums[3] + f * f + v)
                 ckas = jax.vmap(lambda K: _cka(K[:P, :P], Y))(C)
                 return (state, sums), (ckas, acc / thin, evals)
 
             L, Pa = spec.depth, X.shape[0]
-            zeros = (jnp.zeros((L, Pa, Pa)), jnp.zeros((L, Pa, Pa)), jnp.zeros((Pa - P, spec.n_out)))
+            test = jnp.zeros((Pa - P, spec.n_out))
+            zeros = (jnp.zeros((L, Pa, Pa)), jnp.zeros((L, Pa, Pa)), test, test)
             (state, sums), per_draw = jax.lax.scan(record, (state, zeros), jax.random.split(key, draws))
             return state, sums, per_draw
 
@@ -337,6 +344,24 @@ def _layer_extremes(entries: np.ndarray, depth: int, worst) -> np.ndarray:
     return np.concatenate([[exact], out])
 
 
+def _predictive(sums, draws: int, has_test: bool) -> dict:
+    """f_test, f_test_var and their SEs from the per-batch sums of m and m^2 + v (T21): batch means
+    b_m, b_s over (chain, batch); var = <b_s> - <b_m>^2, its SE from the batch means of the
+    delta-method pseudo-values b_s - 2 <b_m> b_m."""
+    if not has_test:
+        return dict(f_test=None, f_test_var=None, f_test_se=None, f_test_var_se=None)
+    b_m = np.stack([s[2] for s in sums], axis=1) / draws  # (chains, batches, P_test, D)
+    b_m = b_m.reshape((-1,) + b_m.shape[2:])
+    b_s = (np.stack([s[3] for s in sums], axis=1) / draws).reshape(b_m.shape)
+    mean = b_m.mean(axis=0)
+    return dict(
+        f_test=mean,
+        f_test_var=b_s.mean(axis=0) - mean**2,
+        f_test_se=standard_error(b_m, "batches"),
+        f_test_var_se=standard_error(b_s - 2.0 * mean * b_m, "batches"),
+    )
+
+
 def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate:
     """Means, standard errors and diagnostics from per-batch sums and per-draw records."""
     spec, sampler, chains, X_all, P = job.spec, job.sampler, job.chains, job.X_all, job.P
@@ -366,7 +391,7 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
         ess_cka=np.concatenate([[np.inf], ess_cka]),
         rhat_kernels=_layer_extremes(rhat_entries, spec.depth, np.nanmax),
         ess_kernels=_layer_extremes(ess_entries, spec.depth, np.min),
-        f_test=sum(s[2].sum(axis=0) for s in sums) / n_total if len(X_all) > P else None,
+        **_predictive(sums, draws, has_test=len(X_all) > P),
         grad_evals=int(sum(p[2].sum() for p in per_draw)),
         warnings=tuple(warnings),
         timings=timings,
