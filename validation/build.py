@@ -111,6 +111,9 @@ def run_unit(case: dict, sampler: str, index: int, mnist: Path) -> dict:
         "acceptance": est.info.acceptance,
         "step_size": est.info.step_size,
         "f_test": est.info.f_test,
+        "f_test_var": est.info.f_test_var,  # the posterior predictive of y* (T21), with SEs
+        "f_test_se": est.info.f_test_se,
+        "f_test_var_se": est.info.f_test_var_se,
         "grad_evals": est.info.grad_evals,
         "seconds": time.perf_counter() - start,
     }
@@ -135,9 +138,24 @@ def pooled(parts: list[dict], Y) -> dict:
         "ess_cka": np.concatenate([[np.inf], ess]),
         "acceptance": np.concatenate([u["acceptance"] for u in parts]),
         "f_test": np.mean([u["f_test"] for u in parts], axis=0),
+        **_pooled_predictive(parts),
         "chains": batches.shape[0],
         "seconds": float(sum(float(u["seconds"]) for u in parts)),
         "grad_evals": int(sum(int(u["grad_evals"]) for u in parts)),
+    }
+
+
+def _pooled_predictive(parts: list[dict]) -> dict:
+    """The predictive variance of y* over equal units (law of total variance across them) and the
+    SEs of mean and variance (independent units); nothing where a unit predates it (0.7)."""
+    if not all("f_test_var" in u for u in parts):
+        return {}
+    m, v = np.stack([u["f_test"] for u in parts]), np.stack([u["f_test_var"] for u in parts])
+    n = len(parts)
+    return {
+        "f_test_var": (v + m**2).mean(axis=0) - m.mean(axis=0) ** 2,
+        "f_test_se": np.sqrt(sum(u["f_test_se"] ** 2 for u in parts)) / n,
+        "f_test_var_se": np.sqrt(sum(u["f_test_var_se"] ** 2 for u in parts)) / n,
     }
 
 
@@ -213,6 +231,7 @@ def write_case(case: dict, results: dict, mnist: Path) -> None:
         arrays[f"{s}/kernels"] = _upper(r["kernels"]).astype(np.float32)
         arrays[f"{s}/mcse"] = _upper(r["mcse"]).astype(np.float16)
         arrays[f"{s}/f_test"] = r["f_test"]
+        arrays |= {f"{s}/{k}": r[k] for k in ("f_test_var", "f_test_se", "f_test_var_se") if k in r}
     out = HERE / "cases"
     out.mkdir(exist_ok=True)
     _atomic_save(out / f"{case['name']}.npz", lambda f: np.savez_compressed(f, **arrays))
