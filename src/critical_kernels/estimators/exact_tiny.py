@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..fluctuations import sample_prior_kernels
-from ..likelihood import log_evidence
+from ..likelihood import log_evidence, predictive_moments
 from ..numerics import as_key, limit_blas_threads
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Outcome, Result, finish, prepare
@@ -106,21 +106,6 @@ def _predictive_summary(sw, sw2, sums: dict, mean: dict, se: dict) -> dict:
     )
 
 
-def _predictive(C_out, Y, kappa: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per network (M, P', P') output kernel: the mean m and second moment m^2 + v of y* on the test
-    rows given the hidden layers (T21), each (M, P_test, D)."""
-    P = len(Y)
-    K = C_out[:, :P, :P] + kappa * np.eye(P)
-    solved = np.linalg.solve(
-        K, np.concatenate([np.broadcast_to(Y, (len(K),) + Y.shape), C_out[:, :P, P:]], -1)
-    )
-    m = C_out[:, P:, :P] @ solved[..., : Y.shape[1]]
-    v = np.diagonal(C_out[:, P:, P:], axis1=1, axis2=2) - np.einsum(
-        "mtp,mpt->mt", C_out[:, P:, :P], solved[..., Y.shape[1] :]
-    )
-    return m, m**2 + (v + kappa)[..., None]
-
-
 def _weighted(w, x):
     """sum_m w_m x_m over the first axis."""
     return np.einsum("m,m...->...", w, x)
@@ -146,7 +131,8 @@ def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> tuple:
         w = np.exp(log_w - ref)
         values = {"C": C}
         if len(X_all) > P:
-            values["m"], values["s"] = _predictive(C[:, -1], Y, spec.kappa)
+            moments = jax.vmap(predictive_moments, in_axes=(0, None, None))(C[:, -1], Y, spec.kappa)
+            values["m"], values["s"] = (np.asarray(x) for x in moments)
             values["sm"] = values["s"] * values["m"]  # for the SE of the variance
         sw, sw2 = sw + w.sum(), sw2 + (w**2).sum()
         for name, x in values.items():

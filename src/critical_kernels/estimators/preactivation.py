@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
-from ..likelihood import log_evidence
+from ..likelihood import log_evidence, predictive_moments
 from ..spec import NetworkSpec
 from .network import Network, empirical_kernel
 
@@ -151,9 +151,5 @@ class Preactivation:
         """Mean and variance of y* given the hidden layers, the readout integrated out (T21):
         C_te,tr K^-1 Y and diag(C_te,te - C_te,tr K^-1 C_tr,te) + kappa, K = C_tr,tr + kappa I,
         each (P_test, D)."""
-        P = Y.shape[0]
-        C = self._kernels(u, X)[-1]
-        factor = linalg.cholesky(C[:P, :P] + self.spec.kappa * jnp.eye(P))
-        mean = C[P:, :P] @ linalg.cho_solve(factor, Y)
-        var = jnp.diag(C[P:, P:]) - jnp.sum(C[P:, :P] * linalg.cho_solve(factor, C[:P, P:]).T, axis=1)
-        return mean, jnp.broadcast_to((var + self.spec.kappa)[:, None], mean.shape)
+        m, second = predictive_moments(self._kernels(u, X)[-1], Y, self.spec.kappa)
+        return m, second - m**2

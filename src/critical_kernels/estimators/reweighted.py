@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import linalg, progress
 from ..errors import InputError, warn_user
-from ..likelihood import log_evidence
+from ..likelihood import log_evidence, predictive_moments
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_kernels
 from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
@@ -81,7 +81,10 @@ class ReweightedInfo(NamedTuple):
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     timings: {"total": wall seconds} (including the saddle solve when it was not passed in);
     smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ();
-    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run).
+    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run);
+    f_test, f_test_var: the posterior predictive mean and variance of y* on the test rows (T21), the
+    weighted averages of the networks' own, with jackknife SEs f_test_se, f_test_var_se, (P_test, D)
+    (None without test rows, or from tempered SMC).
     ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
     """
@@ -95,6 +98,10 @@ class ReweightedInfo(NamedTuple):
     timings: dict
     smc_runs: tuple[SMCRun, ...] = ()
     rtol_met: bool | None = None
+    f_test: np.ndarray | None = None
+    f_test_var: np.ndarray | None = None
+    f_test_se: np.ndarray | None = None
+    f_test_var_se: np.ndarray | None = None
 
 
 class _Plain(NamedTuple):
@@ -111,6 +118,7 @@ class _Plain(NamedTuple):
     acceptance: np.ndarray
     bad: int
     rtol_met: bool | None = None
+    predictive: dict | None = None  # ReweightedInfo's f_test fields (`_predictive_jackknife`)
 
 
 class _AtSaddle(NamedTuple):
@@ -144,6 +152,7 @@ class _Report(NamedTuple):
             {"total": time.perf_counter() - self.start},
             smc_runs,
             plain.rtol_met,
+            **(plain.predictive or {}) if not smc_runs else {},
         )
 
     def nan_kernels(self) -> np.ndarray:
@@ -219,7 +228,8 @@ def _layer_mh(fn, n_mh, key, F, A, g, N, zw):
 
 @lru_cache(maxsize=32)
 def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
-    """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, acceptance, ok count)."""
+    """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, acceptance, ok count, and on
+    the test rows sum w m, sum w s: the networks' predictive mean and second moment of y*, T21)."""
     L = len(gains)
 
     def network(key, F0, conj, Y, zw):
@@ -249,19 +259,27 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
         R, K, acc, ok = jax.vmap(network, in_axes=(0, None, None, None, None))(keys, F0, conj, Y, zw)
         m = jnp.max(R)
         w = jnp.exp(R - m)
-        return R, m, jnp.sum(w), jnp.einsum("n,nlab->lab", w, K), jnp.mean(acc, axis=0), jnp.sum(~ok)
+        swm = sws = jnp.zeros(0)
+        if K.shape[-1] > P:  # test rows (static): the networks' predictive moments
+            mean, second = jax.vmap(predictive_moments, in_axes=(0, None, None))(K[:, -1], Y, kappa)
+            swm, sws = w @ mean.reshape(len(w), -1), w @ second.reshape(len(w), -1)
+        sums = (jnp.sum(w), jnp.einsum("n,nlab->lab", w, K), swm, sws)
+        return R, m, *sums, jnp.mean(acc, axis=0), jnp.sum(~ok)
 
     return chunk
 
 
 class _Chunks(NamedTuple):
     """Per compiled chunk (in batch order): log weights R of every network (concatenated), max R,
-    sum w and sum w C with w = exp(R - max R), (L,) acceptance; failed networks in all."""
+    sum w, sum w C and, flattened over the test rows, sum w m and sum w s (T21) with
+    w = exp(R - max R), (L,) acceptance; failed networks in all."""
 
     R: np.ndarray
     maxes: np.ndarray
     sw: np.ndarray
     swk: np.ndarray
+    swm: np.ndarray
+    sws: np.ndarray
     acc: list
     bad: int
 
@@ -277,18 +295,42 @@ def _input_factor(spec: NetworkSpec, X_all) -> jnp.ndarray:
 def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
     """Run the compiled chunk `fn` over keys (n_batches, n_chunks, size, 2) with the shared args;
     update(chunks done) after each."""
-    R_all, maxes, sw, swk, accs, bad = [], [], [], [], [], 0
+    R_all, maxes, sw, swk, swm, sws, accs, bad = [], [], [], [], [], [], [], 0
     for b in range(keys.shape[0]):
         for c in range(keys.shape[1]):
             update(b * keys.shape[1] + c)
-            R, m, s, sk, acc, nbad = fn(keys[b, c], *args)
+            R, m, s, sk, sm, ss, acc, nbad = fn(keys[b, c], *args)
             R_all.append(np.asarray(R))
             maxes.append(float(m))
             sw.append(float(s))
             swk.append(np.asarray(sk))
+            swm.append(np.asarray(sm))
+            sws.append(np.asarray(ss))
             accs.append(np.asarray(acc))
             bad += int(nbad)
-    return _Chunks(np.concatenate(R_all), np.asarray(maxes), np.asarray(sw), np.asarray(swk), accs, bad)
+    arrays = (np.asarray(sw), np.asarray(swk), np.asarray(swm), np.asarray(sws))
+    return _Chunks(np.concatenate(R_all), np.asarray(maxes), *arrays, accs, bad)
+
+
+def _predictive_jackknife(chunks: _Chunks, n_batches: int, shape: tuple) -> dict:
+    """f_test = sum w m / sum w and f_test_var = sum w s / sum w - f_test^2 over all networks (T21),
+    with delete-one-batch jackknife SEs, each reshaped to (P_test, D); empty without test rows."""
+    if chunks.swm.shape[1] == 0:
+        return {}
+    scale = np.exp(chunks.maxes - max(chunks.maxes))
+    sw = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
+    swm = (chunks.swm * scale[:, None]).reshape(n_batches, -1, chunks.swm.shape[1]).sum(axis=1)
+    sws = (chunks.sws * scale[:, None]).reshape(swm.shape[0], -1, swm.shape[1]).sum(axis=1)
+    mean, second = swm.sum(axis=0) / sw.sum(), sws.sum(axis=0) / sw.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
+        loo_m = (swm.sum(axis=0) - swm) / (sw.sum() - sw)[:, None]
+        loo_v = (sws.sum(axis=0) - sws) / (sw.sum() - sw)[:, None] - loo_m**2
+    return {
+        "f_test": mean.reshape(shape),
+        "f_test_var": (second - mean**2).reshape(shape),
+        "f_test_se": standard_error(loo_m, "jackknife").reshape(shape),
+        "f_test_var_se": standard_error(loo_v, "jackknife").reshape(shape),
+    }
 
 
 def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -354,8 +396,18 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
             f"reweighted: the CKA adaptation's SE is above rtol = {options.rtol} of the adaptation with "
             f"{n_used} networks (info.rtol_met False; raise max_samples)"
         )
+    predictive = _predictive_jackknife(chunks, options.n_batches, (len(X_all) - P, Y.shape[1]))
     return _Plain(
-        kernels, se, loo, _kish_ess(chunks.R), float(np.var(chunks.R)), n_used, acceptance, chunks.bad, met
+        kernels,
+        se,
+        loo,
+        _kish_ess(chunks.R),
+        float(np.var(chunks.R)),
+        n_used,
+        acceptance,
+        chunks.bad,
+        met,
+        predictive,
     )
 
 
@@ -375,6 +427,8 @@ def _joined(a: _Chunks, b: _Chunks) -> _Chunks:
         np.concatenate([a.maxes, b.maxes]),
         np.concatenate([a.sw, b.sw]),
         np.concatenate([a.swk, b.swk]),
+        np.concatenate([a.swm, b.swm]),
+        np.concatenate([a.sws, b.sws]),
         a.acc + b.acc,
         a.bad + b.bad,
     )
