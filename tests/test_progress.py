@@ -31,26 +31,26 @@ def test_estimators_report_their_loops_to_the_status_line():
     data = ck.datasets.xor(n_train=10, n_test=0)
     spec = ck.NetworkSpec(depth=2, width=30, activation="erf", g_w=1.5, g_b=0.1)
     with progress.to_status(lines.append):
-        saddle = ck.solve_map(spec, data.X, data.Y, tilted=ck.ImportanceSampling(256, replicas=0))
-        options = ck.Reweighting(n_samples=64, rtol=None, tempering=None)
-        ck.reweighted_kernels(spec, data.X, data.Y, options=options, saddle=saddle, throw=False)
+        ck.solve_map(spec, data.X, data.Y, tilted=ck.ImportanceSampling(256, replicas=0))
         chains = ck.Chains(chains=2, warmup=20, n_samples=40, thin=2, n_batches=4)
         ck.sample_posterior(spec, data.X, data.Y, sampler=ck.HMC(), chains=chains, throw=False)
     assert [line for line in lines if line.startswith("MAP stages: N = ")][0] == "MAP stages: N = 3000"
-    assert any(line.startswith("reweighting, round 1: ") for line in lines), lines
     batches = [line for line in lines if line.startswith("HMC: 2 chains: batch ")]
     assert batches[-1] == "HMC: 2 chains: batch 4 of 4", lines
 
 
 @pytest.mark.slow  # an SMC compile (~15 s)
-def test_tempered_smc_reports_its_temperatures():
+def test_reweighting_reports_its_rounds_and_smc_its_temperatures():
     lines = []
     data = ck.datasets.xor(n_train=8, n_test=0)
     spec = ck.NetworkSpec(depth=1, width=20, activation="erf", g_w=1.5, g_b=0.1)
     smc = ck.TemperedSMC(n_particles=32, n_runs=2, n_mcmc=2, n_final=2, always=True)
     options = ck.Reweighting(n_samples=64, rtol=None, tempering=smc)
+    plain = ck.Reweighting(n_samples=64, rtol=None, tempering=None)
     with progress.to_status(lines.append):
         ck.reweighted_kernels(spec, data.X, data.Y, options=options)
+        ck.reweighted_kernels(spec, data.X, data.Y, options=plain, throw=False)
+    assert any(line.startswith("reweighting, round 1: ") for line in lines), lines
     betas = [float(line.split("beta = ")[1]) for line in lines if line.startswith("tempered SMC: beta")]
     # each of the two runs climbs its own ladder from beta > 0 to 1
     assert betas[-1] == 1.0 and betas.count(1.0) == 2 and np.sum(np.diff(betas) < 0) == 1, betas

@@ -397,18 +397,8 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
             f"{n_used} networks (info.rtol_met False; raise max_samples)"
         )
     predictive = _predictive_jackknife(chunks, options.n_batches, (len(X_all) - P, Y.shape[1]))
-    return _Plain(
-        kernels,
-        se,
-        loo,
-        _kish_ess(chunks.R),
-        float(np.var(chunks.R)),
-        n_used,
-        acceptance,
-        chunks.bad,
-        met,
-        predictive,
-    )
+    weights = (_kish_ess(chunks.R), float(np.var(chunks.R)), n_used)
+    return _Plain(kernels, se, loo, *weights, acceptance, chunks.bad, met, predictive)
 
 
 def _kish_ess(R: np.ndarray) -> float:
