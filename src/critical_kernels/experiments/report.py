@@ -305,7 +305,7 @@ def agreement_lines(items) -> list[str]:
 
 _STYLE = (
     "<style>body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:720px}</style>"
+    "td,th{border:1px solid #ccc;padding:2px 6px}td{white-space:nowrap}img{max-width:720px}</style>"
 )
 
 
