@@ -48,7 +48,7 @@ def input_rank(spec: NetworkSpec, X_all) -> int:
 class Preactivation:
     """The network of `spec` on `n_rows` = P' inputs of dimension `d` as functions of the flat vector
     u (per layer: z (P', N) in pre-activation form, or whitened W (fan_in, N) and b (N,)); the same
-    methods as Network that the samplers use (dim, kernels, log_density, test_outputs)."""
+    methods as Network that the samplers use (dim, kernels, log_density, test_predictive)."""
 
     spec: NetworkSpec
     d: int

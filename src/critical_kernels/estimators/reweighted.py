@@ -312,37 +312,37 @@ def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
     return _Chunks(np.concatenate(R_all), np.asarray(maxes), *arrays, accs, bad)
 
 
+def _ratio_batches(chunks: _Chunks, n_batches: int, swx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sum w x / sum w over all networks, its delete-one-batch estimates (B, ...)) from per-chunk
+    sums swx, every chunk rescaled to the common maximum log weight."""
+    scale = np.exp(chunks.maxes - max(chunks.maxes))
+    sw_b = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
+    swx_b = (swx * scale.reshape((-1,) + (1,) * (swx.ndim - 1))).reshape((n_batches, -1) + swx.shape[1:])
+    swx_b = swx_b.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
+        loo = (swx_b.sum(axis=0)[None] - swx_b) / (sw_b.sum() - sw_b).reshape((-1,) + (1,) * (swx.ndim - 1))
+    return swx_b.sum(axis=0) / sw_b.sum(), loo
+
+
 def _predictive_jackknife(chunks: _Chunks, n_batches: int, shape: tuple) -> dict:
     """f_test = sum w m / sum w and f_test_var = sum w s / sum w - f_test^2 over all networks (T21),
     with delete-one-batch jackknife SEs, each reshaped to (P_test, D); empty without test rows."""
     if chunks.swm.shape[1] == 0:
         return {}
-    scale = np.exp(chunks.maxes - max(chunks.maxes))
-    sw = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
-    swm = (chunks.swm * scale[:, None]).reshape(n_batches, -1, chunks.swm.shape[1]).sum(axis=1)
-    sws = (chunks.sws * scale[:, None]).reshape(swm.shape[0], -1, swm.shape[1]).sum(axis=1)
-    mean, second = swm.sum(axis=0) / sw.sum(), sws.sum(axis=0) / sw.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
-        loo_m = (swm.sum(axis=0) - swm) / (sw.sum() - sw)[:, None]
-        loo_v = (sws.sum(axis=0) - sws) / (sw.sum() - sw)[:, None] - loo_m**2
+    mean, loo_m = _ratio_batches(chunks, n_batches, chunks.swm)
+    second, loo_s = _ratio_batches(chunks, n_batches, chunks.sws)
     return {
         "f_test": mean.reshape(shape),
         "f_test_var": (second - mean**2).reshape(shape),
         "f_test_se": standard_error(loo_m, "jackknife").reshape(shape),
-        "f_test_var_se": standard_error(loo_v, "jackknife").reshape(shape),
+        "f_test_var_se": standard_error(loo_s - loo_m**2, "jackknife").reshape(shape),
     }
 
 
 def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kernels, se, loo): the self-normalised ratio sum w C / sum w over all networks, its
     delete-one-batch estimates loo (B, L+1, P', P') and their jackknife SE; layer 0 is C0 (SE 0)."""
-    scale = np.exp(chunks.maxes - max(chunks.maxes))  # every chunk on a common scale
-    sw_b = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
-    swk_b = (chunks.swk * scale[:, None, None, None]).reshape((n_batches, -1) + chunks.swk.shape[1:])
-    swk_b = swk_b.sum(axis=1)
-    kernels = swk_b.sum(axis=0) / sw_b.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
-        loo = (swk_b.sum(axis=0)[None] - swk_b) / (sw_b.sum() - sw_b)[:, None, None, None]
+    kernels, loo = _ratio_batches(chunks, n_batches, chunks.swk)
     se = standard_error(loo, "jackknife")
     kernels[0], se[0], loo[:, 0] = C0, 0.0, C0
     return kernels, se, loo
