@@ -4,6 +4,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from critical_kernels.cli import app
@@ -65,6 +66,13 @@ def test_demo_runs_and_writes(tmp_path):
     refused = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])  # never recompute silently
     assert refused.exit_code == 2 and "--resume" in refused.output and "--force" in refused.output
     assert len(refused.output.strip().splitlines()) == 1, refused.output
+
+
+@pytest.mark.slow
+def test_demo_resume_reproduces_the_table(tmp_path):
+    first = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])
+    assert first.exit_code == 0, first.output
+    rows = (tmp_path / "cka.csv").read_text().splitlines()
     again = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2", "--resume"])
     assert again.exit_code == 0 and (tmp_path / "cka.csv").read_text().splitlines() == rows
 

@@ -44,8 +44,12 @@ def log_gauss(C_train, Y, kappa):
 
 
 @pytest.mark.parametrize(
-    "depth, width, kappa",
-    [(1, 10, 0.2), (2, 12, 0.3), (3, 15, 0.5)],
+    "depth, width, kappa",  # L = 1 in the fast tier; 2^17 reference networks at L = 2, 3 take ~35 s each
+    [
+        (1, 10, 0.2),
+        pytest.param(2, 12, 0.3, marks=pytest.mark.slow),
+        pytest.param(3, 15, 0.5, marks=pytest.mark.slow),
+    ],
 )
 def test_matches_importance_weighted_exact_posterior(depth, width, kappa):
     X, Y, X_test = tiny_problem()
