@@ -202,7 +202,16 @@ def test_run_collects_every_method():
         ds.cka.values[0], ck.cka_layers(ck.nngp_kernels(spec, data.X, data.X_test), data.Y), rtol=1e-12
     )
     assert ds.attrs["map_result"] == "success" and ds.kernel.shape == (4, 2, 30, 30)
-    assert ds.cka_se.values[3, 1] > 0 and 0 <= ds.attrs["sampled_networks_test_error"] <= 1
+    assert ds.cka_se.values[3, 1] > 0 and 0 <= ds.test_error.sel(estimator="sampled") <= 1
+    # one kernel each: the predictive is the kernel predictor's (T21); the MAP's SE from its replicas
+    for name in ("nngp", "map"):
+        assert ds.test_mse.sel(estimator=name) == ds.test_mse_plugin.sel(estimator=name)
+    assert ds.test_mse_se.sel(estimator="nngp") == 0 and ds.test_mse_se.sel(estimator="map") > 0
+    assert (
+        ds.f_test.shape == ds.f_test_var.shape == (4, 20, 1) and ds.test_loss_se.sel(estimator="sampled") > 0
+    )
+    loss = ds.test_mse + ds.f_test_var.mean(dim=("test", "output"))  # Pacelli et al.'s loss
+    np.testing.assert_allclose(ds.test_loss.values, loss.values, rtol=1e-12)
 
 
 def test_run_reweighted_against_the_exact_linear_posterior():
@@ -240,6 +249,7 @@ def test_run_reweighted_against_the_exact_linear_posterior():
     assert ds.attrs["reweighted_result"] == "success" and ds.attrs["reweighted_ess"] > 1000
 
 
+@pytest.mark.slow  # 14 s; the ladder's own tests (test_smc.py) stay in the fast tier
 def test_run_with_tempered_smc_records_its_ladder(tmp_path):
     """methods.tempering = "always": the reweighted kernels come from tempered SMC; the run records
     its method, ladders and final ESS, labels it, writes them to results.nc, and the CKA agrees with the

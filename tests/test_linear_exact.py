@@ -70,6 +70,12 @@ def test_matches_importance_weighted_exact_posterior(depth, width, kappa):
     # power: the NNGP (no adaptation) is rejected by the same test (measured max z 126, 110, 96)
     z_nngp = np.abs(ck.nngp_kernels(spec, X, X_test)[1:] - ref.kernels[1:]) / se
     assert z_nngp.max() > 20.0, z_nngp.max()
+    # the posterior predictive of f* on the two test rows (T21): quadrature against the weighted
+    # networks' jackknife SE, 4 SE for 4 numbers
+    exact, weighted = est.predictive, ref.predictive
+    assert exact.kind is None and exact.mean.shape == exact.var.shape == (2, 1)
+    assert np.all(np.abs(exact.mean - weighted.mean) < 4 * weighted.mean_se), (exact.mean, weighted.mean)
+    assert np.all(np.abs(exact.var - weighted.var) < 4 * weighted.var_se), (exact.var, weighted.var)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3])

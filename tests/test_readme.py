@@ -23,7 +23,7 @@ def test_readme_and_docs_have_the_documented_python_blocks():
     # no thread setting: the package's factorisations cannot deadlock (linalg.py)
     for first in (readme[0], tutorial[0]):
         assert first.startswith("import critical_kernels as ck\n") and "use_one_xla_thread" not in first
-    assert "ck.test_error" in readme[0]
+    assert "ck.test_loss" in readme[0]
     assert not any("use_one_xla_thread" in block for block in tutorial)
     assert any("ck.sample_posterior" in block for block in tutorial)
     assert any('if __name__ == "__main__":' in block for block in cli)  # sweeps start worker processes

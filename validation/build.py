@@ -105,15 +105,18 @@ def run_unit(case: dict, sampler: str, index: int, mnist: Path) -> dict:
     )
     chains = UNIT.chains
     batches = est.estimates.kernels.reshape((chains, -1) + est.kernels.shape)
+    pred = est.predictive  # of the output f*; the bank stores y* = f* + noise (variance + kappa)
     return {
         "batches": batches.astype(np.float32),
         "cka_draws": est.info.cka_draws,
         "acceptance": est.info.acceptance,
         "step_size": est.info.step_size,
-        "f_test": est.info.f_test,
-        "f_test_var": est.info.f_test_var,  # the posterior predictive of y* (T21), with SEs
-        "f_test_se": est.info.f_test_se,
-        "f_test_var_se": est.info.f_test_var_se,
+        "f_test": pred.mean,
+        "f_test_var": pred.var + spec.kappa,  # the posterior predictive of y* (T21), with SEs
+        "f_test_se": pred.mean_se,
+        "f_test_var_se": pred.var_se,
+        "f_test_means": pred.means,  # batch means of E[f*] and E[f*^2]: SEs of any test score
+        "f_test_seconds": pred.seconds,
         "grad_evals": est.info.grad_evals,
         "seconds": time.perf_counter() - start,
     }

@@ -88,6 +88,11 @@ if TYPE_CHECKING:  # the one list of the lazily loaded public names (read by _la
     from .numerics import (
         standard_error,
     )
+    from .predictive import (
+        Predictive,
+        kernel_predictive,
+        test_loss,
+    )
     from .spec import (
         NetworkSpec,
     )

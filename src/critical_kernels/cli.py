@@ -232,10 +232,10 @@ def demo(
     )
     for table in _demo_tables(result.rows, depth):
         console.print(table)
+    se_line = _se_summary(np.concatenate([r[-1] for r in result.rows]))
     console.print(
-        "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the kernel predictor's "
-        f"class error. {_se_summary(np.concatenate([r[-1] for r in result.rows]))}; per entry (cka_se_l) "
-        "and full precision in cka.csv.",
+        "C0 is the input kernel; first order: T13, MAP: T8-T12; test err: the class error of the "
+        f"posterior predictive mean (T21). {se_line}; per entry (cka_se_l) and full precision in cka.csv.",
         highlight=False,
     )
     for note in sorted(result.notes):

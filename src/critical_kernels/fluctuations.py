@@ -7,6 +7,7 @@ exact for linear phi. Dense P^2 x P^2 tensors exist only behind `KernelCovarianc
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -158,26 +159,44 @@ class KernelCovariance:
         spec, P = self.spec, self.kernels.shape[-1]
         if self.phi is None or self.roots is None:  # linear phi: mu is linear, no curvature
             return np.zeros((self.depth + 1, P, P))
-        roots = self.roots
-        keys = jax.random.split(as_key(key), self.depth)
         shifts = [jnp.zeros((P, P))]
-        paths = jnp.zeros((n_paths, P, P))
-        for k in range(1, self.depth + 1):
-            g, g_b = spec.gains[k - 1], spec.bias_vars[k]
-            f = partial(mu, spec.act, g, g_b)
+        for k, paths in enumerate(itertools.islice(self._paths(n_paths, key), self.depth), start=1):
+            f = partial(mu, spec.act, spec.gains[k - 1], spec.bias_vars[k])
             C_bar = self.kernels[k - 1]
 
             def curvature(d, f=f, C_bar=C_bar):
                 return jax.jvp(lambda C: jax.jvp(f, (C,), (d,))[1], (C_bar,), (d,))[1]
 
             second = jnp.mean(jax.lax.map(curvature, paths, batch_size=32), axis=0)
-            J = self.layer_response(k)
-            shifts.append(J.jvp(shifts[-1]) + 0.5 * second)
-            noise = _layer_noise(
-                spec.act, g, spec.width, roots[k - 1], self.second[k - 1], keys[k - 1], n_paths
-            )
-            paths = jax.vmap(J.jvp)(paths) + noise
+            shifts.append(self.layer_response(k).jvp(shifts[-1]) + 0.5 * second)
         return np.asarray(jnp.stack(shifts))
+
+    def output_paths(self, n_paths: int = 256, key=1) -> jnp.ndarray:
+        """(n_paths, P, P) draws of the output kernel's leading-order fluctuation dC(L) about the
+        NNGP, with covariance Sigma(L) (T6): one finite layer of N neurons per layer, propagated
+        linearly by the responses J."""
+        return list(self._paths(n_paths, key))[-1]
+
+    def _paths(self, n_paths: int, key):
+        """Yield dC(0) = 0, dC(1), ..., dC(L), each (n_paths, P, P): dC(k) = J(k)[dC(k-1)] + the
+        draws of C - mu(C_prev) of one finite layer of width N (T5)."""
+        spec, P = self.spec, self.kernels.shape[-1]
+        roots = self.roots if self.roots is not None else jax.vmap(psd_sqrt)(self.kernels[:-1])
+        keys = jax.random.split(as_key(key), self.depth)
+        paths = jnp.zeros((n_paths, P, P))
+        yield paths
+        for k in range(1, self.depth + 1):
+            noise = _layer_noise(
+                spec.act,
+                spec.gains[k - 1],
+                spec.width,
+                roots[k - 1],
+                self.second[k - 1],
+                keys[k - 1],
+                n_paths,
+            )
+            paths = jax.vmap(self.layer_response(k).jvp)(paths) + noise
+            yield paths
 
 
 @partial(jax.jit, static_argnums=(0, 2, 6))

@@ -40,14 +40,14 @@ def log_evidence(C_train, Y, kappa):
 
 
 def predictive_moments(C, Y, kappa):
-    """Mean m and second moment m^2 + v of y* on the test rows given a network's output kernel C
-    (T21): m = C_te,tr K^-1 Y, v = diag(C_te,te - C_te,tr K^-1 C_tr,te) + kappa, K = C_tr,tr + kappa I;
+    """Mean m and second moment m^2 + v of the output f* on the test rows given a network's output
+    kernel C (T21): m = C_te,tr K^-1 Y, v = diag(C_te,te - C_te,tr K^-1 C_tr,te), K = C_tr,tr + kappa I;
     C (P', P') with the P = len(Y) training rows first, Y (P, D); each result (P' - P, D). JAX,
     traceable (vmap it over networks)."""
     P = Y.shape[0]
     factor = linalg.cholesky(C[:P, :P] + kappa * jnp.eye(P))
     m = C[P:, :P] @ linalg.cho_solve(factor, Y)
-    v = jnp.diag(C[P:, P:]) - jnp.sum(C[P:, :P] * linalg.cho_solve(factor, C[:P, P:]).T, axis=1) + kappa
+    v = jnp.diag(C[P:, P:]) - jnp.sum(C[P:, :P] * linalg.cho_solve(factor, C[:P, P:]).T, axis=1)
     return m, m**2 + v[:, None]
 
 

@@ -23,6 +23,7 @@ from ..errors import (
     warn_user,
 )
 from ..numerics import check_inputs, check_se_kind, check_targets, standard_error
+from ..predictive import Predictive
 from ..spec import NetworkSpec
 from .options import Options
 
@@ -97,6 +98,8 @@ class KernelEstimate:
         name in tables and legends.
       fallback: (the options of the method abandoned for `method`, why), or None.
       estimates: the set of estimates behind `se` (None where the estimate is exact or has none).
+      predictive: the posterior predictive of the output on the test rows (T21, `Predictive`), None
+        without test rows.
     """
 
     estimator: str
@@ -108,6 +111,7 @@ class KernelEstimate:
     method: Options | None = None
     fallback: tuple[Options, str] | None = None
     estimates: Estimates | None = None
+    predictive: Predictive | None = None
 
     def __post_init__(self):
         if self.estimates is not None:
@@ -136,6 +140,15 @@ class Outcome(NamedTuple):
     fallback: tuple[Options, str] | None = None
 
 
+def warn_jitter(estimator: str, jitter: float) -> None:
+    """The one warning that a kernel needed Cholesky jitter (recorded in the estimate's info)."""
+    if jitter > 0:
+        warn_user(
+            f"{estimator}: a kernel needed Cholesky jitter {jitter:.3g} to be positive definite "
+            "(recorded in info.jitter)"
+        )
+
+
 def finish(
     estimator: str,
     kernels,
@@ -144,15 +157,10 @@ def finish(
     outcome: Outcome = Outcome(),
     *,
     estimates: Estimates | None = None,
+    predictive: Predictive | None = None,
     throw: bool = True,
-    jitter: float = 0.0,
 ) -> KernelEstimate:
-    """The KernelEstimate of an estimator: warn about recorded jitter, raise on failure if `throw`."""
-    if jitter > 0:
-        warn_user(
-            f"{estimator}: a kernel needed Cholesky jitter {jitter:.3g} to be positive definite "
-            "(recorded in info.jitter)"
-        )
+    """The KernelEstimate of an estimator; raise on failure if `throw`."""
     result, detail = outcome.result, outcome.detail
     advice = result.advice if outcome.advice is None else outcome.advice
     message = "" if result.ok else f"{estimator}: {detail + '; ' if detail else ''}{advice}"
@@ -166,6 +174,7 @@ def finish(
         method=outcome.method,
         fallback=outcome.fallback,
         estimates=estimates,
+        predictive=predictive,
     )
     return out.raise_for_result() if throw else out
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..fluctuations import sample_prior_kernels
 from ..likelihood import log_evidence, predictive_moments
 from ..numerics import as_key, limit_blas_threads
+from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Outcome, Result, finish, prepare
 from .options import PriorImportance
@@ -25,16 +26,11 @@ from .options import PriorImportance
 
 class ExactInfo(NamedTuple):
     """ess: effective sample size (sum w)^2 / sum w^2; n_samples: networks drawn; timings: {"total":
-    wall seconds}; with test rows (else None): f_test, f_test_var, the posterior predictive mean and
-    variance of y* (T21), (P_test, D), and f_test_se, f_test_var_se their SEs (delta method)."""
+    wall seconds}."""
 
     ess: float
     n_samples: int
     timings: dict
-    f_test: np.ndarray | None = None
-    f_test_var: np.ndarray | None = None
-    f_test_se: np.ndarray | None = None
-    f_test_var_se: np.ndarray | None = None
 
 
 @limit_blas_threads
@@ -60,7 +56,8 @@ def exact_posterior_kernels(
 
     Returns:
       KernelEstimate "exact", method "prior importance": posterior means, se by the delta method for
-      the self-normalised estimator (estimates None), info ExactInfo.
+      the self-normalised estimator (estimates None), info ExactInfo; with test rows the predictive
+      (T21) with delete-one-block jackknife SEs.
 
     Example:
       >>> import critical_kernels as ck
@@ -73,70 +70,86 @@ def exact_posterior_kernels(
     start = time.perf_counter()
     _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, PriorImportance))
     keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch_size))
-    sw, sw2, sums = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
-    mean, se = {}, {}
-    for name, (swx, sw2x, sw2x2) in sums.items():
-        mean[name] = swx / sw
-        var = (sw2x2 - 2.0 * mean[name] * sw2x + mean[name] ** 2 * sw2) / sw**2  # delta method
-        se[name] = np.sqrt(np.maximum(var, 0.0))
+    blocks = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
+    sw, sw2 = blocks.sw.sum(), blocks.sw2.sum()
+    mean = blocks.swC.sum(axis=0) / sw
+    # delta method for the self-normalised mean: sum w^2 (C - mean)^2 / (sum w)^2, expanded in the sums
+    var = (blocks.sw2C2.sum(axis=0) - 2.0 * mean * blocks.sw2C.sum(axis=0) + mean**2 * sw2) / sw**2
     ess = float(sw**2 / sw2)
-    predictive = _predictive_summary(sw, sw2, sums, mean, se) if len(X_all) > P else {}
-    info = ExactInfo(
-        ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start}, **predictive
-    )
+    info = ExactInfo(ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start})
     ok = ess >= options.min_ess_count
     outcome = Outcome(
         Result.success if ok else Result.ess_collapsed,
         "" if ok else f"effective sample size {ess:.1f} < min_ess_count = {options.min_ess_count}",
         method=options,
     )
-    return finish("exact", mean["C"], se["C"], info, outcome, throw=throw)
+    predictive = _predictive(blocks) if len(X_all) > P else None
+    se = np.sqrt(np.maximum(var, 0.0))
+    return finish("exact", mean, se, info, outcome, predictive=predictive, throw=throw)
 
 
-def _predictive_summary(sw, sw2, sums: dict, mean: dict, se: dict) -> dict:
-    """f_test = <m>, f_test_var = <s> - <m>^2 (T21) and their delta-method SEs: the variance's from
-    the pseudo-values x = s - 2 <m> m, sum w^2 (x - <x>)^2 / (sum w)^2 expanded in the sums."""
-    mu, s_bar = mean["m"], mean["s"]
-    x_bar = s_bar - 2.0 * mu * mu
-    sum_x2 = sums["s"][2] - 4.0 * mu * sums["sm"][1] + 4.0 * mu**2 * sums["m"][2]
-    sum_x = sums["s"][1] - 2.0 * mu * sums["m"][1]
-    var_x = (sum_x2 - 2.0 * x_bar * sum_x + x_bar**2 * sw2) / sw**2
-    return dict(
-        f_test=mu, f_test_var=s_bar - mu**2, f_test_se=se["m"], f_test_var_se=np.sqrt(np.maximum(var_x, 0.0))
+def _predictive(blocks: _Blocks) -> Predictive:
+    """<m>, <m^2 + v> (T21) over all networks and their delete-one-block estimates (kind "jackknife")."""
+    sw = blocks.sw.sum()
+    loo_w = (sw - blocks.sw)[:, None, None]
+    loo_m = (blocks.swm.sum(axis=0) - blocks.swm) / loo_w
+    loo_s = (blocks.sws.sum(axis=0) - blocks.sws) / loo_w
+    return from_moments(blocks.swm.sum(axis=0) / sw, blocks.sws.sum(axis=0) / sw, "jackknife", loo_m, loo_s)
+
+
+_SPLIT = 4  # jackknife blocks per batch of networks (>= 2 blocks with a single batch)
+
+
+class _Blocks(NamedTuple):
+    """Per block of prior networks (B = _SPLIT per batch), all on one common weight scale: sum w,
+    sum w^2, and sum w C, sum w^2 C, sum w^2 C^2 (B, L+1, P', P'); with test rows sum w m, sum w s
+    (B, P_test, D) for the network's predictive mean m and second moment s (T21), else empty."""
+
+    sw: np.ndarray
+    sw2: np.ndarray
+    swC: np.ndarray
+    sw2C: np.ndarray
+    sw2C2: np.ndarray
+    swm: np.ndarray
+    sws: np.ndarray
+
+
+def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> _Blocks:
+    """The weighted sums of `batch` prior networks per key, w = exp(log w - max) the marginal
+    likelihoods (THEORY 7) relative to each batch's largest, rescaled to the overall largest at the
+    end so weights never overflow."""
+    P, parts, refs = len(Y), [], []
+    for k in keys:
+        C = sample_prior_kernels(spec, X_all, batch, key=k)
+        log_w = np.asarray(log_evidence(jnp.asarray(C[:, -1, :P, :P]), jnp.asarray(Y), spec.kappa))
+        refs.append(log_w.max())
+        w = np.exp(log_w - refs[-1])
+        m = s = np.zeros((batch, 0))
+        if len(X_all) > P:
+            moments = jax.vmap(predictive_moments, in_axes=(0, None, None))(C[:, -1], Y, spec.kappa)
+            m, s = (np.asarray(x) for x in moments)
+        for idx in np.array_split(np.arange(batch), _SPLIT):
+            wi, Ci = w[idx], C[idx]
+            parts.append(
+                (
+                    wi.sum(),
+                    (wi**2).sum(),
+                    _weighted(wi, Ci),
+                    _weighted(wi**2, Ci),
+                    _weighted(wi**2, Ci**2),
+                    _weighted(wi, m[idx]),
+                    _weighted(wi, s[idx]),
+                )
+            )
+    scale = np.repeat(np.exp(np.asarray(refs) - max(refs)), _SPLIT)
+    powers = (1, 2, 1, 2, 2, 1, 1)  # each sum's power of w
+    fields = [np.stack([p[i] for p in parts]) for i in range(len(powers))]
+    scaled = (
+        f * (scale**k).reshape((-1,) + (1,) * (f.ndim - 1)) for f, k in zip(fields, powers, strict=True)
     )
+    return _Blocks(*scaled)
 
 
 def _weighted(w, x):
     """sum_m w_m x_m over the first axis."""
     return np.einsum("m,m...->...", w, x)
-
-
-def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> tuple:
-    """sum w, sum w^2 and, for the kernels C and (with test rows) the predictive mean m and second
-    moment s of y*, the sums (sum w x, sum w^2 x, sum w^2 x^2) over `batch` prior networks per key,
-    with w = exp(log w - ref) the marginal likelihoods (THEORY 7) relative to a running log-weight
-    reference, so weights never overflow."""
-    P = len(Y)
-    sw = sw2 = 0.0
-    sums: dict = {}
-    ref = -np.inf
-    for k in keys:
-        C = sample_prior_kernels(spec, X_all, batch, key=k)
-        log_w = np.asarray(log_evidence(jnp.asarray(C[:, -1, :P, :P]), jnp.asarray(Y), spec.kappa))
-        if log_w.max() > ref:
-            scale = np.exp(ref - log_w.max())
-            sw, sw2 = sw * scale, sw2 * scale**2
-            sums = {n: (a * scale, b * scale**2, c * scale**2) for n, (a, b, c) in sums.items()}
-            ref = log_w.max()
-        w = np.exp(log_w - ref)
-        values = {"C": C}
-        if len(X_all) > P:
-            moments = jax.vmap(predictive_moments, in_axes=(0, None, None))(C[:, -1], Y, spec.kappa)
-            values["m"], values["s"] = (np.asarray(x) for x in moments)
-            values["sm"] = values["s"] * values["m"]  # for the SE of the variance
-        sw, sw2 = sw + w.sum(), sw2 + (w**2).sum()
-        for name, x in values.items():
-            new = (_weighted(w, x), _weighted(w**2, x), _weighted(w**2, x**2))
-            old = sums.get(name, (0.0, 0.0, 0.0))
-            sums[name] = tuple(a + b for a, b in zip(old, new, strict=True))
-    return sw, sw2, sums

@@ -57,6 +57,7 @@ from scipy.special import logsumexp
 
 from ..errors import InputError, SpecError
 from ..numerics import limit_blas_threads
+from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Outcome, Result, finish, prepare
 from .options import Quadrature
@@ -285,6 +286,29 @@ class _Quadrature(NamedTuple):
     log_evidence: float
     u_mean: np.ndarray
     n_points: int
+    f_moments: tuple[np.ndarray, np.ndarray] | None  # E[f*], E[f*^2] on the test rows (P_test,)
+
+
+def _test_moments(pb: _Rotated, T: np.ndarray, omega: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum over grid points of omega E[f* | Y, u] and omega E[f*^2 | Y, u] on the test rows: given u,
+    f is Gaussian with Cov(f | u) = K_f = alpha G + beta 11^T (alpha, beta of layer L+1), so
+    E[f* | Y, u] = F M Q^T Y and Var = diag(K_f,**) - diag(F M F^T), F = K_f,*,tr Q = alpha B_* + beta 1 1~^T,
+    M = Q^T Ky^-1 Q = diag(d) - rho q q^T (T21 at each u; `_moments` has the notation)."""
+    alpha, beta, _ = _chain(pb, T)
+    af, bf = alpha[:, -1], beta[:, -1]
+    _, d, q, s, rho = _solve_parts(pb, af, bf)
+    r = d * pb.yq - (rho * (q @ pb.yq))[:, None] * q  # M Q^T Y, (n, P)
+    P = len(pb.yq)
+    B = pb.B[P:]  # (T, P): G_*,tr Q
+    mean = af[:, None] * (r @ B.T) + (bf * (r @ pb.one))[:, None]  # (n, T)
+    Fq = af[:, None] * (q @ B.T) + (bf * (q @ pb.one))[:, None]
+    FdF = (
+        af[:, None] ** 2 * (d @ (B**2).T)
+        + 2.0 * (af * bf)[:, None] * ((d * pb.one) @ B.T)
+        + (bf**2 * (d @ pb.one**2))[:, None]
+    )
+    var = af[:, None] * np.diag(pb.G)[P:] + bf[:, None] - FdF + rho[:, None] * Fq**2
+    return omega @ mean, omega @ (mean**2 + var)
 
 
 def _quadrature(pb: _Rotated, x_mode: np.ndarray, A: np.ndarray, n: int) -> _Quadrature:
@@ -315,7 +339,11 @@ def _quadrature(pb: _Rotated, x_mode: np.ndarray, A: np.ndarray, n: int) -> _Qua
         g, N = pb.gains[l], pb.N
         C = (g / N) * ((N - 1) * C + Ezz) + pb.bias[l + 1]  # T18
         stack[l + 1] = C = 0.5 * (C + C.T)
-    return _Quadrature(stack, float(log_ev), omega @ np.exp(T), int(keep.sum()))
+    f_moments = None
+    if pb.G.shape[0] > len(pb.yq):
+        parts = [_test_moments(pb, T[sl], omega[sl]) for sl in _chunks(len(T), pb.G.shape[0])]
+        f_moments = (np.sum([p[0] for p in parts], axis=0), np.sum([p[1] for p in parts], axis=0))
+    return _Quadrature(stack, float(log_ev), omega @ np.exp(T), int(keep.sum()), f_moments)
 
 
 def _chunks(n: int, P: int):
@@ -427,7 +455,8 @@ def linear_posterior_kernels(
       KernelEstimate "linear_exact", method "quadrature": kernels (L+1, P', P') on train + test rows
       (layer 0 = C0, as nngp_kernels), se = |K(n_quad) - K(n_quad // 2 + 1)| entrywise (a quadrature
       error bound, not a statistical error; estimates None), info LinearExactInfo (log evidence
-      ln p(Y | X), mode and mean of u, ...).
+      ln p(Y | X), mode and mean of u, ...); with test rows the exact posterior predictive of f*
+      (T21, the same quadrature over u of the Gaussian predictive given u).
 
     Example:
       >>> import critical_kernels as ck
@@ -457,7 +486,16 @@ def linear_posterior_kernels(
         u_mean=fine.u_mean,
         timings={"total": time.perf_counter() - start},
     )
-    return finish("linear_exact", fine.kernels, se, info, _outcome(quad_error, options, n_quad), throw=throw)
+    outcome = _outcome(quad_error, options, n_quad)
+    return finish("linear_exact", fine.kernels, se, info, outcome, predictive=_predictive(fine), throw=throw)
+
+
+def _predictive(fine: _Quadrature) -> Predictive | None:
+    """The exact predictive on the test rows (T21; exact up to the quadrature: no Monte Carlo error)."""
+    if fine.f_moments is None:
+        return None
+    mean, second = fine.f_moments
+    return from_moments(mean[:, None], second[:, None])
 
 
 def _outcome(quad_error: float, options: Quadrature, n_quad: int) -> Outcome:

@@ -26,6 +26,7 @@ from ..likelihood import gradient_from_factor
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_stack
 from ..numerics import as_key, limit_blas_threads, psd_cholesky
+from ..predictive import kernel_predictive
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .growth import growth_problem, tilt_growth
@@ -364,8 +365,9 @@ def solve_map(
     Returns:
       KernelEstimate "map": kernels (L+1, P', P') on train + test rows, info MAPInfo, method the
       tilted-average options that held (fallback: (the one dropped, why)); se and estimates from the
-      replicas (None for linear phi, exact, or without replicas; NaN where a replica failed). A
-      failed solve keeps the last iterate's kernels and says what to change.
+      replicas (None for linear phi, exact, or without replicas; NaN where a replica failed); with
+      test rows the predictive m, v at the MAP kernel (T21; SE from the replicas). A failed solve
+      keeps the last iterate's kernels and says what to change.
 
     Example:
       >>> import critical_kernels as ck
@@ -384,7 +386,10 @@ def solve_map(
         estimate = _with_replicas(setup, estimate)
         if option.rtol is not None:
             estimate = _to_tolerance(setup, estimate)
-    estimate = dataclasses.replace(estimate, fallback=fallback)
+    predictive = None
+    if len(X_all) > len(Y) and np.all(np.isfinite(estimate.kernels[-1])):  # m and v at the MAP kernel (T21)
+        predictive = kernel_predictive(estimate.kernels, Y, spec.kappa, estimate.estimates)
+    estimate = dataclasses.replace(estimate, fallback=fallback, predictive=predictive)
     return estimate.raise_for_result() if throw else estimate
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import NamedTuple
 
@@ -10,13 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import linalg
 from ..errors import warn_user
 from ..fluctuations import kernel_covariance
-from ..likelihood import likelihood_gradient, output_cholesky
+from ..likelihood import likelihood_gradient, output_cholesky, predictive_moments
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..numerics import as_key, cho_solve, limit_blas_threads
+from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
-from .base import Estimates, KernelEstimate, Outcome, finish, prepare
+from .base import Estimates, KernelEstimate, Outcome, finish, prepare, warn_jitter
 from .options import ClosedForm, MonteCarlo
 
 
@@ -41,9 +44,8 @@ def perturbative_kernels(
 ) -> KernelEstimate:
     """First-order MAP / field-theory kernels of every layer (T13-T14).
 
-    delta C(l) = (1/N) sum_{k <= l} J_{l<-k} V(k) J_{L<-k}^T [G], G = (1/2)(K^-1 YY^T K^-1 - D K^-1)
-    at the NNGP output kernel: the prior kernel covariance contracted with the likelihood
-    gradient. G is zero on test rows, so test kernels adapt only through the layers below.
+    delta C(l) = (1/N) sum_{k <= l} J_{l<-k} V(k) J_{L<-k}^T [G], G = (1/2)(K^-1 YY^T K^-1 - D K^-1) at
+    the NNGP output kernel (zero on test rows: they adapt only through the layers below).
 
     Args:
       spec: network; X: (P, d); Y: (P,) or (P, D); X_test: optional (P_test, d).
@@ -53,7 +55,8 @@ def perturbative_kernels(
     Returns:
       KernelEstimate "perturbative": kernels (L+1, P', P'), method "Monte Carlo" with se and
       estimates from the n_batches blocks of common random numbers, or "closed form" for linear phi
-      (V exact: se and estimates None); info PerturbativeInfo.
+      (V exact: se and estimates None); info PerturbativeInfo; with test rows the first-order
+      predictive (T22), not the kernel predictor at these kernels.
 
     Example:
       >>> import critical_kernels as ck
@@ -70,15 +73,16 @@ def perturbative_kernels(
     P, Y = problem.P, problem.Y
     G = np.zeros(cov.kernels.shape[1:])
     grad = likelihood_gradient(np.asarray(cov.kernels[-1])[:P, :P], Y, spec.kappa)
+    warn_jitter("perturbative", grad.jitter)
     G[:P, :P] = grad.G
     back = cov.pullback(G)  # C~(l) = J_{L<-l}^T [G] / N (T13)
     conj = _conjugate_kernels(back, spec, G.shape)
     if cov.phi is None:  # linear phi: V exact
         shift = np.asarray(jnp.stack(cov.push_forward(back)))
         info = PerturbativeInfo(conj, 0, 1, grad.jitter, {"total": time.perf_counter() - start})
-        kernels = np.asarray(cov.kernels) + shift
-        outcome = Outcome(method=ClosedForm())
-        return finish("perturbative", kernels, None, info, outcome, throw=throw, jitter=grad.jitter)
+        predictive = _predictive(cov, shift[None], problem, options, key)
+        kernels, outcome = np.asarray(cov.kernels) + shift, Outcome(method=ClosedForm())
+        return finish("perturbative", kernels, None, info, outcome, predictive=predictive, throw=throw)
     blocks, n_used, met = _blocks_to_tolerance(cov, back, Y, options, key)
     estimates = Estimates("batches", np.asarray(cov.kernels) + blocks)
     info = PerturbativeInfo(
@@ -90,9 +94,68 @@ def perturbative_kernels(
             f"after max_samples = {n_used} samples (info.rtol_met False)"
         )
     mean, se, outcome = estimates.kernels.mean(axis=0), estimates.se(), Outcome(method=options)
+    predictive = _predictive(cov, blocks, problem, options, key)
     return finish(
-        "perturbative", mean, se, info, outcome, estimates=estimates, throw=throw, jitter=grad.jitter
+        "perturbative", mean, se, info, outcome, estimates=estimates, predictive=predictive, throw=throw
     )
+
+
+PATHS_PER_GROUP = 16  # prior fluctuation draws per batch of the first-order predictive
+
+
+def _predictive(cov, shifts, problem, options: MonteCarlo, key) -> Predictive | None:
+    """The first-order posterior predictive on the test rows (T21 to O(1/N), `_predictive_terms`):
+    batch r pairs the r-th block of the shift (all equal where it is exact) with the r-th group of
+    PATHS_PER_GROUP prior fluctuation paths (kind "batches"); None without test rows."""
+    P, Y = problem.P, problem.Y
+    if len(problem.X_all) == P:
+        return None
+    R = options.n_batches
+    shifts = np.broadcast_to(shifts[:, -1], (R,) + shifts.shape[-2:])
+    paths = cov.output_paths(R * PATHS_PER_GROUP, key=jax.random.fold_in(as_key(key), 7919))
+    C_bar = jnp.asarray(cov.kernels[-1])
+    means, variances = _predictive_terms(C_bar, jnp.asarray(shifts), paths, jnp.asarray(Y), cov.spec.kappa, R)
+    means, seconds = np.asarray(means), np.asarray(variances + means**2)
+    mean = means.mean(axis=0)
+    return from_moments(mean, mean**2 + np.asarray(variances).mean(axis=0), "batches", means, seconds)
+
+
+def predictor_derivatives(C_bar, delta, Y, kappa: float):
+    """The derivatives of m and v (T21) at the output kernel C_bar along a direction delta (P', P'),
+    training rows first: (dm, d2m, dv, d2v) with dm = A u, (1/2) d2m = -A K^-1 delta_tr u,
+    dv = delta_** - 2 delta_* w + w^T delta_tr w and (1/2) d2v = -A K^-1 A^T (diagonals), where
+    K = C_tr,tr + kappa I, u = K^-1 Y, w = K^-1 C_tr,*, A = delta_* - w^T delta_tr. Returns the
+    first derivatives and the halved second ones: m(C + t delta) = m + t dm + t^2 d2m + O(t^3)."""
+    P = Y.shape[0]
+    factor = linalg.cholesky(C_bar[:P, :P] + kappa * jnp.eye(P))
+    solve = functools.partial(linalg.cho_solve, factor)
+    u, w = solve(Y), solve(C_bar[:P, P:])  # (P, D), (P, T)
+    d_tr, d_st = delta[:P, :P], delta[P:, :P]
+    A = d_st - w.T @ d_tr  # (T, P)
+    AK = solve(A.T).T
+    dm = A @ u
+    d2m = -AK @ (d_tr @ u)
+    dv = jnp.diag(delta[P:, P:]) - 2.0 * jnp.sum(d_st * w.T, axis=1) + jnp.sum(w * (d_tr @ w), axis=0)
+    d2v = -jnp.sum(AK * A, axis=1)
+    return dm, d2m, dv, d2v
+
+
+@functools.partial(jax.jit, static_argnames="n_groups")
+def _predictive_terms(C_bar, shifts, paths, Y, kappa, n_groups: int):
+    """Per group r of the first-order predictive (T21 to O(1/N)): E[m] = m + dm[dC_r] + <d2m[D]>_r and
+    E[v] + Var[m] = v + dv[dC_r] + <d2v[D] + dm[D]^2>_r, with dC_r the r-th block estimate of the
+    posterior shift (R, P', P') and D the paths of the prior fluctuation, split into R groups."""
+    m, second = predictive_moments(C_bar, Y, kappa)
+    v = second - m**2
+    linear = jax.vmap(lambda d: predictor_derivatives(C_bar, d, Y, kappa))
+    dm, _, dv, _ = linear(shifts)
+    dm_p, d2m_p, _, d2v_p = jax.lax.map(
+        lambda d: predictor_derivatives(C_bar, d, Y, kappa), paths, batch_size=16
+    )
+    groups = lambda x: x.reshape((n_groups, -1) + x.shape[1:]).mean(axis=1)  # noqa: E731
+    means = m + dm + groups(d2m_p)
+    variances = v + (dv + groups(d2v_p))[..., None] + groups(dm_p**2)
+    return means, variances
 
 
 def _conjugate_kernels(back: dict, spec: NetworkSpec, shape) -> np.ndarray:

@@ -148,8 +148,8 @@ class Preactivation:
         return self.test_predictive(u, X, Y)[0]
 
     def test_predictive(self, u, X, Y):
-        """Mean and variance of y* given the hidden layers, the readout integrated out (T21):
-        C_te,tr K^-1 Y and diag(C_te,te - C_te,tr K^-1 C_tr,te) + kappa, K = C_tr,tr + kappa I,
-        each (P_test, D)."""
+        """Mean and variance of the output f* given the hidden layers, the readout integrated out
+        (T21): C_te,tr K^-1 Y and diag(C_te,te - C_te,tr K^-1 C_tr,te), K = C_tr,tr + kappa I, each
+        (P_test, D)."""
         m, second = predictive_moments(self._kernels(u, X)[-1], Y, self.spec.kappa)
         return m, second - m**2

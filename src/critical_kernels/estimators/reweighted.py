@@ -52,6 +52,7 @@ from ..likelihood import log_evidence, predictive_moments
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_kernels
 from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
+from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
 from .map import MAPInfo, solve_map
@@ -81,10 +82,7 @@ class ReweightedInfo(NamedTuple):
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     timings: {"total": wall seconds} (including the saddle solve when it was not passed in);
     smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ();
-    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run);
-    f_test, f_test_var: the posterior predictive mean and variance of y* on the test rows (T21), the
-    weighted averages of the networks' own, with jackknife SEs f_test_se, f_test_var_se, (P_test, D)
-    (None without test rows, or from tempered SMC).
+    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run).
     ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
     """
@@ -98,10 +96,6 @@ class ReweightedInfo(NamedTuple):
     timings: dict
     smc_runs: tuple[SMCRun, ...] = ()
     rtol_met: bool | None = None
-    f_test: np.ndarray | None = None
-    f_test_var: np.ndarray | None = None
-    f_test_se: np.ndarray | None = None
-    f_test_var_se: np.ndarray | None = None
 
 
 class _Plain(NamedTuple):
@@ -118,7 +112,7 @@ class _Plain(NamedTuple):
     acceptance: np.ndarray
     bad: int
     rtol_met: bool | None = None
-    predictive: dict | None = None  # ReweightedInfo's f_test fields (`_predictive_jackknife`)
+    predictive: Predictive | None = None  # on the test rows (`_predictive_jackknife`)
 
 
 class _AtSaddle(NamedTuple):
@@ -152,7 +146,6 @@ class _Report(NamedTuple):
             {"total": time.perf_counter() - self.start},
             smc_runs,
             plain.rtol_met,
-            **(plain.predictive or {}) if not smc_runs else {},
         )
 
     def nan_kernels(self) -> np.ndarray:
@@ -324,19 +317,16 @@ def _ratio_batches(chunks: _Chunks, n_batches: int, swx: np.ndarray) -> tuple[np
     return swx_b.sum(axis=0) / sw_b.sum(), loo
 
 
-def _predictive_jackknife(chunks: _Chunks, n_batches: int, shape: tuple) -> dict:
-    """f_test = sum w m / sum w and f_test_var = sum w s / sum w - f_test^2 over all networks (T21),
-    with delete-one-batch jackknife SEs, each reshaped to (P_test, D); empty without test rows."""
+def _predictive_jackknife(chunks: _Chunks, n_batches: int, shape: tuple) -> Predictive | None:
+    """The predictive (T21): sum w m / sum w and sum w s / sum w over all networks with their
+    delete-one-batch estimates (kind "jackknife"), reshaped to (P_test, D); None without test rows."""
     if chunks.swm.shape[1] == 0:
-        return {}
+        return None
     mean, loo_m = _ratio_batches(chunks, n_batches, chunks.swm)
     second, loo_s = _ratio_batches(chunks, n_batches, chunks.sws)
-    return {
-        "f_test": mean.reshape(shape),
-        "f_test_var": (second - mean**2).reshape(shape),
-        "f_test_se": standard_error(loo_m, "jackknife").reshape(shape),
-        "f_test_var_se": standard_error(loo_s - loo_m**2, "jackknife").reshape(shape),
-    }
+    loo = (-1,) + shape
+    sets = (loo_m.reshape(loo), loo_s.reshape(loo))
+    return from_moments(mean.reshape(shape), second.reshape(shape), "jackknife", *sets)
 
 
 def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -448,7 +438,16 @@ def _plain_estimate(plain: _Plain, options: Reweighting, report: _Report, throw:
         outcome = Outcome(Result.ess_collapsed, detail, advice, method=options)
     assert plain.loo is not None  # the kernels are (checked above), so are their jackknife estimates
     estimates = Estimates("jackknife", plain.loo)
-    return finish("reweighted", plain.kernels, plain.se, info, outcome, estimates=estimates, throw=throw)
+    return finish(
+        "reweighted",
+        plain.kernels,
+        plain.se,
+        info,
+        outcome,
+        estimates=estimates,
+        predictive=plain.predictive,
+        throw=throw,
+    )
 
 
 def _smc_problems(runs: list[SMCRun]) -> list[str]:

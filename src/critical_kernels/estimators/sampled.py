@@ -27,6 +27,7 @@ from .. import progress
 from ..errors import NotPositiveDefiniteError
 from ..nngp import input_kernel
 from ..numerics import as_key, limit_blas_threads, standard_error
+from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
 from .diagnostics import chain_diagnostics
@@ -40,12 +41,9 @@ class SamplingInfo(NamedTuple):
     """sampler: its options (space and prior included); acceptance, step_size: (chains,); rhat_cka,
     ess_cka: (L+1,) R-hat and ESS of the per-draw CKA (layer 0: 1 and inf); rhat_kernels, ess_kernels:
     (L+1,) worst R-hat and smallest ESS over kernel entries from the batch means (reported, not used to
-    flag: with ~10 batches per chain R-hat is noisy); f_test: (P_test, D) posterior predictive mean
-    of y* on the test inputs (pre-activation space: the mean of the readout-integrated predictor) or
-    None; f_test_var: its posterior predictive variance E[Var(y* | network)] + Var(E[y* | network])
-    (T21); f_test_se, f_test_var_se: their batch-means SEs (the variance's by the delta method);
-    grad_evals; warnings: what failed; timings; cka_draws: (chains, draws, L) the CKA of layers 1..L
-    per recorded draw (R-hat and ESS of the CKA; pooling runs). The batch means behind the SE are the
+    flag: with ~10 batches per chain R-hat is noisy); grad_evals; warnings: what failed; timings;
+    cka_draws: (chains, draws, L) the CKA of layers 1..L per recorded draw (R-hat and ESS of the CKA;
+    pooling runs). The batch means behind the SE are the
     estimate's `estimates` (kind "batches", chain-major)."""
 
     sampler: _Sampler
@@ -55,10 +53,6 @@ class SamplingInfo(NamedTuple):
     ess_cka: np.ndarray
     rhat_kernels: np.ndarray
     ess_kernels: np.ndarray
-    f_test: np.ndarray | None
-    f_test_var: np.ndarray | None
-    f_test_se: np.ndarray | None
-    f_test_var_se: np.ndarray | None
     grad_evals: int
     warnings: tuple
     timings: dict
@@ -300,8 +294,8 @@ def sample_posterior(
         pre-activations h(l) = chol(C_emp(l-1)) z(l), z ~ N(0, I) (P' x N), its weights integrated
         out; the other layers keep whitened weights. Far fewer and better-conditioned coordinates when
         d >> P' (MNIST); needs C_emp positive definite (distinct inputs; NotPositiveDefiniteError
-        before sampling otherwise). f_test is then the mean of the predictor
-        C_te,tr (C_tr,tr + kappa I)^-1 Y given the hidden layers.
+        before sampling otherwise). The predictive then averages the readout-integrated
+        m and v (T21) over the draws, in weight space the networks' own outputs.
       chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max, progress).
       key: int or PRNGKey; throw: raise DiagnosticsError (carrying the estimate) when a diagnostic
         fails (default).
@@ -344,22 +338,15 @@ def _layer_extremes(entries: np.ndarray, depth: int, worst) -> np.ndarray:
     return np.concatenate([[exact], out])
 
 
-def _predictive(sums, draws: int, has_test: bool) -> dict:
-    """f_test, f_test_var and their SEs from the per-batch sums of m and m^2 + v (T21): batch means
-    b_m, b_s over (chain, batch); var = <b_s> - <b_m>^2, its SE from the batch means of the
-    delta-method pseudo-values b_s - 2 <b_m> b_m."""
+def _predictive(sums, draws: int, has_test: bool) -> Predictive | None:
+    """The posterior predictive (T21) from the per-batch sums of m and m^2 + v: the batch means over
+    (chain, batch) are its set of estimates (kind "batches")."""
     if not has_test:
-        return dict(f_test=None, f_test_var=None, f_test_se=None, f_test_var_se=None)
+        return None
     b_m = np.stack([s[2] for s in sums], axis=1) / draws  # (chains, batches, P_test, D)
     b_m = b_m.reshape((-1,) + b_m.shape[2:])
     b_s = (np.stack([s[3] for s in sums], axis=1) / draws).reshape(b_m.shape)
-    mean = b_m.mean(axis=0)
-    return dict(
-        f_test=mean,
-        f_test_var=b_s.mean(axis=0) - mean**2,
-        f_test_se=standard_error(b_m, "batches"),
-        f_test_var_se=standard_error(b_s - 2.0 * mean * b_m, "batches"),
-    )
+    return from_moments(b_m.mean(axis=0), b_s.mean(axis=0), "batches", b_m, b_s)
 
 
 def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate:
@@ -391,7 +378,6 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
         ess_cka=np.concatenate([[np.inf], ess_cka]),
         rhat_kernels=_layer_extremes(rhat_entries, spec.depth, np.nanmax),
         ess_kernels=_layer_extremes(ess_entries, spec.depth, np.min),
-        **_predictive(sums, draws, has_test=len(X_all) > P),
         grad_evals=int(sum(p[2].sum() for p in per_draw)),
         warnings=tuple(warnings),
         timings=timings,
@@ -408,5 +394,6 @@ def _summarise(job: _Job, sums, per_draw, eps, timings, throw) -> KernelEstimate
             Result.diagnostics_failed if warnings else Result.success, "; ".join(warnings), method=sampler
         ),
         estimates=Estimates("batches", batches.reshape((-1,) + batches.shape[2:])),
+        predictive=_predictive(sums, draws, has_test=len(X_all) > P),
         throw=throw,
     )

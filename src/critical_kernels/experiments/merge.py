@@ -17,6 +17,7 @@ from .cache import error_of, load_point
 from .config import ExperimentConfig
 from .grid import Sweep, coordinate
 from .io import read_netcdf
+from .runner import TEST_SCORES
 
 # the per-point diagnostics a merged sweep keeps, named as the run attrs they come from
 TEXT_PARTS = ("result", "method", "se_kind", "se_count")  # of every registered estimator, as text
@@ -27,7 +28,6 @@ POINT_SCALARS = (
     "map_n_samples",
     "reweighted_ess",
     "reweighted_n_samples",
-    "sampled_networks_test_error",
 )
 POINT_LAYERS = ("sampled_rhat_cka", "sampled_ess_cka")  # per layer
 
@@ -95,10 +95,7 @@ def _empty_grid(shape: tuple, n_methods: int, n_layers: int) -> dict[str, tuple[
     return {
         "cka": (per_layer, full(n_methods, n_layers)),
         "cka_se": (per_layer, full(n_methods, n_layers)),
-        **{
-            name: (per_method, full(n_methods))
-            for name in ("cka_out", "cka_out_se", "test_error", "test_mse")
-        },
+        **{name: (per_method, full(n_methods)) for name in ("cka_out", "cka_out_se", *TEST_SCORES)},
         "status": ((), text("missing")),
         "error": ((), text()),
         **{name: ((), full()) for name in (*point_scalars(), "g_c", "g_w_used", "seconds")},
@@ -118,8 +115,9 @@ def _fill_point(grid: dict, i: tuple, ds: xr.Dataset, rows: list[int]) -> None:
     grid["cka_se"][1][i][rows, :depth] = ds.cka_se.values
     grid["cka_out"][1][i][rows] = ds.cka.values[:, -1]
     grid["cka_out_se"][1][i][rows] = ds.cka_se.values[:, -1]
-    grid["test_error"][1][i][rows] = ds.test_error.values
-    grid["test_mse"][1][i][rows] = ds.test_mse.values
+    for name in TEST_SCORES:
+        if name in ds:  # a point cached before 0.8 has only test_error and test_mse
+            grid[name][1][i][rows] = ds[name].values
     for name in point_scalars():
         grid[name][1][i] = _number(ds.attrs.get(name))
     for name in point_texts():

@@ -73,6 +73,7 @@ def write_report(out: Path, ds: xr.Dataset) -> None:
         "",
         *[f"> **Warning:** {w}\n" for w in run_warnings(attrs)],
         *cka_table(ds),
+        *prediction_table(ds),
         "",
         "![CKA per layer](figures/cka_per_layer.png)",
         "",
@@ -113,6 +114,35 @@ def cka_table(ds: xr.Dataset) -> list[str]:
         "",
         "| estimator | " + " | ".join(layer_kernel(l) for l in ds.layer.values) + " | test error |",
         "|" + "---|" * (len(ds.layer) + 2),
+        *rows,
+    ]
+
+
+def prediction_table(ds: xr.Dataset) -> list[str]:
+    """Test scores of every estimator's posterior predictive (T21) with their SEs, and the shortcut."""
+    if "test_loss" not in ds or np.all(np.isnan(ds.test_mse_plugin.values)):
+        return []  # no test rows
+    rows = [
+        f"| {estimator_label(str(m), ds.attrs)} | "
+        + " | ".join(
+            fmt_se(float(ds[name].values[i]), float(ds[f"{name}_se"].values[i]))
+            for name in ("test_mse", "test_loss", "test_error")
+        )
+        + f" | {_fmt(float(ds.test_mse_plugin.values[i]), 4)} |"
+        for i, m in enumerate(ds.estimator.values)
+    ]
+    return [
+        "",
+        "## Test predictions (T21)",
+        "",
+        "The posterior predictive of the network output f* on the test rows: mse = mean (E[f*] - y)², "
+        "loss = mse + mean Var[f*] (Pacelli et al. 2023), class error of sign E[f*]; ± the estimator's "
+        "own standard error on these rows (not the sampling error of the test set). The last column is "
+        "the kernel predictor at the mean kernel, the shortcut that is not the network's prediction "
+        "at finite N (T22). NaN: the estimator gives no predictive.",
+        "",
+        "| estimator | mse | loss | class error | kernel predictor mse |",
+        "|---|---|---|---|---|",
         *rows,
     ]
 

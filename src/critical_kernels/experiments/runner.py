@@ -25,10 +25,10 @@ from ..critical_point import critical_gain, criticality
 from ..errors import CriticalKernelsError, InputError
 from ..estimators import KernelEstimate
 from ..estimators.registry import REGISTRY, Estimator
-from ..likelihood import kernel_predict
-from ..metrics import cka_layers, cka_layers_se, test_error
+from ..metrics import cka_layers, cka_layers_se
 from ..nngp import nngp_kernels
 from ..numerics import limit_blas_threads
+from ..predictive import Predictive, kernel_predictive, test_loss
 from ..spec import NetworkSpec
 from .attrs import estimate_attrs
 from .config import ExperimentConfig
@@ -117,7 +117,8 @@ def run(
     a terminal outside CI; False: none, as in sweep workers).
 
     Variables: kernel (estimator, layer, row, col) on train + test inputs, cka and cka_se
-    (estimator, layer), test_error and test_mse (estimator); attrs: every estimate's E_* attrs
+    (estimator, layer), the posterior predictive f_test and f_test_var (estimator, test, output) and
+    its TEST_SCORES (estimator); attrs: every estimate's E_* attrs
     (`attrs.estimate_attrs`), the shapes of its larger info arrays ("arrays"), timings, config.
     """
     data = load_data(config)
@@ -142,7 +143,7 @@ def run(
             )
             estimates[e.name] = timed(e.name, call)
     attrs = {
-        **run_attrs(estimates, data),
+        **run_attrs(estimates),
         "name": config.name,
         "data": data.name,
         "n_train": data.n_train,
@@ -153,26 +154,56 @@ def run(
     return _dataset(estimates, nngp, data, spec, attrs)
 
 
+# per estimator, from its posterior predictive on the test rows (T21, `predictive.test_loss`): the
+# predictive mean's squared error and sign error, the loss with the predictive variance, their Monte
+# Carlo SEs, and the squared error of the kernel predictor at the mean kernel (the shortcut)
+TEST_SCORES = (
+    "test_mse",
+    "test_mse_se",
+    "test_loss",
+    "test_loss_se",
+    "test_error",
+    "test_error_se",
+    "test_mse_plugin",
+)
+
+
 def _dataset(estimates: dict, nngp, data, spec: NetworkSpec, attrs: dict) -> xr.Dataset:
-    """The run Dataset: kernels, CKA with its SE and test errors of the NNGP and every estimate."""
+    """The run Dataset: kernels, CKA with its SE and the test predictive of the NNGP and every estimate."""
     kernels = {"nngp": nngp, **{name: e.kernels for name, e in estimates.items()}}
     ok = {"nngp": True, **{name: usable(e) for name, e in estimates.items()}}
     nan = np.full(spec.depth + 1, np.nan)  # the CKA and its SE of an estimate without an answer
     cka_se = {name: _cka_se(estimates.get(name), data.Y, spec.depth) if ok[name] else nan for name in kernels}
     names = list(kernels)
-    errors = {name: _errors(kernels[name] if ok[name] else None, data, spec.kappa) for name in names}
+    tested = data.X_test is not None and data.Y_test is not None
+    predictive = {"nngp": kernel_predictive(nngp, data.Y, spec.kappa) if tested else None}
+    predictive |= {name: e.predictive if ok[name] else None for name, e in estimates.items()}
+    scores = {
+        name: _scores(predictive[name], kernels[name] if ok[name] else None, data, spec.kappa)
+        for name in names
+    }
+    variables = {
+        "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in names])),
+        "cka": (
+            ("estimator", "layer"),
+            np.stack([cka_layers(kernels[k], data.Y) if ok[k] else nan for k in names]),
+        ),
+        "cka_se": (("estimator", "layer"), np.stack([cka_se[k] for k in names])),
+        **{score: (("estimator",), [scores[k][score] for k in names]) for score in TEST_SCORES},
+        "Y": (("train", "output"), data.Y),
+    }
+    if tested:
+        shape = (len(nngp[0]) - len(data.Y), data.Y.shape[1])  # (P_test, D)
+        for field in ("mean", "var"):
+            rows = [
+                getattr(p, field) if p is not None else np.full(shape, np.nan) for p in predictive.values()
+            ]
+            variables["f_test" if field == "mean" else "f_test_var"] = (
+                ("estimator", "test", "output"),
+                np.stack(rows),
+            )
     return xr.Dataset(
-        {
-            "kernel": (("estimator", "layer", "row", "col"), np.stack([kernels[k] for k in names])),
-            "cka": (
-                ("estimator", "layer"),
-                np.stack([cka_layers(kernels[k], data.Y) if ok[k] else nan for k in names]),
-            ),
-            "cka_se": (("estimator", "layer"), np.stack([cka_se[k] for k in names])),
-            "test_error": (("estimator",), [errors[k]["class_error"] for k in names]),
-            "test_mse": (("estimator",), [errors[k]["mse"] for k in names]),
-            "Y": (("train", "output"), data.Y),
-        },
+        variables,
         coords={
             "estimator": names,
             "layer": np.arange(spec.depth + 1),
@@ -198,23 +229,27 @@ def _cka_se(estimate: KernelEstimate | None, Y, depth: int) -> np.ndarray:
     return np.zeros(depth + 1)
 
 
-def run_attrs(estimates: dict, data) -> dict:
-    """The E_* attrs of every estimate, the shapes of their >= 2-D info arrays as one JSON attr
-    ("arrays"), and the sampled networks' own test error."""
+def run_attrs(estimates: dict) -> dict:
+    """The E_* attrs of every estimate and the shapes of their >= 2-D info arrays as one JSON attr
+    ("arrays")."""
     attrs, shapes = {}, {}
     for estimate in estimates.values():
         more, arrays = estimate_attrs(estimate)
         attrs.update(more)
         shapes.update(arrays)
-    sampled = estimates.get("sampled")
-    if sampled is not None and sampled.info.f_test is not None and data.Y_test is not None:
-        error = test_error(sampled.info.f_test, data.Y_test).get("class_error", np.nan)
-        attrs["sampled_networks_test_error"] = error  # the sampled networks' own predictions
     return {**attrs, "arrays": json.dumps(shapes)}
 
 
-def _errors(kernels, data, kappa) -> dict:
+def _scores(predictive: Predictive | None, kernels, data, kappa) -> dict:
+    """TEST_SCORES of one estimator (NaN without test rows or where it has no predictive)."""
+    out = dict.fromkeys(TEST_SCORES, np.nan)
     if kernels is None or data.X_test is None or data.Y_test is None:
-        return {"class_error": np.nan, "mse": np.nan}
-    out = test_error(kernel_predict(kernels[-1], data.Y, kappa), data.Y_test)
-    return {"class_error": out.get("class_error", np.nan), "mse": out["mse"]}
+        return out
+    plugin = kernel_predictive(kernels, data.Y, kappa)
+    out["test_mse_plugin"] = test_loss(plugin, data.Y_test)["mse"]
+    if predictive is not None:
+        out |= {
+            f"test_{k}".replace("test_class_", "test_"): v
+            for k, v in test_loss(predictive, data.Y_test).items()
+        }
+    return out

@@ -1,0 +1,115 @@
+"""The posterior predictive of a finite network on test rows (T21) and the test loss it implies.
+
+Given the last layer's kernel C, the readout is Gaussian: the network output f* on a test row has
+mean m(C) = C_*,tr K^-1 Y and variance v(C) = C_** - C_*,tr K^-1 C_tr,* (K = C_tr,tr + kappa I); a
+new label y* = f* + noise adds kappa. Over the posterior of the hidden layers the predictive mean is
+<m> and the variance <v> + <m^2> - <m>^2, which is not m and v at the mean kernel.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import InputError
+from .likelihood import predictive_moments
+from .numerics import check_se_kind, standard_error
+
+
+class Predictive(NamedTuple):
+    """Posterior predictive of the network output f* on the test rows (T21).
+
+    mean, var: (P_test, D) E[f* | data] and Var[f* | data] (a new label y* has var + kappa);
+    kind: how the set of estimates behind the SEs was made ("batches", "jackknife", "replicas", as for
+    kernels), None where the predictive is exact (NNGP, linear closed forms, quadrature);
+    means, seconds: (B, P_test, D) that set's estimates of E[f*] and E[f*^2].
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    kind: str | None = None
+    means: np.ndarray | None = None
+    seconds: np.ndarray | None = None
+
+    def se(self, fn=None) -> np.ndarray | None:
+        """SE of fn(mean, var) (default: the mean) over the set of estimates; None where exact."""
+        if self.kind is None or self.means is None or self.seconds is None:
+            return None
+        fn = fn or (lambda m, v: m)
+        values = np.stack([fn(m, s - m**2) for m, s in zip(self.means, self.seconds, strict=True)])
+        return standard_error(values, self.kind)
+
+    @property
+    def mean_se(self) -> np.ndarray | None:
+        return self.se()
+
+    @property
+    def var_se(self) -> np.ndarray | None:
+        return self.se(lambda m, v: v)
+
+
+def from_moments(mean, second, kind: str | None = None, means=None, seconds=None) -> Predictive:
+    """A Predictive from E[f*] and E[f*^2] (each (P_test, D)) and their set of estimates."""
+    if kind is not None:
+        check_se_kind(kind)
+    mean, second = np.asarray(mean), np.asarray(second)
+    sets = (None, None) if kind is None else (np.asarray(means), np.asarray(seconds))
+    return Predictive(mean, second - mean**2, kind, *sets)
+
+
+def kernel_predictive(kernels, Y, kappa: float, estimates=None) -> Predictive:
+    """m and v (T21) at one kernel: the NNGP's, the MAP's (`estimates`: its Estimates, for the SE).
+
+    Args:
+      kernels: (L+1, P', P') or the output kernel (P', P'), training rows first.
+      Y: (P, D) training targets (P < P'); kappa: the likelihood's noise variance.
+      estimates: the estimate's set of kernel estimates (`KernelEstimate.estimates`) or None.
+    """
+    C = np.asarray(kernels)
+    C = C[-1] if C.ndim == 3 else C
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
+    if C.shape[-1] <= len(Y):
+        raise InputError(f"kernel_predictive: the kernel has no test rows ({C.shape[-1]} rows, P = {len(Y)})")
+    m, s = (np.asarray(x) for x in predictive_moments(jnp.asarray(C), jnp.asarray(Y), kappa))
+    if estimates is None:
+        return from_moments(m, s)
+    batch = jax.vmap(predictive_moments, in_axes=(0, None, None))
+    ms, ss = (np.asarray(x) for x in batch(jnp.asarray(estimates.kernels[:, -1]), jnp.asarray(Y), kappa))
+    return from_moments(m, s, estimates.kind, ms, ss)
+
+
+def _scores(mean, var, Y_test) -> np.ndarray:
+    """(bias^2, loss, class error): mean (m - y)^2, plus the mean predictive variance of f*
+    (Pacelli et al.'s generalisation loss), and the fraction of sign errors (+-1 targets; else NaN)."""
+    bias2 = np.mean((mean - Y_test) ** 2)
+    signs = np.all(np.isin(Y_test, (-1.0, 1.0)))
+    error = np.mean(np.sign(mean) != Y_test) if signs else np.nan
+    return np.array([bias2, bias2 + np.mean(var), error])
+
+
+def test_loss(predictive: Predictive, Y_test) -> dict:
+    """Test scores of a posterior predictive with their Monte Carlo SEs (0 where it is exact).
+
+    mse: mean over test rows of (E[f*] - y)^2 (the predictor's error); loss: mse plus the mean
+    Var[f*] (the expected squared error of a network drawn from the posterior, Pacelli et al. 2023);
+    class_error: sign errors of E[f*] for +-1 targets (NaN otherwise); each with `_se`. The SEs are
+    the estimator's own error on these test rows, not the sampling error of the test set.
+    """
+    Y_test = np.asarray(Y_test, dtype=np.float64)
+    Y_test = Y_test.reshape(len(Y_test), -1) if Y_test.ndim else Y_test
+    if Y_test.shape != predictive.mean.shape:
+        raise InputError(
+            f"test_loss: predictions {predictive.mean.shape} and Y_test {Y_test.shape} differ in shape"
+        )
+    values = _scores(predictive.mean, predictive.var, Y_test)
+    se = predictive.se(lambda m, v: _scores(m, v, Y_test))
+    se = np.zeros(3) if se is None else se
+    names = ("mse", "loss", "class_error")
+    scores = dict(zip(names, values.tolist(), strict=True))
+    return scores | {f"{n}_se": float(s) for n, s in zip(names, se, strict=True)}
+
+
+test_loss.__test__ = False  # pyright: ignore[reportFunctionMemberAccess]  (not a pytest test)
