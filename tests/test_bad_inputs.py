@@ -283,6 +283,11 @@ API_CASES = {
     "xor with n_train=-3": lambda t: ck.datasets.xor(n_train=-3),
     "xor with n_test=2.5": lambda t: ck.datasets.xor(n_test=2.5),
     "digits with class 11": lambda t: ck.datasets.digits_binary((0, 11), n_train=10),
+    "digits with targets='posneg'": lambda t: ck.datasets.digits_binary(n_train=10, targets="posneg"),
+    "test_loss with mismatched rows": lambda t: ck.test_loss(
+        ck.Predictive(np.zeros((3, 1)), np.ones((3, 1))), Y
+    ),
+    "kernel_predictive without test rows": lambda t: ck.kernel_predictive(np.eye(6), Y, 0.1),
     "from_arrays with NaN": lambda t: ck.datasets.from_arrays([[np.nan, 1.0], [0.0, 1.0]], [1.0, -1.0]),
     "from_file of a corrupt .npz": lambda t: ck.datasets.from_file(_file(t, "d.npz", b"PK\x03\x04 no")),
     "from_file of a directory": lambda t: ck.datasets.from_file(t),

@@ -115,6 +115,24 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     assert xr.open_dataset(tmp_path / "out" / "sweep.nc", engine="scipy").load().identical(ds)
 
 
+def test_learning_curve_over_p_at_fixed_alpha(tmp_path):
+    """P and N swept together: the merged test loss of the NNGP equals Pacelli et al.'s loss computed
+    directly from the GP predictive, and the learning-curve figure is drawn."""
+    path = _write(tmp_path, '"network.width,data.n_train" = [[20, 6], [40, 12]]\n')
+    ds = run_sweep(load_sweep(path), tmp_path / "out", executor=Serial())
+    assert (tmp_path / "out" / "figures" / "learning_curve.png").stat().st_size > 5000
+    for j, P in enumerate((6, 12)):
+        data = ck.datasets.xor(n_train=P, n_test=10, dim=3, seed=0)
+        spec = ck.NetworkSpec(depth=2, width=20 * (j + 1), g_w=1.5, g_b=0.1, kappa=0.2)  # config defaults
+        C = ck.nngp_kernels(spec, data.X, data.X_test)[-1]
+        K = C[:P, :P] + 0.2 * np.eye(P)
+        mean = C[P:, :P] @ np.linalg.solve(K, data.Y)  # GP predictive of f* (T21)
+        var = np.diag(C[P:, P:] - C[P:, :P] @ np.linalg.solve(K, C[:P, P:]))
+        loss = np.mean((mean - data.Y_test) ** 2) + np.mean(var)
+        assert ds.test_loss.sel(estimator="nngp").values[j] == pytest.approx(loss, rel=1e-10)
+        assert ds.test_loss_se.sel(estimator="perturbative").values[j] > 0  # first order: Monte Carlo
+
+
 def _theory(ds):
     return ds[THEORY]
 

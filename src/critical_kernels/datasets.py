@@ -34,12 +34,21 @@ class Dataset:
         return self.X.shape[0]
 
 
-def _standardise(X: np.ndarray, X_test: np.ndarray | None):
+def _standardise(X: np.ndarray, X_test: np.ndarray | None, per_feature: bool = False):
+    """Centre every feature on the training split and divide by one global scale (mean |x|^2 / d = 1),
+    or (per_feature) by each feature's own standard deviation, constant features left at 0."""
     mean = X.mean(axis=0)
     scale = np.sqrt(np.mean(np.sum((X - mean) ** 2, axis=1)) / X.shape[1])
     if not scale > 0:
         raise InputError("X: all training inputs are identical; nothing to standardise")
+    if per_feature:
+        std = X.std(axis=0)
+        scale = np.where(std > 0, std, 1.0)
     return (X - mean) / scale, None if X_test is None else (X_test - mean) / scale
+
+
+LABELS = ("pm1", "01")  # targets of the first / second class: +1 / -1, or 0 / 1 (Pacelli et al. 2023)
+STANDARDISE = ("global", "pixelwise")
 
 
 def from_arrays(X, Y, X_test=None, Y_test=None, *, standardise: bool = True, name: str = "arrays") -> Dataset:
@@ -64,8 +73,13 @@ def _count(value) -> int:
     return int(value)
 
 
-def _split(X, labels, classes, n_train, n_test, seed, name) -> Dataset:
-    """Keep two classes, label them +1 / -1, shuffle with `seed` and split."""
+def _split(X, labels, classes, sizes: tuple, seed, name, targets="pm1", standardise="global") -> Dataset:
+    """Keep two classes, label them (`targets`: +1 / -1 or 0 / 1), shuffle with `seed`, split into
+    sizes = (n_train, n_test) (n_test None: the rest) and standardise (pixelwise or global)."""
+    n_train, n_test = sizes
+    for name_, value, allowed in (("targets", targets, LABELS), ("standardise", standardise, STANDARDISE)):
+        if value not in allowed:
+            raise InputError(f"{name_}: expected one of {', '.join(allowed)}, got {value!r}")
     if len(classes) != 2 or classes[0] == classes[1]:
         raise InputError(f"classes: need two different labels, got {classes}")
     missing = [c for c in classes if not np.any(labels == c)]
@@ -76,14 +90,15 @@ def _split(X, labels, classes, n_train, n_test, seed, name) -> Dataset:
             f"{present.min()}..{present.max()}); choose two of them"
         )
     keep = np.isin(labels, classes)
-    X, y = X[keep].astype(np.float64), np.where(labels[keep] == classes[0], 1.0, -1.0)
+    first, second = (1.0, -1.0) if targets == "pm1" else (0.0, 1.0)
+    X, y = X[keep].astype(np.float64), np.where(labels[keep] == classes[0], first, second)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) - n_train if n_test is None else n_test
     if _count(n_train) < 2 or _count(n_test) < 0 or n_train + n_test > len(y):
         raise InputError(f"n_train + n_test: {n_train} + {n_test} exceeds the {len(y)} samples of {name}")
     tr, te = order[:n_train], order[n_train : n_train + n_test]
     X_test = X[te] if n_test else None
-    X_tr, X_test = _standardise(X[tr], X_test)
+    X_tr, X_test = _standardise(X[tr], X_test, per_feature=standardise == "pixelwise")
     return Dataset(X_tr, y[tr, None], X_test, y[te, None] if n_test else None, name)
 
 
@@ -123,13 +138,16 @@ def xor(
     return Dataset(X_tr, y[:n_train, None], X_te, y[n_train:, None] if n_test else None, "xor")
 
 
-def digits_binary(classes=(0, 3), n_train: int = 100, n_test: int | None = None, seed: int = 0) -> Dataset:
-    """Two classes of scikit-learn's bundled 8x8 digits (the embedded default), y = +1 / -1."""
+def digits_binary(
+    classes=(0, 3), n_train: int = 100, n_test: int | None = None, seed: int = 0, **conventions
+) -> Dataset:
+    """Two classes of scikit-learn's bundled 8x8 digits (the embedded default), y = +1 / -1
+    (conventions: targets="01", standardise="pixelwise", as `_split`)."""
     from sklearn.datasets import load_digits
 
     X, y = load_digits(return_X_y=True)
     name = f"digits {classes[0]} vs {classes[1]}"
-    return _split(X, y, tuple(classes), n_train, n_test, seed, name)
+    return _split(X, y, tuple(classes), (n_train, n_test), seed, name, **conventions)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -167,14 +185,16 @@ def mnist_binary(
     n_test: int | None = 500,
     seed: int = 0,
     split: str = "t10k",
+    **conventions,
 ) -> Dataset:
-    """Two MNIST classes from idx files in directory `path` (e.g. t10k-images-idx3-ubyte.gz)."""
+    """Two MNIST classes from idx files in directory `path` (e.g. t10k-images-idx3-ubyte.gz), y = +1 / -1
+    (conventions: targets="01", standardise="pixelwise", as `_split`)."""
     directory = Path(path)
     images = _read_idx(_find(directory, f"{split}-images-idx3-ubyte"))
     labels = _read_idx(_find(directory, f"{split}-labels-idx1-ubyte"))
     X = images.reshape(images.shape[0], -1)
     name = f"mnist {classes[0]} vs {classes[1]}"
-    return _split(X, labels, tuple(classes), n_train, n_test, seed, name)
+    return _split(X, labels, tuple(classes), (n_train, n_test), seed, name, **conventions)
 
 
 def from_file(path, *, standardise: bool = True) -> Dataset:

@@ -67,6 +67,10 @@ class DataConfig(_Strict):
     noise: Float = Field(0.2, ge=0, description="XOR cluster noise")
     path: str | None = Field(None, description="MNIST folder or .npz/.csv file")
     seed: Int = 0
+    targets: Literal["pm1", "01"] = Field("pm1", description="digits, mnist: +1/-1 or 0/1 targets")
+    standardise: Literal["global", "pixelwise"] = Field(
+        "global", description="digits, mnist: centre and one global scale, or each pixel by its std"
+    )
 
     @model_validator(mode="after")
     def _classes_exist(self):

@@ -102,6 +102,8 @@ def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
             images.append(_sweep_figure(ds, dim, fields[dim][0], figures / f"cka_vs_{dim}.png"))
         if fields[dim] == ["network.width"] and "nngp" in estimators:  # width alone: fixed P
             images.append(_width_figure(ds, dim, figures / "delta_cka_vs_inv_width.png"))
+        if "data.n_train" in fields[dim] and "test_loss" in ds and np.isfinite(ds.test_loss.values).any():
+            images.append(_learning_curve(ds, dim, figures / "learning_curve.png"))
     if "sampled" in estimators and "nngp" in estimators:
         images.append(_theory_vs_sampled(ds, figures / "theory_vs_sampled.png"))
         for dim in fields:
@@ -111,9 +113,10 @@ def sweep_figures(ds: xr.Dataset, figures: Path) -> list[Path]:
     return images
 
 
-def _curves(ds: xr.Dataset, dim: str, x, value) -> tuple[list, str]:
-    """Lines along `dim`: one per method and per value of one other swept dimension; swept seeds
-    are averaged over (replicates), any further dimension is held at its first value."""
+def _curves(ds: xr.Dataset, dim: str, x, value, var: str = "cka_out") -> tuple[list, str]:
+    """Lines along `dim` of `var` (and its SE, var_se): one per method and per value of one other
+    swept dimension; swept seeds are averaged over (replicates), any further dimension is held at its
+    first value."""
     fields = json.loads(ds.attrs["fields"])
     replicates = [d for d in fields if d != dim and set(fields[d]) <= {"seed", "data.seed"}]
     others = [d for d in ds.status.dims if d != dim and d not in replicates]
@@ -124,8 +127,8 @@ def _curves(ds: xr.Dataset, dim: str, x, value) -> tuple[list, str]:
     curves = []
     for k, method in enumerate(str(m) for m in ds.estimator.values):
         for g in range(ds.sizes[group]) if group else [None]:
-            sub = ds[["cka_out", "cka_out_se"]].isel({**fixed, **({group: g} if group else {})})
-            y, yerr = value(_replicate_mean(sub, replicates) if replicates else sub, method)
+            sub = ds[[var, f"{var}_se"]].isel({**fixed, **({group: g} if group else {})})
+            y, yerr = value(_replicate_mean(sub, replicates, var) if replicates else sub, method)
             label = names[method] + (f", {_symbol(fields, group)} = {ds[group].values[g]}" if group else "")
             style = {"fmt": styles[k % len(styles)], "color": f"C{g or 0}"}
             curves.append((method, label, x, y, yerr, style))
@@ -134,11 +137,11 @@ def _curves(ds: xr.Dataset, dim: str, x, value) -> tuple[list, str]:
     return curves, ", ".join(note)
 
 
-def _replicate_mean(sub: xr.Dataset, replicates: list[str]) -> xr.Dataset:
-    """Mean CKA over independent replicates, with the SE of that mean: sqrt(sum SE^2) / n."""
+def _replicate_mean(sub: xr.Dataset, replicates: list[str], var: str = "cka_out") -> xr.Dataset:
+    """Mean of `var` over independent replicates, with the SE of that mean: sqrt(sum SE^2) / n."""
     n = int(np.prod([sub.sizes[d] for d in replicates]))
-    se = np.sqrt((sub.cka_out_se**2).sum(replicates)) / n
-    return xr.Dataset({"cka_out": sub.cka_out.mean(replicates), "cka_out_se": se})
+    se = np.sqrt((sub[f"{var}_se"] ** 2).sum(replicates)) / n
+    return xr.Dataset({var: sub[var].mean(replicates), f"{var}_se": se})
 
 
 def _symbol(fields: dict, dim: str) -> str:
@@ -183,6 +186,34 @@ def _sweep_figure(ds: xr.Dataset, dim: str, field: str, path: Path) -> Path:
         integer=integer,
     )
     return plots.line_panels(panels, path, axes, title=title)
+
+
+def _learning_curve(ds: xr.Dataset, dim: str, path: Path) -> Path:
+    """Test loss and test mse of each estimator's posterior predictive (T21) against P on log axes,
+    with SEs; sampled networks as points (ground truth), theories as lines."""
+    fields = json.loads(ds.attrs["fields"])
+    first = fields[dim][0] == "data.n_train"
+    P = ds[dim].values if first else ds[zipped_coordinate(ds, dim, "data.n_train")].values
+    panels = []
+    for var, name in (("test_loss", "test loss (with the predictive variance)"), ("test_mse", "test mse")):
+
+        def value(sub, m, var=var):
+            return sub[var].sel(estimator=m).values, _finite(sub[f"{var}_se"].sel(estimator=m))
+
+        curves, note = _curves(ds, dim, P, value, var)
+        curves = [
+            (c[1], c[2], c[3], c[4], {**c[5], "fmt": "o", "color": "k"} if c[0] == "sampled" else c[5])
+            for c in curves
+        ]
+        panels.append((name, name.split(" (")[0], curves))
+    axes = PanelAxes("P (training inputs)", logx=True, logy=True, integer=True)
+    return plots.line_panels(panels, path, axes, title=f"{ds.attrs['name']} {note}".strip())
+
+
+def zipped_coordinate(ds: xr.Dataset, dim: str, field: str) -> str:
+    """The coordinate name merge gives a zipped field (its leaf, or its full path on a collision)."""
+    leaf = field.split(".")[-1]
+    return leaf if leaf in ds.coords and ds[leaf].dims == (dim,) else field.replace(".", "_")
 
 
 def _adaptation(sub: xr.Dataset, estimator: str) -> np.ndarray:

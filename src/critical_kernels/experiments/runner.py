@@ -39,11 +39,15 @@ def load_data(config: ExperimentConfig) -> datasets.Dataset:
     d = config.data
     if d.task == "xor":
         return datasets.xor(n_train=d.n_train, n_test=d.n_test, dim=d.dim, noise=d.noise, seed=d.seed)
+    conventions = dict(targets=d.targets, standardise=d.standardise)
     if d.task == "digits":
-        return datasets.digits_binary(d.classes, n_train=d.n_train, n_test=d.n_test, seed=d.seed)
+        return datasets.digits_binary(
+            d.classes, n_train=d.n_train, n_test=d.n_test, seed=d.seed, **conventions
+        )
     if d.task == "mnist":
+        path = d.path or "."
         return datasets.mnist_binary(
-            d.classes, path=d.path or ".", n_train=d.n_train, n_test=d.n_test, seed=d.seed
+            d.classes, path=path, n_train=d.n_train, n_test=d.n_test, seed=d.seed, **conventions
         )
     return datasets.from_file(d.path or "")
 

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from ..estimators.registry import REGISTRY
-from .figures import sweep_figures
+from .figures import sweep_figures, zipped_coordinate
 from .labels import (
     approximated,
     estimator_label,
@@ -83,7 +83,9 @@ def _point_table(ds: xr.Dataset, flat: xr.Dataset, points: list[dict], ok: list[
     (flagged per point where the column header cannot say it for all), the status."""
     fields = json.loads(ds.attrs["fields"])
     estimators = [str(m) for m in ds.estimator.values]
-    columns = [(f, d if j == 0 else _zipped_name(ds, d, f)) for d in fields for j, f in enumerate(fields[d])]
+    columns = [
+        (f, d if j == 0 else zipped_coordinate(ds, d, f)) for d in fields for j, f in enumerate(fields[d])
+    ]
     columns = [(f, name) for f, name in columns if name in flat.coords]
     common = shared([points[j] for j in ok])
     headers = [field_label(f, math=False) for f, _ in columns] + ["g_w used"]
@@ -137,12 +139,6 @@ def _configuration_lines(out: Path) -> list[str]:
     text = (out / "sweep.toml").read_text() if (out / "sweep.toml").is_file() else ""
     resolved = ["The sweep as resolved (`sweep.toml`):", "", "```toml", text.rstrip(), "```"] if text else []
     return ["## Configuration", "", *resolved]
-
-
-def _zipped_name(ds: xr.Dataset, dim: str, field: str) -> str:
-    """The coordinate name merge gives a zipped field (its leaf, or its full path on a collision)."""
-    leaf = field.split(".")[-1]
-    return leaf if leaf in ds.coords and ds[leaf].dims == (dim,) else field.replace(".", "_")
 
 
 def _point_label(flat: xr.Dataset, j: int, dims: list[str]) -> str:
