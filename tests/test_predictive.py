@@ -111,3 +111,25 @@ def test_sampled_networks_and_reweighting_predict_the_same_test_loss(activation,
         assert abs(z) < 3, (score, truth, theory)
     nngp = kernel_predictive(ck.nngp_kernels(spec, data.X, data.X_test), data.Y, spec.kappa)
     assert abs(test_loss(nngp, data.Y_test)["mse"] - truth["mse"]) > 4 * truth["mse_se"]
+
+
+def test_scalar_order_parameter_is_the_exact_linear_saddle_point():
+    """T23 for linear phi without biases is the mode in ln u of the exact posterior over the readout's
+    squared norm (T18's u_mode, found by its own optimiser): measured agreement 1e-10. Its predictive
+    approaches the exact one as 1/N (measured 4.7e-3, 1.6e-3, 1.8e-4 at N = 20, 100, 1000)."""
+    data = ck.datasets.xor(n_train=30, n_test=10, seed=0)
+    misses = []
+    for N in (100, 1000):
+        spec = ck.NetworkSpec(depth=1, width=N, activation="linear", g_b=0.0, kappa=0.1)
+        scalar = ck.scalar_renormalised_kernels(spec, data.X, data.Y, data.X_test)
+        exact = ck.linear_posterior_kernels(spec, data.X, data.Y, data.X_test)
+        assert scalar.info.q_bar == pytest.approx(exact.info.u_mode[0], rel=1e-7)
+        misses.append(np.abs(scalar.predictive.mean - exact.predictive.mean).max())
+        # a scalar rescaling keeps the kernel's shape: the CKA is the NNGP's
+        nngp = ck.nngp_kernels(spec, data.X, data.X_test)
+        np.testing.assert_allclose(
+            ck.cka_layers(scalar.kernels, data.Y), ck.cka_layers(nngp, data.Y), rtol=1e-10
+        )
+    assert 5 < misses[0] / misses[1] < 20  # O(1/N) as N grows tenfold
+    with pytest.raises(ck.SpecError, match="one hidden layer"):
+        ck.scalar_renormalised_kernels(ck.NetworkSpec(depth=2), data.X, data.Y)

@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the one list of the lazily loaded public names (read by _la
         perturbative_kernels,
         reweighted_kernels,
         sample_posterior,
+        scalar_renormalised_kernels,
         solve_map,
     )
     from .fluctuations import (

@@ -27,6 +27,7 @@ from .perturbative import PerturbativeInfo, linear_output_shift, perturbative_ke
 from .preactivation import Preactivation
 from .reweighted import ReweightedInfo, reweighted_kernels
 from .sampled import SPACES, SamplingInfo, sample_posterior
+from .scalar import ScalarInfo, scalar_renormalised_kernels
 from .smc import SMCRun
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "LinearExactInfo",
     "reweighted_kernels",
     "ReweightedInfo",
+    "scalar_renormalised_kernels",
+    "ScalarInfo",
     "Network",
     "Preactivation",
     "SPACES",

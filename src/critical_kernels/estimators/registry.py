@@ -16,6 +16,7 @@ from .map import solve_map
 from .perturbative import perturbative_kernels
 from .reweighted import reweighted_kernels
 from .sampled import sample_posterior
+from .scalar import scalar_renormalised_kernels
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ register(
         show_method=False,
         takes_key=False,
         activations=("linear",),
+    )
+)
+register(
+    Estimator(
+        "scalar",
+        "scalar (Pacelli)",
+        scalar_renormalised_kernels,
+        lambda m, spec, earlier: {},
+        show_method=False,
+        takes_key=False,
     )
 )
 register(
