@@ -94,6 +94,8 @@ def one_run(P: int, depth: int, key: int, mnist: Path, rtol: float | None) -> di
         "ess": float(info.ess),
         "var_log_weight": float(info.var_log_weight),
         "n_samples": int(info.n_samples),
+        "log_evidence": float(info.log_evidence),
+        "log_evidence_se": float(info.log_evidence_se),
         "rtol": rtol,
         "seconds": seconds,
         "versions": {"critical_kernels": ck.__version__},
@@ -132,6 +134,7 @@ def summary(out: Path) -> None:
             f"{seconds:.0f} s, ESS {np.median([r['ess'] for r in ok]):.0f} of {ok[0]['n_samples']}, "
             f"Var R {np.median([r['var_log_weight'] for r in ok]):.2f}"
         )
+        _evidence_line(ok, ex["log_evidence"])
         for layer in range(1, cka.shape[1]):
             adaptation = exact_cka[layer] - nngp[layer]
             captured = (cka[:, layer] - nngp[layer]) / adaptation
@@ -145,6 +148,22 @@ def summary(out: Path) -> None:
                 f"SE / adaptation {rms_se / abs(adaptation):.3f}; z RMS {np.sqrt(np.mean(z**2)):.2f}, "
                 f"max |z| {np.abs(z).max():.1f}"
             )
+
+
+def _evidence_line(runs: list, exact_log_evidence: float) -> None:
+    """ln mean e^R against the exact ln p(Y | X): RMS and mean of z = difference / reported SE, and the
+    run-to-run spread over the RMS SE (runs from before 0.8.1 lack it)."""
+    runs = [r for r in runs if "log_evidence" in r]
+    if len(runs) < 2:
+        return
+    value, se = np.array([r["log_evidence"] for r in runs]), np.array([r["log_evidence_se"] for r in runs])
+    miss = value - exact_log_evidence
+    z = miss / se
+    print(
+        f"  ln mean e^R - exact ln p(Y|X) over {len(runs)} runs: mean {miss.mean():+.3f}, "
+        f"z mean {z.mean():+.2f} RMS {np.sqrt(np.mean(z**2)):.2f}, spread / SE "
+        f"{value.std(ddof=1) / np.sqrt(np.mean(se**2)):.2f}"
+    )
 
 
 def main() -> None:

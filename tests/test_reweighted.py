@@ -153,6 +153,11 @@ def test_rtol_draws_rounds_until_the_se_meets_it_and_stays_exact(mnist8):
     assert grown.info.n_samples % 16 == 0 and grown.estimates.kernels.shape[0] == 16
     z = (grown.kernels - exact)[1:] / grown.se[1:]
     assert np.abs(z).max() < 4.0, np.abs(z).max()
+    # ln mean e^R estimates the exact evidence ln p(Y | X) of T18 (E_q e^R = p(Y | X) for linear phi);
+    # its delta-method SE, 4 SE as above (the O(1/n) bias of the log, ~SE^2 / 2, is negligible)
+    evidence = linear_posterior_kernels(spec, d.X, d.Y).info.log_evidence
+    z_evidence = (grown.info.log_evidence - evidence) / grown.info.log_evidence_se
+    assert 0 < grown.info.log_evidence_se < 0.1 and abs(z_evidence) < 4.0, z_evidence
     with pytest.warns(UserWarning, match="reweighted: the CKA adaptation's SE is above rtol = 1e-06"):
         capped = run(rtol=1e-6, max_samples=1024)
     assert capped.info.rtol_met is False and capped.info.n_samples == 1024 and capped.ok

@@ -8,6 +8,7 @@ exact for linear phi. Dense P^2 x P^2 tensors exist only behind `KernelCovarianc
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -175,7 +176,7 @@ class KernelCovariance:
         """(n_paths, P, P) draws of the output kernel's leading-order fluctuation dC(L) about the
         NNGP, with covariance Sigma(L) (T6): one finite layer of N neurons per layer, propagated
         linearly by the responses J."""
-        return list(self._paths(n_paths, key))[-1]
+        return deque(self._paths(n_paths, key), maxlen=1).pop()  # only one layer's paths alive at once
 
     def _paths(self, n_paths: int, key):
         """Yield dC(0) = 0, dC(1), ..., dC(L), each (n_paths, P, P): dC(k) = J(k)[dC(k-1)] + the

@@ -51,6 +51,11 @@ def predictive_moments(C, Y, kappa):
     return m, m**2 + v[:, None]
 
 
+def batched_predictive_moments(C, Y, kappa):
+    """`predictive_moments` over a leading axis of kernels C (B, P', P'): each result (B, P' - P, D)."""
+    return jax.vmap(predictive_moments, in_axes=(0, None, None))(C, Y, kappa)
+
+
 class Gradient(NamedTuple):
     """G = d ln p(Y|C) / dC (P, P) and the Cholesky jitter K needed."""
 

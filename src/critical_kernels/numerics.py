@@ -91,6 +91,17 @@ def standard_error(estimates, kind: str) -> np.ndarray:
     return x.std(axis=0, ddof=1) * scale
 
 
+def ratio_jackknife(sw, swx) -> tuple[np.ndarray, np.ndarray]:
+    """A self-normalised estimate sum w x / sum w and its delete-one-block estimates (B, ...) from
+    per-block sums sw (B,) and swx (B, ...) on one weight scale (kind "jackknife"); NaN where one block
+    holds all the weight."""
+    sw, swx = np.asarray(sw), np.asarray(swx)
+    total = swx.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo = (total[None] - swx) / (sw.sum() - sw).reshape((-1,) + (1,) * (swx.ndim - 1))
+    return total / sw.sum(), loo
+
+
 def as_key(key) -> jax.Array:
     """A PRNG key from an int or a key."""
     return jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key

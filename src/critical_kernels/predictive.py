@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .errors import InputError
-from .likelihood import predictive_moments
-from .numerics import check_se_kind, standard_error
+from .likelihood import batched_predictive_moments, predictive_moments
+from .numerics import check_se_kind, ratio_jackknife, standard_error
 
 
 class Predictive(NamedTuple):
@@ -60,6 +59,15 @@ def from_moments(mean, second, kind: str | None = None, means=None, seconds=None
     return Predictive(mean, second - mean**2, kind, *sets)
 
 
+def from_weighted_sums(sw, swm, sws) -> Predictive:
+    """The self-normalised predictive <m> = sum w m / sum w, <s> = sum w s / sum w (T21) from per-block
+    sums on one weight scale, sw (B,) and swm, sws (B, P_test, D), with their delete-one-block
+    estimates (kind "jackknife")."""
+    mean, means = ratio_jackknife(sw, swm)
+    second, seconds = ratio_jackknife(sw, sws)
+    return from_moments(mean, second, "jackknife", means, seconds)
+
+
 def kernel_predictive(kernels, Y, kappa: float, estimates=None) -> Predictive:
     """m and v (T21) at one kernel: the NNGP's, the MAP's (`estimates`: its Estimates, for the SE).
 
@@ -76,8 +84,8 @@ def kernel_predictive(kernels, Y, kappa: float, estimates=None) -> Predictive:
     m, s = (np.asarray(x) for x in predictive_moments(jnp.asarray(C), jnp.asarray(Y), kappa))
     if estimates is None:
         return from_moments(m, s)
-    batch = jax.vmap(predictive_moments, in_axes=(0, None, None))
-    ms, ss = (np.asarray(x) for x in batch(jnp.asarray(estimates.kernels[:, -1]), jnp.asarray(Y), kappa))
+    moments = batched_predictive_moments(jnp.asarray(estimates.kernels[:, -1]), jnp.asarray(Y), kappa)
+    ms, ss = (np.asarray(x) for x in moments)
     return from_moments(m, s, estimates.kind, ms, ss)
 
 

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..fluctuations import sample_prior_kernels
-from ..likelihood import log_evidence, predictive_moments
+from ..likelihood import batched_predictive_moments, log_evidence
 from ..numerics import as_key, limit_blas_threads
-from ..predictive import Predictive, from_moments
+from ..predictive import from_weighted_sums
 from ..spec import NetworkSpec
 from .base import KernelEstimate, Outcome, Result, finish, prepare
 from .options import PriorImportance
@@ -70,11 +70,11 @@ def exact_posterior_kernels(
     start = time.perf_counter()
     _, X_all, Y, P = prepare(spec, X, Y, X_test, options=(options, PriorImportance))
     keys = jax.random.split(as_key(key), -(-options.n_samples // options.batch_size))
-    blocks = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
-    sw, sw2 = blocks.sw.sum(), blocks.sw2.sum()
-    mean = blocks.swC.sum(axis=0) / sw
+    sums = _weighted_sums(spec, X_all, Y, keys, options.batch_size)
+    sw, sw2 = sums.sw, sums.sw2
+    mean = sums.swC / sw
     # delta method for the self-normalised mean: sum w^2 (C - mean)^2 / (sum w)^2, expanded in the sums
-    var = (blocks.sw2C2.sum(axis=0) - 2.0 * mean * blocks.sw2C.sum(axis=0) + mean**2 * sw2) / sw**2
+    var = (sums.sw2C2 - 2.0 * mean * sums.sw2C + mean**2 * sw2) / sw**2
     ess = float(sw**2 / sw2)
     info = ExactInfo(ess, len(keys) * options.batch_size, {"total": time.perf_counter() - start})
     ok = ess >= options.min_ess_count
@@ -83,42 +83,35 @@ def exact_posterior_kernels(
         "" if ok else f"effective sample size {ess:.1f} < min_ess_count = {options.min_ess_count}",
         method=options,
     )
-    predictive = _predictive(blocks) if len(X_all) > P else None
+    predictive = from_weighted_sums(sums.block_sw, sums.block_swm, sums.block_sws) if len(X_all) > P else None
     se = np.sqrt(np.maximum(var, 0.0))
     return finish("exact", mean, se, info, outcome, predictive=predictive, throw=throw)
 
 
-def _predictive(blocks: _Blocks) -> Predictive:
-    """<m>, <m^2 + v> (T21) over all networks and their delete-one-block estimates (kind "jackknife")."""
-    sw = blocks.sw.sum()
-    loo_w = (sw - blocks.sw)[:, None, None]
-    loo_m = (blocks.swm.sum(axis=0) - blocks.swm) / loo_w
-    loo_s = (blocks.sws.sum(axis=0) - blocks.sws) / loo_w
-    return from_moments(blocks.swm.sum(axis=0) / sw, blocks.sws.sum(axis=0) / sw, "jackknife", loo_m, loo_s)
+_SPLIT = 4  # jackknife blocks of the predictive per batch of networks (batch_size >= 4)
 
 
-_SPLIT = 4  # jackknife blocks per batch of networks (>= 2 blocks with a single batch)
+class _Sums(NamedTuple):
+    """The weighted sums over all prior networks on one common weight scale: sum w, sum w^2, and
+    sum w C, sum w^2 C, sum w^2 C^2 (L+1, P', P'); per block (B = _SPLIT per batch) sum w (B,) and,
+    with test rows, sum w m, sum w s (B, P_test, D) of the network's predictive mean m and second
+    moment s (T21), else empty."""
 
-
-class _Blocks(NamedTuple):
-    """Per block of prior networks (B = _SPLIT per batch), all on one common weight scale: sum w,
-    sum w^2, and sum w C, sum w^2 C, sum w^2 C^2 (B, L+1, P', P'); with test rows sum w m, sum w s
-    (B, P_test, D) for the network's predictive mean m and second moment s (T21), else empty."""
-
-    sw: np.ndarray
-    sw2: np.ndarray
+    sw: float
+    sw2: float
     swC: np.ndarray
     sw2C: np.ndarray
     sw2C2: np.ndarray
-    swm: np.ndarray
-    sws: np.ndarray
+    block_sw: np.ndarray
+    block_swm: np.ndarray
+    block_sws: np.ndarray
 
 
-def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> _Blocks:
+def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> _Sums:
     """The weighted sums of `batch` prior networks per key, w = exp(log w - max) the marginal
     likelihoods (THEORY 7) relative to each batch's largest, rescaled to the overall largest at the
     end so weights never overflow."""
-    P, parts, refs = len(Y), [], []
+    P, batches, blocks, refs = len(Y), [], [], []
     for k in keys:
         C = sample_prior_kernels(spec, X_all, batch, key=k)
         log_w = np.asarray(log_evidence(jnp.asarray(C[:, -1, :P, :P]), jnp.asarray(Y), spec.kappa))
@@ -126,28 +119,18 @@ def _weighted_sums(spec: NetworkSpec, X_all, Y, keys, batch: int) -> _Blocks:
         w = np.exp(log_w - refs[-1])
         m = s = np.zeros((batch, 0))
         if len(X_all) > P:
-            moments = jax.vmap(predictive_moments, in_axes=(0, None, None))(C[:, -1], Y, spec.kappa)
-            m, s = (np.asarray(x) for x in moments)
+            m, s = (np.asarray(x) for x in batched_predictive_moments(C[:, -1], Y, spec.kappa))
+        batches.append((w.sum(), (w**2).sum(), _weighted(w, C), _weighted(w**2, C), _weighted(w**2, C**2)))
         for idx in np.array_split(np.arange(batch), _SPLIT):
-            wi, Ci = w[idx], C[idx]
-            parts.append(
-                (
-                    wi.sum(),
-                    (wi**2).sum(),
-                    _weighted(wi, Ci),
-                    _weighted(wi**2, Ci),
-                    _weighted(wi**2, Ci**2),
-                    _weighted(wi, m[idx]),
-                    _weighted(wi, s[idx]),
-                )
-            )
-    scale = np.repeat(np.exp(np.asarray(refs) - max(refs)), _SPLIT)
-    powers = (1, 2, 1, 2, 2, 1, 1)  # each sum's power of w
-    fields = [np.stack([p[i] for p in parts]) for i in range(len(powers))]
-    scaled = (
-        f * (scale**k).reshape((-1,) + (1,) * (f.ndim - 1)) for f, k in zip(fields, powers, strict=True)
+            blocks.append((w[idx].sum(), _weighted(w[idx], m[idx]), _weighted(w[idx], s[idx])))
+    scale = np.exp(np.asarray(refs) - max(refs))
+    totals = (
+        np.einsum("k,k...->...", scale**power, np.stack([b[i] for b in batches]))
+        for i, power in enumerate((1, 2, 1, 2, 2))  # each sum's power of w
     )
-    return _Blocks(*scaled)
+    per_block = (np.stack([b[i] for b in blocks]) for i in range(3))
+    block_scale = np.repeat(scale, _SPLIT)
+    return _Sums(*totals, *(x * block_scale.reshape((-1,) + (1,) * (x.ndim - 1)) for x in per_block))
 
 
 def _weighted(w, x):

@@ -416,7 +416,7 @@ class PriorImportance(Options):
     ess_collapsed."""
 
     n_samples: int = count(100_000)
-    batch_size: int = count(4096)
+    batch_size: int = count(4096, low=4)  # >= the 4 jackknife blocks of each batch
     min_ess_count: float = _field(100.0, "number", low=0, inclusive=True)
 
     @property

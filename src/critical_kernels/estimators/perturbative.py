@@ -17,7 +17,7 @@ from ..fluctuations import kernel_covariance
 from ..likelihood import likelihood_gradient, output_cholesky, predictive_moments
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..numerics import as_key, cho_solve, limit_blas_threads
-from ..predictive import Predictive, from_moments
+from ..predictive import Predictive
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, finish, prepare, warn_jitter
 from .options import ClosedForm, MonteCarlo
@@ -101,6 +101,7 @@ def perturbative_kernels(
 
 
 PATHS_PER_GROUP = 16  # prior fluctuation draws per batch of the first-order predictive
+_PATHS_STREAM = 7919  # fold_in of the caller's key for those draws, apart from the kernels' own
 
 
 def _predictive(cov, shifts, problem, options: MonteCarlo, key) -> Predictive | None:
@@ -112,12 +113,11 @@ def _predictive(cov, shifts, problem, options: MonteCarlo, key) -> Predictive | 
         return None
     R = options.n_batches
     shifts = np.broadcast_to(shifts[:, -1], (R,) + shifts.shape[-2:])
-    paths = cov.output_paths(R * PATHS_PER_GROUP, key=jax.random.fold_in(as_key(key), 7919))
+    paths = cov.output_paths(R * PATHS_PER_GROUP, key=jax.random.fold_in(as_key(key), _PATHS_STREAM))
     C_bar = jnp.asarray(cov.kernels[-1])
     means, variances = _predictive_terms(C_bar, jnp.asarray(shifts), paths, jnp.asarray(Y), cov.spec.kappa, R)
-    means, seconds = np.asarray(means), np.asarray(variances + means**2)
-    mean = means.mean(axis=0)
-    return from_moments(mean, mean**2 + np.asarray(variances).mean(axis=0), "batches", means, seconds)
+    means, variances = np.asarray(means), np.asarray(variances)
+    return Predictive(means.mean(axis=0), variances.mean(axis=0), "batches", means, variances + means**2)
 
 
 def predictor_derivatives(C_bar, delta, Y, kappa: float):

@@ -48,11 +48,11 @@ import numpy as np
 
 from .. import linalg, progress
 from ..errors import InputError, warn_user
-from ..likelihood import log_evidence, predictive_moments
+from ..likelihood import batched_predictive_moments, log_evidence
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_kernels
-from ..numerics import as_key, limit_blas_threads, standard_error, symmetrize
-from ..predictive import Predictive, from_moments
+from ..numerics import as_key, limit_blas_threads, ratio_jackknife, standard_error, symmetrize
+from ..predictive import Predictive, from_weighted_sums
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
 from .map import MAPInfo, solve_map
@@ -82,8 +82,13 @@ class ReweightedInfo(NamedTuple):
     (ones for linear phi, drawn exactly); saddle_ok: whether the MAP saddle point converged;
     timings: {"total": wall seconds} (including the saddle solve when it was not passed in);
     smc_runs: one SMCRun per tempered SMC run (temperature ladder, acceptance, final ESS), else ();
-    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run).
-    ess, var_log_weight and n_samples always describe the plain reweighting (NaN / 0 if it did not run).
+    rtol_met: whether the SE reached Reweighting.rtol (None without rtol, or when it did not run);
+    log_evidence: ln mean e^R, which estimates ln p(Y | X) of the finite network (E_q e^R = p(Y | X),
+    exactly for linear phi; W~ by Monte Carlo otherwise), and log_evidence_se its delta-method SE
+    sqrt(1/ESS - 1/n). Against an exact evidence (T18) it diagnoses the weights: a heavy tail that the
+    draws have not reached shows as ln mean e^R too low by many SE.
+    ess, var_log_weight, n_samples and log_evidence always describe the plain reweighting (NaN / 0 if it
+    did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
     """
 
@@ -96,6 +101,8 @@ class ReweightedInfo(NamedTuple):
     timings: dict
     smc_runs: tuple[SMCRun, ...] = ()
     rtol_met: bool | None = None
+    log_evidence: float = float("nan")
+    log_evidence_se: float = float("nan")
 
 
 class _Plain(NamedTuple):
@@ -113,6 +120,7 @@ class _Plain(NamedTuple):
     bad: int
     rtol_met: bool | None = None
     predictive: Predictive | None = None  # on the test rows (`_predictive_jackknife`)
+    log_evidence: tuple[float, float] = (float("nan"), float("nan"))  # ln mean e^R and its SE
 
 
 class _AtSaddle(NamedTuple):
@@ -146,6 +154,7 @@ class _Report(NamedTuple):
             {"total": time.perf_counter() - self.start},
             smc_runs,
             plain.rtol_met,
+            *plain.log_evidence,
         )
 
     def nan_kernels(self) -> np.ndarray:
@@ -222,7 +231,7 @@ def _layer_mh(fn, n_mh, key, F, A, g, N, zw):
 @lru_cache(maxsize=32)
 def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
     """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, acceptance, ok count, and on
-    the test rows sum w m, sum w s: the networks' predictive mean and second moment of y*, T21)."""
+    the test rows sum w m, sum w s: the networks' predictive mean and second moment of the output f*, T21)."""
     L = len(gains)
 
     def network(key, F0, conj, Y, zw):
@@ -254,7 +263,7 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
         w = jnp.exp(R - m)
         swm = sws = jnp.zeros(0)
         if K.shape[-1] > P:  # test rows (static): the networks' predictive moments
-            mean, second = jax.vmap(predictive_moments, in_axes=(0, None, None))(K[:, -1], Y, kappa)
+            mean, second = batched_predictive_moments(K[:, -1], Y, kappa)
             swm, sws = w @ mean.reshape(len(w), -1), w @ second.reshape(len(w), -1)
         sums = (jnp.sum(w), jnp.einsum("n,nlab->lab", w, K), swm, sws)
         return R, m, *sums, jnp.mean(acc, axis=0), jnp.sum(~ok)
@@ -305,34 +314,29 @@ def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
     return _Chunks(np.concatenate(R_all), np.asarray(maxes), *arrays, accs, bad)
 
 
-def _ratio_batches(chunks: _Chunks, n_batches: int, swx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sum w x / sum w over all networks, its delete-one-batch estimates (B, ...)) from per-chunk
-    sums swx, every chunk rescaled to the common maximum log weight."""
+def _batch_sums(chunks: _Chunks, n_batches: int, swx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per jackknife batch, sum w (B,) and sum w x (B, ...) from the per-chunk sums swx, every chunk
+    rescaled to the common maximum log weight."""
     scale = np.exp(chunks.maxes - max(chunks.maxes))
     sw_b = (chunks.sw * scale).reshape(n_batches, -1).sum(axis=1)
     swx_b = (swx * scale.reshape((-1,) + (1,) * (swx.ndim - 1))).reshape((n_batches, -1) + swx.shape[1:])
-    swx_b = swx_b.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where one batch holds all the weight
-        loo = (swx_b.sum(axis=0)[None] - swx_b) / (sw_b.sum() - sw_b).reshape((-1,) + (1,) * (swx.ndim - 1))
-    return swx_b.sum(axis=0) / sw_b.sum(), loo
+    return sw_b, swx_b.sum(axis=1)
 
 
 def _predictive_jackknife(chunks: _Chunks, n_batches: int, shape: tuple) -> Predictive | None:
     """The predictive (T21): sum w m / sum w and sum w s / sum w over all networks with their
-    delete-one-batch estimates (kind "jackknife"), reshaped to (P_test, D); None without test rows."""
+    delete-one-batch estimates (kind "jackknife"), each (P_test, D); None without test rows."""
     if chunks.swm.shape[1] == 0:
         return None
-    mean, loo_m = _ratio_batches(chunks, n_batches, chunks.swm)
-    second, loo_s = _ratio_batches(chunks, n_batches, chunks.sws)
-    loo = (-1,) + shape
-    sets = (loo_m.reshape(loo), loo_s.reshape(loo))
-    return from_moments(mean.reshape(shape), second.reshape(shape), "jackknife", *sets)
+    sw_b, swm_b = _batch_sums(chunks, n_batches, chunks.swm)
+    _, sws_b = _batch_sums(chunks, n_batches, chunks.sws)
+    return from_weighted_sums(sw_b, swm_b.reshape((-1,) + shape), sws_b.reshape((-1,) + shape))
 
 
 def _jackknife(chunks: _Chunks, n_batches: int, C0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kernels, se, loo): the self-normalised ratio sum w C / sum w over all networks, its
     delete-one-batch estimates loo (B, L+1, P', P') and their jackknife SE; layer 0 is C0 (SE 0)."""
-    kernels, loo = _ratio_batches(chunks, n_batches, chunks.swk)
+    kernels, loo = ratio_jackknife(*_batch_sums(chunks, n_batches, chunks.swk))
     se = standard_error(loo, "jackknife")
     kernels[0], se[0], loo[:, 0] = C0, 0.0, C0
     return kernels, se, loo
@@ -387,14 +391,24 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
             f"{n_used} networks (info.rtol_met False; raise max_samples)"
         )
     predictive = _predictive_jackknife(chunks, options.n_batches, (len(X_all) - P, Y.shape[1]))
-    weights = (_kish_ess(chunks.R), float(np.var(chunks.R)), n_used)
-    return _Plain(kernels, se, loo, *weights, acceptance, chunks.bad, met, predictive)
+    ess = _kish_ess(chunks.R)
+    weights = (ess, float(np.var(chunks.R)), n_used)
+    evidence = _log_mean_exp(chunks.R, ess)
+    return _Plain(kernels, se, loo, *weights, acceptance, chunks.bad, met, predictive, evidence)
 
 
 def _kish_ess(R: np.ndarray) -> float:
     """Kish effective sample size (sum w)^2 / sum w^2 of the weights w = e^R."""
     w = np.exp(R - R.max())
     return float(w.sum() ** 2 / np.sum(w**2))
+
+
+def _log_mean_exp(R: np.ndarray, ess: float) -> tuple[float, float]:
+    """(ln mean e^R, its delta-method SE): Var(w) / mean(w)^2 = n / ESS - 1 for n weights, so the SE of
+    the log of their mean is sqrt((n / ESS - 1) / n)."""
+    n = len(R)
+    value = float(R.max() + np.log(np.mean(np.exp(R - R.max()))))
+    return value, math.sqrt(max(1.0 / ess - 1.0 / n, 0.0))
 
 
 _MAX_ROUNDS = 6  # of Reweighting.rtol: each round aims at the target with 10 % to spare

@@ -150,7 +150,7 @@ def _warm_program(sampler, step, log_density, warmup: int):
 
 def _batch_program(spec: NetworkSpec, space: str, step, log_density, shape: tuple, schedule: _Schedule):
     """Compiled batch: per chain `draws` recorded draws `thin` steps apart; the sums of C, C^2, the
-    predictive mean m and second moment m^2 + v of y* on the test rows over them, and per draw the
+    predictive mean m and second moment m^2 + v of the output f* on the test rows over them, and per draw the
     CKA of every layer, the acceptance and the gradient evaluations."""
     thin, draws = schedule.thin, schedule.draws
     d, P, rank = shape

@@ -170,6 +170,14 @@ TEST_SCORES = (
     "test_error_se",
     "test_mse_plugin",
 )
+_SCORE_NAMES = {  # `test_loss`'s keys -> TEST_SCORES
+    "mse": "test_mse",
+    "mse_se": "test_mse_se",
+    "loss": "test_loss",
+    "loss_se": "test_loss_se",
+    "class_error": "test_error",
+    "class_error_se": "test_error_se",
+}
 
 
 def _dataset(estimates: dict, nngp, data, spec: NetworkSpec, attrs: dict) -> xr.Dataset:
@@ -252,8 +260,5 @@ def _scores(predictive: Predictive | None, kernels, data, kappa) -> dict:
     plugin = kernel_predictive(kernels, data.Y, kappa)
     out["test_mse_plugin"] = test_loss(plugin, data.Y_test)["mse"]
     if predictive is not None:
-        out |= {
-            f"test_{k}".replace("test_class_", "test_"): v
-            for k, v in test_loss(predictive, data.Y_test).items()
-        }
+        out |= {_SCORE_NAMES[k]: v for k, v in test_loss(predictive, data.Y_test).items()}
     return out
