@@ -91,6 +91,21 @@ def test_scores_with_and_without_the_predictive_variance():
         kernel_predictive(np.eye(3), np.ones(3), 0.1)
 
 
+@pytest.mark.parametrize(
+    "Y_test, mean, error",
+    [  # worked by hand: which rows the predictive mean gets wrong
+        ([[0.0], [1.0], [1.0], [0.0]], [[0.4], [0.6], [0.3], [0.7]], 0.5),  # 0/1 labels, threshold 1/2
+        ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0.5, 0.2, 0.1], [0.1, 0.3, 0.4], [0.0, 0.1, 0.2]], 1 / 3),
+        ([[1, -1], [-1, 1]], [[0.2, 0.1], [0.3, -0.5]], 1 / 2),  # one-hot with -1 off the class
+        ([[0.3], [1.2]], [[0.3], [1.2]], float("nan")),  # regression targets: no classes
+    ],
+)
+def test_class_error_for_each_kind_of_target(Y_test, mean, error):
+    Y_test, mean = np.array(Y_test, dtype=float), np.array(mean, dtype=float)
+    got = test_loss(Predictive(mean, np.zeros_like(mean)), Y_test)["class_error"]
+    assert got == pytest.approx(error, nan_ok=True)
+
+
 @pytest.mark.slow  # about 4 minutes per activation on one core
 @pytest.mark.parametrize("activation, g_w", [("erf", 1.5), ("relu", 2.0)])
 def test_sampled_networks_and_reweighting_predict_the_same_test_loss(activation, g_w):

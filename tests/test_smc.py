@@ -40,7 +40,8 @@ def test_linear_smc_matches_exact_posterior(mnist8):
     spec = ck.NetworkSpec(depth=2, width=20, activation="linear", g_w=1.0, g_b=0.1, kappa=0.1)
     saddle = ck.solve_map(spec, d.X, d.Y, d.X_test)  # linear: exact Gaussian tilted averages, no rtol
     est = ck.reweighted_kernels(spec, d.X, d.Y, d.X_test, options=ALWAYS, saddle=saddle, key=3)
-    exact = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test).kernels
+    exact_est = ck.linear_posterior_kernels(spec, d.X, d.Y, d.X_test)
+    exact = exact_est.kernels
     assert (
         est.ok and est.method.label == "tempered SMC" and len(est.info.smc_runs) == 8 and est.fallback is None
     )
@@ -56,6 +57,21 @@ def test_linear_smc_matches_exact_posterior(mnist8):
         est.estimates.kernels, d.Y, kind="jackknife"
     )[1:]
     assert np.all(np.abs(cka_z) < 4.0), cka_z
+    _check_predictive(est.predictive, exact_est.predictive)
+
+
+def _check_predictive(smc, reference):
+    """The posterior predictive of f* on the test rows (T21): each run's mean over its particles, the
+    jackknife over runs; 4 SE (t_7) for the mean and the variance of each test row (measured z of the
+    mean -2.4, -0.7 and of the variance 0.7, -0.3 on the linear case; 0.5, 0.7 and 0.4, 1.3 on erf)."""
+    assert smc.kind == "jackknife" and smc.means.shape == (8,) + smc.mean.shape
+    for value, se, ref, ref_se in (
+        (smc.mean, smc.mean_se, reference.mean, reference.mean_se),
+        (smc.var, smc.var_se, reference.var, reference.var_se),
+    ):
+        z = (value - ref) / np.sqrt(se**2 + (0.0 if ref_se is None else ref_se) ** 2)
+        print("predictive z", z.ravel())
+        assert np.all(np.abs(z) < 4.0), z
 
 
 @pytest.mark.slow
@@ -72,6 +88,7 @@ def test_erf_smc_matches_exact_posterior():
     z = _z(est, exact.kernels, exact.se)
     print("RMS z", np.sqrt(np.mean(z**2)), "max", np.abs(z).max())
     assert np.sqrt(np.mean(z**2)) < 2.0  # measured 1.32, max 2.5 of 128 entries
+    _check_predictive(est.predictive, exact.predictive)
 
 
 @pytest.mark.slow

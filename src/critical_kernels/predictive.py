@@ -91,11 +91,24 @@ def kernel_predictive(kernels, Y, kappa: float, estimates=None) -> Predictive:
 
 def _scores(mean, var, Y_test) -> np.ndarray:
     """(bias^2, loss, class error): mean (m - y)^2, plus the mean predictive variance of f*
-    (Pacelli et al.'s generalisation loss), and the fraction of sign errors (+-1 targets; else NaN)."""
+    (Pacelli et al.'s generalisation loss), and the classification error of m (`_class_error`)."""
     bias2 = np.mean((mean - Y_test) ** 2)
-    signs = np.all(np.isin(Y_test, (-1.0, 1.0)))
-    error = np.mean(np.sign(mean) != Y_test) if signs else np.nan
-    return np.array([bias2, bias2 + np.mean(var), error])
+    return np.array([bias2, bias2 + np.mean(var), _class_error(mean, Y_test)])
+
+
+def _class_error(mean, Y_test) -> float:
+    """The fraction of test rows the predictive mean m classifies wrongly: one output with +-1 targets,
+    the sign of m; with 0/1 targets, m > 1/2; several outputs with one-hot rows (one entry of each row
+    above the others, e.g. 1 against 0 or -1), the arg max of m. NaN for any other targets (regression)."""
+    values = np.unique(Y_test)
+    if Y_test.shape[1] == 1 and set(values) <= {-1.0, 1.0}:
+        return float(np.mean(np.sign(mean) != Y_test))
+    if Y_test.shape[1] == 1 and set(values) <= {0.0, 1.0}:
+        return float(np.mean((mean > 0.5) != (Y_test > 0.5)))
+    one_hot = len(values) == 2 and np.all(np.sum(Y_test == values[1], axis=1) == 1)
+    if Y_test.shape[1] > 1 and one_hot:
+        return float(np.mean(np.argmax(mean, axis=1) != np.argmax(Y_test, axis=1)))
+    return float("nan")
 
 
 def test_loss(predictive: Predictive, Y_test) -> dict:
@@ -103,7 +116,8 @@ def test_loss(predictive: Predictive, Y_test) -> dict:
 
     mse: mean over test rows of (E[f*] - y)^2 (the predictor's error); loss: mse plus the mean
     Var[f*] (the expected squared error of a network drawn from the posterior, Pacelli et al. 2023);
-    class_error: sign errors of E[f*] for +-1 targets (NaN otherwise); each with `_se`. The SEs are
+    class_error: the fraction of test rows E[f*] classifies wrongly (sign for +-1 targets, > 1/2 for
+    0/1, arg max for one-hot rows of several outputs; NaN for other targets); each with `_se`. The SEs are
     the estimator's own error on these test rows, not the sampling error of the test set.
     """
     Y_test = np.asarray(Y_test, dtype=np.float64)

@@ -52,7 +52,7 @@ from ..likelihood import batched_predictive_moments, log_evidence
 from ..metrics import cka_layers, cka_layers_se, se_target
 from ..nngp import input_kernel, nngp_kernels
 from ..numerics import as_key, limit_blas_threads, ratio_jackknife, standard_error, symmetrize
-from ..predictive import Predictive, from_weighted_sums
+from ..predictive import Predictive, from_moments, from_weighted_sums
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
 from .map import MAPInfo, solve_map
@@ -487,12 +487,15 @@ def _tempered(at: _AtSaddle, key, smc: TemperedSMC, report: _Report, plain, thro
     beta = 1 within smc.max_temperatures or its final HMC acceptance fell below 0.1. plain: the plain
     reweighting that ran first (None if none), fallback: (its options, why it was abandoned)."""
     spec, X_all, Y, _ = at.problem
-    per_run, runs = run_smc(spec, X_all, Y, at.conj, jax.random.fold_in(as_key(key), 1), smc)
+    per_run, m, s, runs = run_smc(spec, X_all, Y, at.conj, jax.random.fold_in(as_key(key), 1), smc)
     B = len(per_run)
     C0 = np.broadcast_to(np.asarray(input_kernel(spec, X_all)), (B, 1) + per_run.shape[-2:])
     per_run = np.concatenate([C0, per_run], axis=1)
-    kernels = per_run.mean(axis=0)
-    loo = (per_run.sum(axis=0)[None] - per_run) / (B - 1)
+    kernels, loo = _run_means(per_run)
+    predictive = None
+    if m.shape[1]:  # test rows: the mean over runs of each run's predictive moments (T21)
+        (mean, means), (second, seconds) = _run_means(m), _run_means(s)
+        predictive = from_moments(mean, second, "jackknife", means, seconds)
     problems = _smc_problems(runs)
     advice = None
     if problems:
@@ -512,7 +515,15 @@ def _tempered(at: _AtSaddle, key, smc: TemperedSMC, report: _Report, plain, thro
     info = report.info(plain, tuple(runs))
     estimates = Estimates("jackknife", loo)
     se = standard_error(loo, "jackknife")
-    return finish("reweighted", kernels, se, info, outcome, estimates=estimates, throw=throw)
+    return finish(
+        "reweighted", kernels, se, info, outcome, estimates=estimates, predictive=predictive, throw=throw
+    )
+
+
+def _run_means(per_run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over independent runs (B, ...) and its leave-one-run-out means (kind "jackknife")."""
+    B = len(per_run)
+    return per_run.mean(axis=0), (per_run.sum(axis=0)[None] - per_run) / (B - 1)
 
 
 def _conj_kernels(saddle, depth: int, n_rows: int) -> np.ndarray:

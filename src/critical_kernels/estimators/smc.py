@@ -24,7 +24,8 @@ coordinates its training rows see (acceptance exp(g (t' - t))), the others from 
 step's rejuvenation runs at beta = 0, i.e. targets q itself.
 
 Estimate: at beta = 1 the particles are resampled by their weights and moved `n_final` more times by HMC
-on the posterior; a run's estimate is the mean kernel over particles and those moves.
+on the posterior; a run's estimate is the mean kernel over particles and those moves, and on test rows
+the mean of each particle's predictive mean m and second moment m^2 + v of the output f* (T21).
 
 Standard errors: `n_runs` independent runs; the estimate is their mean and the leave-one-run-out means
 are the jackknife set (the SE of the mean for a linear function of the kernels). A run's estimate
@@ -44,7 +45,7 @@ from blackjax.mcmc import hmc
 from blackjax.smc import adaptive_tempered, resampling
 
 from .. import linalg, progress
-from ..likelihood import log_evidence
+from ..likelihood import batched_predictive_moments, log_evidence
 from ..spec import NetworkSpec
 from .network import empirical_kernel
 from .options import TemperedSMC
@@ -168,8 +169,9 @@ def _hmc_move(n_leapfrog: int):
 
 def _final_program(model: Preactivation, mcmc_step, options: TemperedSMC):
     """Compiled: resample by the final weights, then n_final HMC moves on the posterior itself (pi_1
-    needs no W~: ln p = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I)); the mean kernels over particles
-    and moves, and the mean acceptance."""
+    needs no W~: ln p = -|u|^2/2 + ln N(Y; 0, C_emp(L) + kappa I)); the means over particles and moves
+    of the kernels and, on the test rows, of the predictive moments m, m^2 + v (T21; (0, D) without
+    test rows), and the mean acceptance."""
 
     @jax.jit
     def final(key, state, step_size, X, Y):
@@ -186,10 +188,14 @@ def _final_program(model: Preactivation, mcmc_step, options: TemperedSMC):
             K = jax.lax.map(
                 lambda u: model.kernels(u, X), states.position, batch_size=options.batch_size or None
             )
-            return states, (jnp.mean(K, axis=0), jnp.mean(info.acceptance_rate))
+            m = s = jnp.zeros((n, 0, Y.shape[1]))
+            if K.shape[-1] > Y.shape[0]:  # test rows (static)
+                m, s = batched_predictive_moments(K[:, -1], Y, model.spec.kappa)
+            means = tuple(jnp.mean(x, axis=0) for x in (K, m, s))
+            return states, (*means, jnp.mean(info.acceptance_rate))
 
-        _, (K, acc) = jax.lax.scan(move, states, jax.random.split(k_moves, options.n_final))
-        return jnp.mean(K, axis=0), jnp.mean(acc)
+        _, (K, m, s, acc) = jax.lax.scan(move, states, jax.random.split(k_moves, options.n_final))
+        return jnp.mean(K, axis=0), jnp.mean(m, axis=0), jnp.mean(s, axis=0), jnp.mean(acc)
 
     return final
 
@@ -251,7 +257,8 @@ def _ladder(programs, state, data: tuple, key, options: TemperedSMC, update=lamb
 
 
 def _one_run(programs, data: tuple, keys: tuple, options: TemperedSMC, nan_kernels):
-    """One tempered SMC run from keys (initial draws, steps): (kernels (L, P', P'), SMCRun). A run whose
+    """One tempered SMC run from keys (initial draws, steps): (kernels (L, P', P'), predictive moments
+    (m, s) each (P_test, D), SMCRun). A run whose
     initial particles already have non-finite log weights R stops before its first step, saying so
     (blackjax would read NaN weights as equal ones and jump to beta = 1)."""
     init, _, final, ratios = programs
@@ -267,14 +274,15 @@ def _one_run(programs, data: tuple, keys: tuple, options: TemperedSMC, nan_kerne
             "kernel, or a tilt that overflows)"
         )
         run = SMCRun(np.zeros(1), np.zeros(0), np.zeros(0), math.nan, False, math.nan, len(R), problem, False)
-        return nan_kernels, run
+        unknown = np.full((Xj.shape[0] - Yj.shape[0], Yj.shape[1]), np.nan)
+        return nan_kernels, (unknown, unknown), run
     with progress.task("tempered SMC", 1.0) as update:
         state, betas, accs, steps, eps, problem, k_steps = _ladder(
             programs, state, data, k_steps, options, update
         )
     weights = np.asarray(state.weights)
     _, k_final = jax.random.split(k_steps)
-    K, acc = final(k_final, state, jnp.asarray(eps), Xj, Yj)
+    K, m, s, acc = final(k_final, state, jnp.asarray(eps), Xj, Yj)
     ess = float(1.0 / np.sum(weights**2))
     reached = betas[-1] >= 1.0 and not problem
     finite = bool(np.all(np.isfinite(weights)))
@@ -289,24 +297,27 @@ def _one_run(programs, data: tuple, keys: tuple, options: TemperedSMC, nan_kerne
         problem,
         finite,
     )
-    return np.asarray(K), run
+    return np.asarray(K), (np.asarray(m), np.asarray(s)), run
 
 
 def run_smc(spec: NetworkSpec, X_all, Y, conj, key, options: TemperedSMC):
     """`options.n_runs` independent tempered SMC runs from q (saddle point conj = C~*(0..L) on all rows)
-    to the posterior. Returns (kernels (n_runs, L, P', P') per run on all rows, [SMCRun])."""
+    to the posterior. Returns (kernels (n_runs, L, P', P') per run on all rows, the predictive moments
+    m, m^2 + v of f* per run (n_runs, P_test, D) each (T21), [SMCRun])."""
     P, (n_rows, d) = Y.shape[0], X_all.shape
     programs = _programs(Preactivation(spec, d, n_rows, input_rank(spec, X_all)), P, options)
     Xj, Yj = jnp.asarray(X_all), jnp.asarray(Y)
     conj_tr = jnp.asarray(np.asarray(conj)[1:, :P, :P])
     width = max(P, spec.width + 1)  # the columns of either factor of C_emp
     nan_kernels = np.full((spec.depth, n_rows, n_rows), np.nan)
-    out, runs = [], []
+    out, moments, runs = [], [], []
     for k_run in jax.random.split(key, options.n_runs):
         k_init, k_steps, k_w = jax.random.split(k_run, 3)
         # each run its own common random numbers for W~: their effect on the path is then in the run spread
         zw = jax.random.normal(k_w, (spec.depth, 1 if spec.act.name == "linear" else options.n_w, width))
-        K, run = _one_run(programs, (Xj, Yj, conj_tr, zw), (k_init, k_steps), options, nan_kernels)
+        K, ms, run = _one_run(programs, (Xj, Yj, conj_tr, zw), (k_init, k_steps), options, nan_kernels)
         out.append(K)
+        moments.append(ms)
         runs.append(run)
-    return np.stack(out), runs
+    m, s = (np.stack(x) for x in zip(*moments, strict=True))
+    return np.stack(out), m, s, runs
