@@ -127,6 +127,29 @@ def test_run_exits_3_when_an_estimator_has_no_answer(tmp_path):
     assert ok.exit_code == 0, ok.output
 
 
+@pytest.mark.slow  # the MAP of L = 3 relu at P = N = 200: ~5 minutes on one idle core
+def test_deep_relu_config_converges_with_default_settings(tmp_path):
+    """Issue 36's case: XOR, relu, L = 3, P = N = 200, g_w = 2, g_b = 0.1, kappa = 0.1, every MAP setting
+    at its default (examples/xor_relu_deep.toml). With the earlier fixed tolerance (relative residual 1e-8)
+    it ended max_steps_reached at the last stage; the rule tied to the map's Monte Carlo error
+    (0.01 / sqrt(M)) converges through every stage, with finite SEs from its replicas."""
+    import xarray as xr
+
+    config = TINY.parent / "xor_relu_deep.toml"
+    out = tmp_path / "run"
+    args = ["run", str(config), "--out", str(out), "--set", "methods.perturbative=false"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ds = xr.open_dataset(out / "results.nc")
+    assert ds.attrs["map_result"] == "success" and ds.attrs["map_se_count"] == 5
+    assert ds.attrs["map_residual"] <= ds.attrs["map_stopping_rtol"]
+    assert list(ds.attrs["map_widths"])[-1] == 200  # annealed down to the network's own width
+    se = ds.cka_se.sel(estimator="map").values[1:]
+    adaptation = (ds.cka.sel(estimator="map") - ds.cka.sel(estimator="nngp")).values[1:]
+    assert np.all(np.isfinite(se) & (se > 0)), se
+    assert np.all(adaptation > 10 * se), (adaptation, se)  # measured 0.0095 / 0.025 / 0.058, SE <= 4.4e-4
+
+
 def test_demo_ctrl_c_names_the_points_kept_and_the_resume_command(tmp_path, monkeypatch):
     import critical_kernels.cli as cli
 
