@@ -56,7 +56,7 @@ from ..predictive import Predictive, from_moments, from_weighted_sums
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Problem, Result, finish, prepare
 from .map import MAPInfo, solve_map
-from .options import Reweighting, TemperedSMC
+from .options import Fallback, ImportanceSampling, Reweighting, SecondCumulant, TemperedSMC
 from .smc import SMCRun, run_smc
 
 
@@ -411,6 +411,10 @@ def _log_mean_exp(R: np.ndarray, ess: float) -> tuple[float, float]:
     return value, math.sqrt(max(1.0 / ess - 1.0 / n, 0.0))
 
 
+# The saddle point only sets the proposal q: the weights e^R correct any C~* (T17), so the saddle solved
+# here skips the MAP's replicas and its tolerance on their SE (one solve with its first n_samples).
+PROPOSAL = Fallback(ImportanceSampling(replicas=0, rtol=None), SecondCumulant(replicas=0, rtol=None))
+
 _MAX_ROUNDS = 6  # of Reweighting.rtol: each round aims at the target with 10 % to spare
 
 
@@ -561,7 +565,8 @@ def reweighted_kernels(
       options: Reweighting(n_samples, n_batches, min_ess_count, n_mh, n_w, batch_size, tempering);
         tempering TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess_count
         (always=True: without trying plain reweighting), None never.
-      saddle: an already computed `solve_map` estimate on the same X, Y, X_test (else solved here);
+      saddle: an already computed `solve_map` estimate on the same X, Y, X_test (else solved here, for
+        nonlinear phi with `PROPOSAL`: one solve without replicas, since q need not be precise);
       key: int or PRNGKey; throw: raise on failure (default).
 
     Returns:
@@ -584,7 +589,8 @@ def reweighted_kernels(
     problem = prepare(spec, X, Y, X_test, options=(options, Reweighting))
     X_all = problem.X_all
     if saddle is None:
-        saddle = solve_map(spec, X, Y, X_test, key=key, throw=False)
+        tilted = None if spec.act.is_linear else PROPOSAL
+        saddle = solve_map(spec, X, Y, X_test, tilted=tilted, key=key, throw=False)
     at = _AtSaddle(problem, _conj_kernels(saddle, spec.depth, len(X_all)))
     report = _Report(start, options.n_batches, spec.depth, len(X_all), bool(saddle.ok))
     smc = options.tempering
