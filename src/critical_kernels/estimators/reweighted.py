@@ -530,20 +530,24 @@ def _run_means(per_run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_run.mean(axis=0), (per_run.sum(axis=0)[None] - per_run) / (B - 1)
 
 
-def _conj_kernels(saddle, depth: int, n_rows: int) -> np.ndarray:
-    """The saddle point's conjugate kernels C~*(0..L) (T8), checked to be a solve_map estimate's."""
+def _conj_kernels(saddle, depth: int, n_rows: int, P: int) -> np.ndarray:
+    """The saddle point's conjugate kernels C~*(0..L) (T8) on all n_rows rows, checked to be a solve_map
+    estimate's; one solved on the P training rows alone is padded with zeros (C~* vanishes on test
+    rows, and they do not change it on the training rows)."""
     if not (
         isinstance(saddle, KernelEstimate) and saddle.estimator == "map" and isinstance(saddle.info, MAPInfo)
     ):
         got = f"a {saddle.estimator!r} estimate" if isinstance(saddle, KernelEstimate) else repr(saddle)
         raise InputError(f"saddle: expected a solve_map estimate (KernelEstimate 'map'), got {got}")
-    conj = saddle.info.conj_kernels
-    if np.shape(conj) != (depth + 1, n_rows, n_rows):
+    conj = np.asarray(saddle.info.conj_kernels)
+    if conj.shape == (depth + 1, P, P):
+        conj = np.pad(conj, ((0, 0), (0, n_rows - P), (0, n_rows - P)))
+    if conj.shape != (depth + 1, n_rows, n_rows):
         raise InputError(
             f"saddle: expected info.conj_kernels of shape {(depth + 1, n_rows, n_rows)} (the same X and "
-            f"X_test), got {np.shape(conj)}"
+            f"X_test) or {(depth + 1, P, P)} (the same X), got {conj.shape}"
         )
-    return np.asarray(conj)
+    return conj
 
 
 @limit_blas_threads
@@ -565,8 +569,9 @@ def reweighted_kernels(
       options: Reweighting(n_samples, n_batches, min_ess_count, n_mh, n_w, batch_size, tempering);
         tempering TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess_count
         (always=True: without trying plain reweighting), None never.
-      saddle: an already computed `solve_map` estimate on the same X, Y, X_test (else solved here, for
-        nonlinear phi with `PROPOSAL`: one solve without replicas, since q need not be precise);
+      saddle: an already computed `solve_map` estimate on the same X, Y and X_test or no test rows (else
+        solved here on the training rows, for nonlinear phi with `PROPOSAL`: one solve without
+        replicas, since q need not be precise);
       key: int or PRNGKey; throw: raise on failure (default).
 
     Returns:
@@ -588,10 +593,10 @@ def reweighted_kernels(
     start = time.perf_counter()
     problem = prepare(spec, X, Y, X_test, options=(options, Reweighting))
     X_all = problem.X_all
-    if saddle is None:
+    if saddle is None:  # on the training rows: C~* is zero on test rows (T17)
         tilted = None if spec.act.is_linear else PROPOSAL
-        saddle = solve_map(spec, X, Y, X_test, tilted=tilted, key=key, throw=False)
-    at = _AtSaddle(problem, _conj_kernels(saddle, spec.depth, len(X_all)))
+        saddle = solve_map(spec, X, Y, tilted=tilted, key=key, throw=False)
+    at = _AtSaddle(problem, _conj_kernels(saddle, spec.depth, len(X_all), problem.P))
     report = _Report(start, options.n_batches, spec.depth, len(X_all), bool(saddle.ok))
     smc = options.tempering
     always = smc is not None and smc.always
