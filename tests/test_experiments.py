@@ -279,7 +279,14 @@ def test_run_with_tempered_smc_records_its_ladder(tmp_path):
 def test_cli_run_and_report_write_the_run_folder(tmp_path):
     runner = CliRunner()
     result = runner.invoke(
-        app, ["run", str(TINY), "--out", str(tmp_path / "r"), *sum((["--set", s] for s in FAST), [])]
+        app,  # the MAP off: the run folder is the point here (the demo test runs the MAP through the CLI)
+        [
+            "run",
+            str(TINY),
+            "--out",
+            str(tmp_path / "r"),
+            *sum((["--set", s] for s in [*FAST, "methods.map=false"]), []),
+        ],
     )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "r"

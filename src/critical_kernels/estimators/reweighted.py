@@ -530,6 +530,12 @@ def _run_means(per_run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_run.mean(axis=0), (per_run.sum(axis=0)[None] - per_run) / (B - 1)
 
 
+def _proposal_saddle(spec: NetworkSpec, X, Y, key) -> KernelEstimate:
+    """The saddle point behind q when none is passed: on the training rows only (C~* vanishes on test
+    rows, T17), for nonlinear phi one solve with `PROPOSAL` (q need not be precise)."""
+    return solve_map(spec, X, Y, tilted=None if spec.act.is_linear else PROPOSAL, key=key, throw=False)
+
+
 def _conj_kernels(saddle, depth: int, n_rows: int, P: int) -> np.ndarray:
     """The saddle point's conjugate kernels C~*(0..L) (T8) on all n_rows rows, checked to be a solve_map
     estimate's; one solved on the P training rows alone is padded with zeros (C~* vanishes on test
@@ -569,9 +575,7 @@ def reweighted_kernels(
       options: Reweighting(n_samples, n_batches, min_ess_count, n_mh, n_w, batch_size, tempering);
         tempering TemperedSMC(...) moves to the posterior by tempered SMC when the ESS is below min_ess_count
         (always=True: without trying plain reweighting), None never.
-      saddle: an already computed `solve_map` estimate on the same X, Y and X_test or no test rows (else
-        solved here on the training rows, for nonlinear phi with `PROPOSAL`: one solve without
-        replicas, since q need not be precise);
+      saddle: a `solve_map` estimate on the same X, Y, with or without X_test (else `_proposal_saddle`);
       key: int or PRNGKey; throw: raise on failure (default).
 
     Returns:
@@ -593,9 +597,7 @@ def reweighted_kernels(
     start = time.perf_counter()
     problem = prepare(spec, X, Y, X_test, options=(options, Reweighting))
     X_all = problem.X_all
-    if saddle is None:  # on the training rows: C~* is zero on test rows (T17)
-        tilted = None if spec.act.is_linear else PROPOSAL
-        saddle = solve_map(spec, X, Y, tilted=tilted, key=key, throw=False)
+    saddle = _proposal_saddle(spec, X, Y, key) if saddle is None else saddle
     at = _AtSaddle(problem, _conj_kernels(saddle, spec.depth, len(X_all), problem.P))
     report = _Report(start, options.n_batches, spec.depth, len(X_all), bool(saddle.ok))
     smc = options.tempering
