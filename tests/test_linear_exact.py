@@ -120,6 +120,7 @@ def test_no_data_limit_is_the_prior_mean_which_is_the_nngp():
         np.testing.assert_allclose(est.info.u_mean, 1.0, atol=1e-9)
 
 
+@pytest.mark.slow  # statistical validation: the 1/N approach over several widths (~12 s)
 def test_shift_approaches_first_order_theory_as_one_over_width():
     # T15 is the O(1/N) term of the exact shift, so their relative difference must fall as 1/N
     # (measured 3.3e-3 -> 3.4e-4 (L = 1) and 4.8e-3 -> 4.9e-4 (L = 2) from N = 1e3 to 1e4 here;

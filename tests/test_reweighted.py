@@ -110,6 +110,7 @@ def test_unconverged_saddle_is_a_failure_not_a_number(mnist8):
     assert not est.info.saddle_ok
 
 
+@pytest.mark.slow  # three compiled shapes (~14 s); the padded path itself runs in every fast reweighted test
 def test_saddle_on_training_rows_equals_the_one_with_test_rows(mnist8):
     """C~* vanishes on test rows and they leave its training block alone (linear: the exact MAP, to
     rounding), so a saddle solved without X_test gives the same networks and weights; one whose rows

@@ -115,6 +115,7 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     assert xr.open_dataset(tmp_path / "out" / "sweep.nc", engine="scipy").load().identical(ds)
 
 
+@pytest.mark.slow  # two sweep points with the first-order predictive and the figure (~20 s)
 def test_learning_curve_over_p_at_fixed_alpha(tmp_path):
     """P and N swept together: the merged test loss of the NNGP equals Pacelli et al.'s loss computed
     directly from the GP predictive, and the learning-curve figure is drawn."""
