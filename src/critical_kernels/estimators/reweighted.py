@@ -525,9 +525,9 @@ def _tempered(at: _AtSaddle, key, smc: TemperedSMC, report: _Report, plain, thro
 
 
 def _run_means(per_run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over independent runs (B, ...) and its leave-one-run-out means (kind "jackknife")."""
-    B = len(per_run)
-    return per_run.mean(axis=0), (per_run.sum(axis=0)[None] - per_run) / (B - 1)
+    """The mean over independent runs (B, ...) and its leave-one-run-out means (kind "jackknife"):
+    the ratio jackknife with equal weights."""
+    return ratio_jackknife(np.ones(len(per_run)), per_run)
 
 
 def _proposal_saddle(spec: NetworkSpec, X, Y, key) -> KernelEstimate:
