@@ -93,3 +93,24 @@ def test_reweighted_with_defaults_lands_on_the_bank(name):
         (cka - nngp) / (bank - nngp),
         np.hypot(se, bank_se) / adaptation,
     )
+
+
+def test_the_builder_checkpoints_each_unit_and_keeps_only_finished_units(tmp_path, monkeypatch):
+    case = {"name": "tiny", "activation": "erf", "task": "xor", "depth": 1, "n_train": 6, "n_test": 3}
+    case |= {"alpha": 1.0, "g_w": 1.5, "g_b": 0.1, "kappa": 0.1, "seed": 0}
+    monkeypatch.setattr(build, "UNIT", ck.Chains(chains=2, warmup=20, n_samples=40, thin=2, n_batches=2))
+    monkeypatch.setattr(build, "MAX_UNITS", 2)
+    saved = []
+    save = build.ck.estimators.sampled.save_progress
+    monkeypatch.setattr(
+        build.ck.estimators.sampled,
+        "save_progress",
+        lambda path, mark, done: (save(path, mark, done), saved.append((path.name, len(done.sums)))),
+    )
+    results = build.sample_case(case, MNIST, tmp_path, log=lambda message: None)
+    folder = tmp_path / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{s}-{i:02d}.npz" for s in ("hmc-preactivation", "hmc-weights") for i in (0, 1)
+    ]  # the chain checkpoints are gone once their unit is written
+    assert saved[:3] == [("hmc-weights-00.chains", b) for b in (0, 1, 2)]  # warm-up, then each batch
+    assert len(saved) == 4 * 3 and all(r["chains"] == 4 for r in results.values())

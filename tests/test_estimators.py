@@ -183,6 +183,7 @@ def test_perturbative_rtol_is_met_on_the_cka_adaptation(tiny):
     assert fixed.info.n_samples == 256 and fixed.info.rtol_met is None
 
 
+@pytest.mark.slow  # several re-solves with growing samples: ~15 s
 def test_map_rtol_grows_the_samples_until_the_cka_se_is_met(tiny):
     spec, data = tiny
     nngp = ck.cka_layers(ck.nngp_kernels(spec, data.X), data.Y)[1:]
@@ -194,6 +195,10 @@ def test_map_rtol_grows_the_samples_until_the_cka_se_is_met(tiny):
     assert np.all(se <= ck.metrics.se_target(adaptation, 0.02))
     # every annealing stage keeps its time after the re-solves at the final width (benchmarks/scaling.py)
     assert set(est.info.timings) == {f"N={w}" for w in est.info.widths}
+
+
+def test_map_rtol_stops_at_max_samples_with_a_warning_and_none_means_fixed(tiny):
+    spec, data = tiny
     with pytest.warns(UserWarning, match="rtol"):
         capped = ck.solve_map(
             spec, data.X, data.Y, tilted=ck.ImportanceSampling(256, rtol=1e-5, max_samples=512), key=0

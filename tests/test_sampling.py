@@ -107,3 +107,41 @@ def test_bad_arguments_are_named():
         ck.Chains(chains=0)
     with pytest.raises(ck.InputError, match="chains"):
         sample_posterior(spec, X, Y, chains=4)
+
+
+@pytest.mark.parametrize("space", ["weights", "preactivation"])
+def test_a_killed_run_resumes_from_its_checkpoint_and_draws_the_same(tmp_path, monkeypatch, space):
+    from critical_kernels.estimators import sampled
+
+    data = ck.datasets.xor(n_train=8, n_test=4, dim=3, seed=1)
+    spec = ck.NetworkSpec(depth=2, width=6, activation="erf", g_b=0.1)
+    args = (spec, data.X, data.Y, data.X_test)
+    options = dict(
+        sampler=ck.HMC(n_leapfrog=4, space=space),
+        chains=ck.Chains(chains=2, warmup=40, n_samples=100, thin=2, n_batches=5),
+        key=3,
+        throw=False,
+    )
+    whole = sample_posterior(*args, **options)
+    path = tmp_path / "chains.npz"
+    save, seen = sampled.save_progress, []
+
+    def save_then_die(p, mark, done):  # a kill right after the checkpoint of batch 2
+        save(p, mark, done)
+        seen.append(len(done.sums))
+        if len(done.sums) == 2 and len(seen) < 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampled, "save_progress", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        sample_posterior(*args, **options, checkpoint=path)
+    resumed = sample_posterior(*args, **options, checkpoint=path)
+    assert seen == [0, 1, 2, 3, 4, 5]  # warm-up, batches 1-2; then 3-5 only: no step is redone
+    for a, b in ((whole.kernels, resumed.kernels), (whole.se, resumed.se)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole.info.cka_draws, resumed.info.cka_draws)
+    np.testing.assert_array_equal(whole.predictive.var, resumed.predictive.var)
+    assert len(resumed.info.timings["batches"]) == 5
+    other = {**options, "key": 4}  # a checkpoint belongs to one run
+    with pytest.raises(ck.errors.InputError, match="another run.*delete it"):
+        sample_posterior(*args, **other, checkpoint=path)

@@ -3,12 +3,13 @@
 Every case of cases.toml is sampled by two independent samplers, HMC on the whitened weights and HMC
 on the pre-activations (T19; the weights integrated out), in units of a few chains. (NUTS on the
 weights, tried first, took over 10 minutes for one unit of MNIST P = 30: trees of hundreds of steps.)
-Each unit is written to work/CASE/ the moment it ends, so a killed build resumes where it was (it
-loses at most the unit it was in). Units are added until the pooled R-hat of the CKA of every layer
-is at most RHAT_MAX and its ESS at least MIN_ESS (MIN_UNITS to MAX_UNITS units per sampler). A
-finished case is written atomically to cases/CASE.npz (kernels, MCSE, predictions) and
-cases/CASE.json (config, diagnostics, verdict); a case that fails its own checks is written too,
-flagged, and is no reference.
+Each unit checkpoints its chains to work/CASE/ after the warm-up and after each of its 10 batches
+(a few minutes apart at P = 300) and is written there the moment it ends, so a killed build resumes
+where it was (it loses at most the minutes since the last checkpoint). Units are added until the
+pooled R-hat of the CKA of every layer is at most RHAT_MAX and its ESS at least MIN_ESS (MIN_UNITS
+to MAX_UNITS units per sampler). A finished case is written atomically to cases/CASE.npz (kernels,
+MCSE, predictions) and cases/CASE.json (config, diagnostics, verdict); a case that fails its own
+checks is written too, flagged, and is no reference.
 
   python validation/build.py                       # every unfinished case, in file order
   python validation/build.py erf-mnist-L2-P30      # the named cases
@@ -89,8 +90,8 @@ def _atomic_save(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def run_unit(case: dict, sampler: str, index: int, mnist: Path) -> dict:
-    """One unit: UNIT.chains chains of one sampler with their own warm-up and key."""
+def run_unit(case: dict, sampler: str, index: int, mnist: Path, checkpoint: Path) -> dict:
+    """One unit: UNIT.chains chains of one sampler with their own warm-up and key, checkpointed."""
     spec, data = problem(case, mnist)
     start = time.perf_counter()
     est = ck.sample_posterior(
@@ -102,6 +103,7 @@ def run_unit(case: dict, sampler: str, index: int, mnist: Path) -> dict:
         chains=UNIT,
         key=_key(case["name"], sampler, index),
         throw=False,
+        checkpoint=checkpoint,
     )
     chains = UNIT.chains
     batches = est.estimates.kernels.reshape((chains, -1) + est.kernels.shape)
@@ -120,6 +122,12 @@ def run_unit(case: dict, sampler: str, index: int, mnist: Path) -> dict:
         "grad_evals": est.info.grad_evals,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _batches_done(checkpoint: Path) -> int:
+    """The batches a unit's chain checkpoint holds (0: warmed up)."""
+    with np.load(checkpoint) as f:
+        return json.loads(f["meta"].tobytes())["batches"]
 
 
 def units(folder: Path, sampler: str) -> list[dict]:
@@ -184,8 +192,10 @@ def sample_case(case: dict, mnist: Path, work: Path, log) -> dict:
                 to_go = max(MIN_UNITS - index, 1) * pace
                 eta = f", about {pace / 60:.0f} min each, at least {to_go / 60:.0f} min to go"
             log(f"{case['name']}: {sampler} unit {index + 1} (at most {MAX_UNITS}{eta}) ...")
-            unit = run_unit(case, sampler, index, mnist)
+            chains = folder / f"{sampler}-{index:02d}.chains"  # not *.npz: not a unit yet
+            unit = run_unit(case, sampler, index, mnist, chains)
             _atomic_save(folder / f"{sampler}-{index:02d}.npz", lambda f, u=unit: np.savez(f, **u))
+            chains.unlink()
             log(f"{case['name']}: {sampler} unit {index + 1} took {unit['seconds']:.0f} s")
         results[sampler] = pooled(units(folder, sampler), data.Y)
     return results
@@ -281,8 +291,10 @@ def main(argv=None) -> int:
     if args.status:
         for name in chosen:
             done = (HERE / "cases" / f"{name}.json").is_file()
-            n_units = len(list((args.work / name).glob("*.npz"))) if (args.work / name).is_dir() else 0
-            print(f"{name:24s} {'done' if done else f'{n_units} units'}")
+            folder = args.work / name
+            n_units = len(list(folder.glob("*.npz")))
+            flight = [f"{p.stem} at batch {_batches_done(p)}" for p in sorted(folder.glob("*.chains"))]
+            print(f"{name:24s} {'done' if done else ', '.join([f'{n_units} units', *flight])}")
         return 0
     if args.estimate:
         for name in chosen:

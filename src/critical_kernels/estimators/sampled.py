@@ -12,9 +12,11 @@ with the weights and readout integrated out (Preactivation, T19).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import NamedTuple
 
 import blackjax
@@ -30,6 +32,7 @@ from ..numerics import as_key, limit_blas_threads, standard_error
 from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
+from .checkpoint import Progress, fingerprint, load_progress, save_progress
 from .diagnostics import chain_diagnostics
 from .network import Network
 from .options import HMC, MALA, NUTS, Chains, Langevin, _Sampler
@@ -243,26 +246,46 @@ def _warm_up(job: _Job, k_init, k_warm, timings: dict):
     return states, eps
 
 
-def _sample_batches(job: _Job, states, eps, k_draw, timings: dict) -> tuple[list, list]:
-    """chains.n_batches compiled batches (a progress bar between them if chains.progress): per batch
-    the per-chain sums and the per-draw records (NumPy)."""
+def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress], None]) -> Progress:
+    """The batches not yet in `done` of chains.n_batches compiled batches (a progress bar between them
+    if chains.progress): per batch the per-chain sums and the per-draw records (NumPy); `save` gets
+    the progress after each batch."""
     chains = job.chains
-    start = time.perf_counter()
-    sums, per_draw = [], []
+    states, sums, per_draw, timings = done.states, list(done.sums), list(done.per_draw), dict(done.timings)
+    timings["batches"] = list(timings.get("batches", []))  # the first includes compilation on a first call
+    keys = jax.random.split(k_draw, chains.n_batches)  # fixed by the key: a resumed run draws the same
     description = f"{type(job.sampler).__name__}: {chains.chains} chains"
     with progress.task(description, chains.n_batches, show=chains.progress) as update:
-        timings["batches"] = []  # the first includes compilation on a first call
-        for done, k in enumerate(jax.random.split(k_draw, chains.n_batches), start=1):
+        for b in range(len(sums), chains.n_batches):
             tick = time.perf_counter()
             states, batch_sums, batch_draws = job.programs.batch(
-                job.Xj, job.Yj, states, eps, jax.random.split(k, chains.chains)
+                job.Xj, job.Yj, states, jnp.asarray(done.eps), jax.random.split(keys[b], chains.chains)
             )
             sums.append(jax.tree.map(np.asarray, batch_sums))
             per_draw.append(jax.tree.map(np.asarray, batch_draws))
             timings["batches"].append(time.perf_counter() - tick)
-            update(done, f"batch {done} of {chains.n_batches}")
-    timings["sampling"] = time.perf_counter() - start
-    return sums, per_draw
+            timings["sampling"] = sum(timings["batches"])
+            done = done._replace(states=states, sums=sums, per_draw=per_draw, timings=timings)
+            save(done)
+            update(b + 1, f"batch {b + 1} of {chains.n_batches}")
+    return done
+
+
+def _start(job: _Job, k_init, k_warm, path: Path | None, mark: str) -> Progress:
+    """The checkpoint's progress when path holds one of this run; else prior draws and the warm-up
+    (then checkpointed)."""
+    if path is not None:
+        dim = _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
+        positions = jax.ShapeDtypeStruct((job.chains.chains, dim), job.Xj.dtype)
+        resumed = load_progress(path, mark, jax.eval_shape(job.programs.init, job.Xj, job.Yj, positions))
+        if resumed is not None:
+            return resumed
+    timings = {}
+    states, eps = _warm_up(job, k_init, k_warm, timings)
+    done = Progress(states, np.asarray(eps), [], [], timings)
+    if path is not None:
+        save_progress(path, mark, done)
+    return done
 
 
 @limit_blas_threads
@@ -276,6 +299,7 @@ def sample_posterior(
     chains: Chains = Chains(),
     key=0,
     throw: bool = True,
+    checkpoint: str | os.PathLike | None = None,
 ) -> KernelEstimate:
     """Finite networks sampled from the exact Bayesian posterior (or prior), with diagnostics.
 
@@ -299,6 +323,11 @@ def sample_posterior(
       chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max, progress).
       key: int or PRNGKey; throw: raise DiagnosticsError (carrying the estimate) when a diagnostic
         fails (default).
+      checkpoint: a file for the chains' progress, written atomically after the warm-up and after
+        each batch: a killed call resumes from it when called again with the same arguments, and
+        draws exactly what the uninterrupted call would have (a file of another run is an
+        InputError). It is kept at the end (a repeated call then returns at once); delete it when the
+        result is saved.
 
     Returns:
       KernelEstimate "sampled": posterior mean kernels (L+1, P', P') (layer 0 the input kernel),
@@ -321,11 +350,13 @@ def sample_posterior(
     shape = (X_all.shape[1], P, rank)
     programs = _programs(spec, sampler, shape, _Schedule(warmup, chains.thin, chains.draws_per_batch))
     job = _Job(programs, spec, sampler, chains, X_all, P, jnp.asarray(X_all), jnp.asarray(Y), rank)
-    k_init, k_warm, k_draw = jax.random.split(as_key(key), 3)
-    timings = {}
-    states, eps = _warm_up(job, k_init, k_warm, timings)
-    sums, per_draw = _sample_batches(job, states, eps, k_draw, timings)
-    return _summarise(job, sums, per_draw, np.asarray(eps), timings, throw)
+    key = as_key(key)
+    k_init, k_warm, k_draw = jax.random.split(key, 3)
+    path = None if checkpoint is None else Path(checkpoint)
+    mark = "" if path is None else fingerprint(spec, sampler, chains, key, X_all, Y)
+    save = (lambda done: None) if path is None else partial(save_progress, path, mark)
+    done = _sample_batches(job, _start(job, k_init, k_warm, path, mark), k_draw, save)
+    return _summarise(job, done.sums, done.per_draw, np.asarray(done.eps), done.timings, throw)
 
 
 def _layer_extremes(entries: np.ndarray, depth: int, worst) -> np.ndarray:
