@@ -37,6 +37,22 @@ def test_estimators_report_their_loops_to_the_status_line():
     assert [line for line in lines if line.startswith("MAP stages: N = ")][0] == "MAP stages: N = 3000"
     batches = [line for line in lines if line.startswith("HMC: 2 chains: batch ")]
     assert batches[-1] == "HMC: 2 chains: batch 4 of 4", lines
+    # the time left, from the warm-up's pace before the first batch, then from the batches'
+    assert "HMC: 2 chains: warmed up, under a minute left" in lines
+    assert batches[0] == "HMC: 2 chains: batch 1 of 4, under a minute left", lines
+
+
+def test_the_time_left_follows_the_pace_of_the_batches_after_the_first():
+    from critical_kernels.estimators.sampled import _time_left
+
+    chains = ck.Chains(chains=2, warmup=500, n_samples=2000, thin=10, n_batches=10)
+    # before any batch: warm-up seconds per step x the steps still to go (2000)
+    assert _time_left({"warmup": 600.0, "batches": []}, chains, 0) == ", about 40 min left"
+    # the first batch compiles: the pace is the median of the others (300 s) x 6 batches to go
+    paced = {"warmup": 600.0, "batches": [900.0, 300.0, 310.0, 290.0]}
+    assert _time_left(paced, chains, 4) == ", about 30 min left"
+    assert _time_left({"warmup": 0.0, "batches": [4000.0]}, chains, 1) == ", about 10.0 h left"
+    assert _time_left(paced | {"batches": [1.0] * 10}, chains, 10) == ""
 
 
 @pytest.mark.slow  # an SMC compile (~15 s)

@@ -256,6 +256,7 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
     keys = jax.random.split(k_draw, chains.n_batches)  # fixed by the key: a resumed run draws the same
     description = f"{type(job.sampler).__name__}: {chains.chains} chains"
     with progress.task(description, chains.n_batches, show=chains.progress) as update:
+        update(len(sums), f"warmed up{_time_left(timings, chains, len(sums))}")
         for b in range(len(sums), chains.n_batches):
             tick = time.perf_counter()
             states, batch_sums, batch_draws = job.programs.batch(
@@ -267,8 +268,27 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
             timings["sampling"] = sum(timings["batches"])
             done = done._replace(states=states, sums=sums, per_draw=per_draw, timings=timings)
             save(done)
-            update(b + 1, f"batch {b + 1} of {chains.n_batches}")
+            update(b + 1, f"batch {b + 1} of {chains.n_batches}{_time_left(timings, chains, b + 1)}")
     return done
+
+
+def _time_left(timings: dict, chains: Chains, done: int) -> str:
+    """', about ... left' at the pace so far: the median finished batch after the first (which
+    compiles), before any the warm-up's time per step (an upper bound: it compiles too)."""
+    paced = timings["batches"][1:] or timings["batches"]
+    if paced:
+        per_batch = float(np.median(paced))
+    elif chains.warmup:
+        per_batch = timings["warmup"] / chains.warmup * chains.n_samples / chains.n_batches
+    else:
+        return ""
+    seconds = per_batch * (chains.n_batches - done)
+    if seconds <= 0:
+        return ""
+    if seconds < 60:
+        return ", under a minute left"
+    minutes = round(seconds / 60)
+    return f", about {minutes} min left" if minutes < 60 else f", about {minutes / 60:.1f} h left"
 
 
 def _start(job: _Job, k_init, k_warm, path: Path | None, mark: str) -> Progress:
