@@ -112,6 +112,10 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
         assert np.isnan(got[depth + 1 :]).all()  # padded past the point's depth
         assert ds.cka_out.sel(estimator="nngp").values[0, j] == expected[-1]
     assert np.isnan(ds.cka_out.values[1]).all()
+    # each estimator's wall time, adding up to the point's (none for a failed point)
+    per_estimator = ds.estimator_seconds.values
+    assert np.all(per_estimator[0] > 0) and np.isnan(per_estimator[1]).all()
+    np.testing.assert_allclose(per_estimator[0].sum(axis=-1), ds.seconds.values[0], rtol=1e-12)
     assert xr.open_dataset(tmp_path / "out" / "sweep.nc", engine="scipy").load().identical(ds)
 
 

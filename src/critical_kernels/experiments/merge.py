@@ -96,6 +96,7 @@ def _empty_grid(shape: tuple, n_methods: int, n_layers: int) -> dict[str, tuple[
         "cka": (per_layer, full(n_methods, n_layers)),
         "cka_se": (per_layer, full(n_methods, n_layers)),
         **{name: (per_method, full(n_methods)) for name in ("cka_out", "cka_out_se", *TEST_SCORES)},
+        "estimator_seconds": (per_method, full(n_methods)),
         "status": ((), text("missing")),
         "error": ((), text()),
         **{name: ((), full()) for name in (*point_scalars(), "g_c", "g_w_used", "seconds")},
@@ -125,7 +126,9 @@ def _fill_point(grid: dict, i: tuple, ds: xr.Dataset, rows: list[int]) -> None:
     for name in POINT_LAYERS:
         values = np.atleast_1d(ds.attrs.get(name, []))
         grid[name][1][i][: len(values)] = values
-    grid["seconds"][1][i] = sum(json.loads(ds.attrs["timings"]).values())
+    timings = json.loads(ds.attrs["timings"])
+    grid["seconds"][1][i] = sum(timings.values())
+    grid["estimator_seconds"][1][i][rows] = [timings.get(str(m), np.nan) for m in ds.estimator.values]
 
 
 def _number(value) -> float:

@@ -1,0 +1,175 @@
+"""Learning curves for the docs (issue 25): the test loss of every estimator's posterior predictive
+against P, from the sweeps of examples/learning_curve.toml (fixed width), learning_curve_alpha.toml
+(fixed alpha = P/N) and pacelli_fig1a.toml (one hidden layer, with the scalar theory), as far as
+each sweep has run: a sweep folder is read point by point, so a sweep still running shows its
+finished points and the page says how many are missing.
+
+Writes docs/learning_curves.md and its figures (docs/learning_curve_<sweep>.png, test loss against
+P per task and activation; ..._change.png, the loss relative to the NNGP's).
+
+  critical-kernels sweep examples/learning_curve.toml --out runs/learning_curve --resume   # hours
+  python validation/learning_curves.py [--runs runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from critical_kernels import plots
+from critical_kernels.experiments.grid import load_sweep
+from critical_kernels.experiments.labels import fmt_se
+from critical_kernels.experiments.merge import merge
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SWEEPS = {  # folder under runs/ -> what the page calls it
+    "learning_curve": "fixed width N = 100, L = 2",
+    "learning_curve_alpha": "fixed α = P/N = 0.5, L = 2",
+    "pacelli_fig1a": "Pacelli et al.'s Fig. 1a setup, L = 1 (MNIST 0 vs 1)",
+}
+NAMES = {  # estimator -> label, in the order of the table
+    "nngp": "NNGP",
+    "scalar": "scalar (T23)",
+    "perturbative": "first order (T22)",
+    "map": "MAP",
+    "reweighted": "reweighted (T17)",
+    "sampled": "sampled networks",
+}
+
+
+class Point(NamedTuple):
+    """A sweep point: task, activation, P, N, status and per estimator (test loss, SE, seconds)."""
+
+    task: str
+    act: str
+    P: int
+    N: int
+    status: str
+    scores: dict
+
+
+def load(folder: Path) -> list[Point] | None:
+    """Every point of the sweep in `folder`, finished or not (None: no sweep there)."""
+    if not (folder / "sweep.toml").is_file():
+        return None
+    sweep = load_sweep(folder / "sweep.toml")
+    ds = merge(sweep, folder)
+    points = []
+    for point in sweep.points:
+        at = ds.isel(dict(zip(ds.status.dims, point.index, strict=True)))
+        scores = {
+            str(m): tuple(
+                float(at[v].sel(estimator=m)) for v in ("test_loss", "test_loss_se", "estimator_seconds")
+            )
+            for m in ds.estimator.values
+        }
+        c = point.config
+        points.append(
+            Point(
+                c.data.task,
+                c.network.activation,
+                c.data.n_train,
+                c.network.width,
+                str(at.status.values),
+                scores,
+            )
+        )
+    return points
+
+
+def panels(points: list[Point], change: bool) -> list:
+    """Per (task, activation): each estimator's test loss (or its change against the NNGP's) vs P."""
+    out = []
+    for task, act in dict.fromkeys((p.task, p.act) for p in points):
+        done = sorted((p for p in points if (p.task, p.act) == (task, act) and p.scores), key=lambda p: p.P)
+        curves = []
+        for k, m in enumerate(NAMES):
+            if m == "nngp" and change:
+                continue
+            rows = [p for p in done if np.isfinite(p.scores.get(m, (np.nan,))[0])]
+            if not rows:
+                continue
+            y = np.array([p.scores[m][0] for p in rows])
+            se = np.nan_to_num([p.scores[m][1] for p in rows])
+            if change:  # relative to the NNGP's loss, which is exact
+                base = np.array([p.scores["nngp"][0] for p in rows])
+                y, se = y / base - 1, se / base
+            style = {"fmt": "ko", "ms": 5} if m == "sampled" else {"fmt": "o-", "color": f"C{k}"}
+            curves.append((NAMES[m], [p.P for p in rows], y, se if se.any() else None, style))
+        ylabel = "test loss / NNGP's - 1" if change else "test loss"
+        out.append((f"{task}, {act}", ylabel, curves))
+    return out
+
+
+def table(points: list[Point]) -> list[str]:
+    """Markdown: per finished point the test loss ± SE of every estimator and its seconds."""
+    present = [m for m in NAMES if any(m in p.scores for p in points)]
+    lines = [
+        "| task, φ | P | N | " + " | ".join(NAMES[m] for m in present) + " |",
+        "|---" * (3 + len(present)) + "|",
+    ]
+    for p in sorted(points, key=lambda p: (p.task, p.act, p.P)):
+        if p.status not in ("ok", "partial"):
+            continue
+        cells = []
+        for m in present:
+            loss, se, seconds = p.scores.get(m, (np.nan, np.nan, np.nan))
+            if not np.isfinite(loss):
+                cells.append("no answer" if np.isfinite(seconds) else "")
+            else:
+                cells.append(f"{fmt_se(loss, se) if se > 0 else f'{loss:.4f}'} ({seconds:.0f} s)")
+        lines.append(f"| {p.task}, {p.act} | {p.P} | {p.N} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def page(runs: Path) -> list[str]:
+    lines = [
+        "# Learning curves",
+        "",
+        "The test loss of each estimator's posterior predictive (T21; Pacelli et al.'s ε_g: the mse of",
+        "the predictive mean plus the predictive variance, `test_loss` of a run) against the number of",
+        "training inputs P, ± the estimator's own SE, with each estimator's wall time on one core of a",
+        "shared 2-core machine. Sampled networks (pre-activation HMC, 4 chains) are the ground truth",
+        "where they were run. Generated by `python validation/learning_curves.py` from the sweeps of the",
+        "example configs named below; a sweep still running shows its finished points.",
+        "",
+    ]
+    for name, what in SWEEPS.items():
+        ds = load(runs / name)  # the sweep's points
+        lines += [f"## {what}", "", f"`examples/{name}.toml`. "]
+        if ds is None:
+            lines[-1] += "Not run yet."
+            lines.append("")
+            continue
+        done = sum(p.status in ("ok", "partial") for p in ds)
+        lines[-1] += f"{done} of {len(ds)} points finished."
+        lines.append("")
+        if done:
+            for change, suffix in ((False, ""), (True, "_change")):
+                drawn = panels(ds, change)
+                if not any(curves for _, _, curves in drawn):  # only the NNGP: no change to show
+                    continue
+                figure = DOCS / f"learning_curve_{name}{suffix}.png"
+                axes = plots.PanelAxes("P (training inputs)", logx=True, logy=not change, integer=True)
+                plots.line_panels(drawn, figure, axes)
+                lines += [f"![{name}{suffix}]({figure.name})", ""]
+            lines += table(ds) + [""]
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the sweep folders")
+    args = parser.parse_args(argv)
+    (DOCS / "learning_curves.md").write_text("\n".join(page(args.runs)))
+    print(f"wrote {DOCS / 'learning_curves.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
