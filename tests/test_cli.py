@@ -28,7 +28,7 @@ def test_criticality_with_g_w_reports_phase():
 
 def test_demo_runs_and_writes(tmp_path):
     result = runner.invoke(
-        app, ["demo", "--out", str(tmp_path), "--depth", "2"], env={"COLUMNS": "80"}, terminal_width=80
+        app, ["demo", "--out", str(tmp_path), "--depth", "1"], env={"COLUMNS": "80"}, terminal_width=80
     )
     assert result.exit_code == 0, result.output
     assert (
@@ -41,9 +41,9 @@ def test_demo_runs_and_writes(tmp_path):
     assert f"report: {tmp_path / 'report.md'}" in result.output.replace("\n", "")
     rows = (tmp_path / "cka.csv").read_text().strip().splitlines()
     assert len(rows) == 19 and rows[0].startswith("task,estimator,g_w")  # 2 tasks x 3 gains x 3 kernels
-    assert rows[0].endswith("test_error,cka_se_0,cka_se_1,cka_se_2")
-    assert all(len(row.split(",")) == 5 + 3 + 1 + 3 for row in rows)  # 5 labels, C0..C2, test error, SEs
-    se = np.array([[float(v) for v in row.split(",")[-3:]] for row in rows[1:]])
+    assert rows[0].endswith("test_error,cka_se_0,cka_se_1")  # depth 1: the fast tier's
+    assert all(len(row.split(",")) == 5 + 2 + 1 + 2 for row in rows)  # 5 labels, C0, C1, test error, SEs
+    se = np.array([[float(v) for v in row.split(",")[-2:]] for row in rows[1:]])
     assert np.all(se[0::3] == 0) and np.all(se[1::3, 1:] > 0)  # NNGP exact; Monte Carlo first order
     words = " ".join(result.output.split())  # the footer wraps at 80 columns
     bound = float(words.split("SE of every CKA above <= ")[1].split(";")[0])
@@ -56,14 +56,15 @@ def test_demo_runs_and_writes(tmp_path):
     report = (tmp_path / "report.md").read_text()  # every layer, the per-layer figure, the task reports
     for line in rows[1:]:
         task, label, _, ratio, _, *ckas = line.split(",")
-        ses = [float(v) for v in ckas[-3:]]
+        ses = [float(v) for v in ckas[-2:]]
         assert f"| {float(ratio):g} | " in report and f" | {label} | " in report
-        assert fmt_se(float(ckas[2]), ses[2]) in report  # the last layer's CKA ± SE
-    assert "| C⁽⁰⁾ | C⁽¹⁾ | C⁽²⁾ |" in report and "![CKA per layer](figures/cka_per_layer.png)" in report
+        assert fmt_se(float(ckas[1]), ses[1]) in report  # the last layer's CKA ± SE
+    assert "| C⁽⁰⁾ | C⁽¹⁾ | test error |" in report
+    assert "![CKA per layer](figures/cka_per_layer.png)" in report
     assert "(digits_at_g_c/report.html)" in report and "(xor_at_g_c/report.html)" in report
     task_report = (tmp_path / "digits_at_g_c" / "report.md").read_text()
     assert task_report.startswith("# demo: digits 0 vs 3 at g_c") and "^(" not in task_report + report
-    refused = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "2"])  # never recompute silently
+    refused = runner.invoke(app, ["demo", "--out", str(tmp_path), "--depth", "1"])  # never recompute silently
     assert refused.exit_code == 2 and "--resume" in refused.output and "--force" in refused.output
     assert len(refused.output.strip().splitlines()) == 1, refused.output
 

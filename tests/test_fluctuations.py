@@ -97,7 +97,7 @@ def test_perturbative_shift_scales_as_one_over_width_and_keeps_test_rows():
     shifts = []
     for N in (100, 200):
         spec = ck.NetworkSpec(depth=2, width=N, g_w=1.5, g_b=0.1, kappa=0.1)
-        res = ck.perturbative_kernels(spec, X, Y, X_test, options=ck.MonteCarlo(rtol=None), key=0)
+        res = ck.perturbative_kernels(spec, X, Y, X_test, options=ck.MonteCarlo(256, rtol=None), key=0)
         assert res.kernels.shape == (3, 11, 11) and np.all(res.info.conj_kernels[:, 8:, :] == 0)
         shifts.append(res.kernels - ck.nngp_kernels(spec, X, X_test))
     np.testing.assert_allclose(shifts[0], 2 * shifts[1], rtol=1e-10, atol=1e-14)  # same CRN: exact 1/N
