@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from typer.testing import CliRunner
 
 import critical_kernels as ck
@@ -382,3 +383,36 @@ def test_unconverged_map_is_reported_not_raised():
         ds.test_error.sel(estimator="nngp")
     )
     assert ds.kernel.sel(estimator="map").shape == (3, 12, 12)
+
+
+@pytest.mark.slow  # three CLI runs with sampled networks (~20 s); sample_posterior's own resume is fast-tier
+def test_a_killed_cli_run_resumes_its_sampled_chains(tmp_path, monkeypatch):
+    from critical_kernels.estimators import sampled
+
+    settings = [*FAST, "methods.map=false", "methods.perturbative=false", "methods.chains.n_batches=4"]
+    args = sum((["--set", s] for s in settings), [str(TINY)])
+    runner = CliRunner()
+    whole = runner.invoke(app, ["run", *args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    save, seen = sampled.save_progress, []
+
+    def save_then_die(path, mark, done):  # killed right after the checkpoint of batch 2
+        save(path, mark, done)
+        seen.append(len(done.sums))
+        if len(done.sums) == 2 and seen.count(2) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampled, "save_progress", save_then_die)
+    folder = tmp_path / "killed"
+    killed = runner.invoke(app, ["run", *args, "--out", str(folder)])
+    assert killed.exit_code != 0  # click reports the interrupt as "Aborted!"
+    assert (folder / "checkpoints" / "sampled.chains").is_file()
+    refused = runner.invoke(app, ["run", *args, "--out", str(folder)])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    resumed = runner.invoke(app, ["run", *args, "--out", str(folder), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert seen == [0, 1, 2, 3, 4]  # warm-up, batches 1-2, then 3-4 only
+    assert not (folder / "checkpoints").exists()  # gone once the run folder is written
+    a, b = (xr.open_dataset(tmp_path / name / "results.nc").load() for name in ("whole", "killed"))
+    for name in ("kernel", "f_test_var"):
+        np.testing.assert_array_equal(a[name].sel(estimator="sampled"), b[name].sel(estimator="sampled"))

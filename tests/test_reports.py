@@ -86,7 +86,7 @@ def test_report_flags_failed_reference_and_cumulant_map_and_shows_config(tmp_pat
 
 def test_cli_run_warns_and_flags_when_the_sampler_failed(tmp_path, monkeypatch):
     ds, _ = _flagged_run()
-    monkeypatch.setattr("critical_kernels.cli.run", lambda cfg, status=None: ds)
+    monkeypatch.setattr("critical_kernels.cli.run", lambda cfg, status=None, checkpoints=None: ds)
     runner = CliRunner()
     args = ["run", str(TINY), "--out", str(tmp_path / "r")]
     result = runner.invoke(app, args, env={"COLUMNS": "120"})

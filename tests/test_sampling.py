@@ -1,5 +1,7 @@
 """Finite networks sampled with MCMC against the NNGP (prior) and the exact posterior."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_draws_the_same(tmp_path, m
     )
     whole = sample_posterior(*args, **options)
     path = tmp_path / "chains.npz"
+    saved = {**options, "chains": dataclasses.replace(options["chains"], checkpoint=path)}
     save, seen = sampled.save_progress, []
 
     def save_then_die(p, mark, done):  # a kill right after the checkpoint of batch 2
@@ -134,14 +137,14 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_draws_the_same(tmp_path, m
 
     monkeypatch.setattr(sampled, "save_progress", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        sample_posterior(*args, **options, checkpoint=path)
-    resumed = sample_posterior(*args, **options, checkpoint=path)
+        sample_posterior(*args, **saved)
+    resumed = sample_posterior(*args, **saved)
     assert seen == [0, 1, 2, 3, 4, 5]  # warm-up, batches 1-2; then 3-5 only: no step is redone
     for a, b in ((whole.kernels, resumed.kernels), (whole.se, resumed.se)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(whole.info.cka_draws, resumed.info.cka_draws)
     np.testing.assert_array_equal(whole.predictive.var, resumed.predictive.var)
     assert len(resumed.info.timings["batches"]) == 5
-    other = {**options, "key": 4}  # a checkpoint belongs to one run
+    other = {**saved, "key": 4}  # a checkpoint belongs to one run
     with pytest.raises(ck.errors.InputError, match="another run.*delete it"):
-        sample_posterior(*args, **other, checkpoint=path)
+        sample_posterior(*args, **other)

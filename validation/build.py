@@ -21,6 +21,7 @@ checks is written too, flagged, and is no reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -100,10 +101,9 @@ def run_unit(case: dict, sampler: str, index: int, mnist: Path, checkpoint: Path
         data.Y,
         data.X_test,
         sampler=SAMPLERS[sampler],
-        chains=UNIT,
+        chains=dataclasses.replace(UNIT, checkpoint=checkpoint),
         key=_key(case["name"], sampler, index),
         throw=False,
-        checkpoint=checkpoint,
     )
     chains = UNIT.chains
     batches = est.estimates.kernels.reshape((chains, -1) + est.kernels.shape)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -124,13 +126,18 @@ def _bad_input():
 
 
 @contextmanager
-def _interruptible(folder: Path, total: int, kept: Callable[[], int], resume: str):
-    """Ctrl-C: one line with the points kept on disk and the command that continues; exit 130."""
+def _interruptible(kept: Callable[[], str], resume: str):
+    """Ctrl-C: one line with what is kept on disk (`kept()`) and the command that continues; exit 130."""
     try:
         yield
     except KeyboardInterrupt:
-        _print_error(f"interrupted: {kept()} of {total} points kept in {folder}; continue with: {resume}")
+        _print_error(f"interrupted: {kept()}; continue with: {resume}")
         raise typer.Exit(130) from None
+
+
+def _points_kept(counts: dict, total: int, folder: Path) -> Callable[[], str]:
+    """What an interrupted sweep or demo keeps: its finished points (cached or computed)."""
+    return lambda: f"{counts['cached'] + counts['ok']} of {total} points kept in {folder}"
 
 
 def _version(value: bool) -> None:
@@ -217,7 +224,7 @@ def demo(
         done = sum(kept.values())
         status.update(f"demo: {done} of {total} points ({point.config.data.task}: {state})")
 
-    with _bad_input(), _interruptible(out, total, lambda: kept["cached"] + kept["ok"], resume_line):
+    with _bad_input(), _interruptible(_points_kept(kept, total, out), resume_line):
         with console.status(f"demo: 0 of {total} points") as status:
             try:
                 result = run_demo(
@@ -334,22 +341,43 @@ def _demo_tables(rows, depth: int, per_table: int = 5) -> list[Table]:
     return tables
 
 
+def _run_into(folder: Path, cfg, console, *, force: bool, resume: bool, resume_line: str):
+    """Run `cfg` into a run folder, the sampled chains checkpointed in folder/checkpoints until the
+    folder is written (then removed); Ctrl-C names them and the command that continues."""
+    checkpoints = folder / "checkpoints"
+
+    def kept() -> str:
+        return f"{len(list(checkpoints.glob('*.chains')))} sampled-chain checkpoint(s) in {checkpoints}"
+
+    with output_folder(folder, "run", force=force, resume=resume), _interruptible(kept, resume_line):
+        if force and not resume:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        checkpoints.mkdir(exist_ok=True)
+        with console.status("running") as status, progress.to_status(status.update):
+            ds = run(cfg, status=status.update, checkpoints=checkpoints)
+        write_run(ds, cfg, folder)
+        shutil.rmtree(checkpoints)
+    return ds
+
+
 @app.command("run")
 def run_command(
     config: Path = typer.Argument(..., help="experiment config (TOML)"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set network.width=200"),
     out: Path = typer.Option(None, help="run folder (default runs/NAME)"),
     force: bool = FORCE,
+    resume: bool = typer.Option(
+        False, "--resume", help="continue a killed run: its sampled chains go on from their checkpoint"
+    ),
 ) -> None:
     """One experiment: NNGP, first-order, MAP and sampled kernels of every layer; writes a run folder."""
     console = _console()
     with _bad_input():
         cfg = load_config(config, set_)
         folder = Path(out) if out is not None else Path("runs") / cfg.name
-        with output_folder(folder, "run", force=force):
-            with console.status("running") as status, progress.to_status(status.update):
-                ds = run(cfg, status=status.update)
-            write_run(ds, cfg, folder)
+        overrides = "".join(f" --set {shlex.quote(s)}" for s in set_)
+        resume_line = f"critical-kernels run {config}{overrides} --out {folder} --resume"
+        ds = _run_into(folder, cfg, console, force=force, resume=resume, resume_line=resume_line)
     labels = [estimator_label(str(m), ds.attrs) for m in ds.estimator.values]
     cells = [
         [fmt_se(c, e) for c, e in zip(ckas, errs, strict=True)]
@@ -399,9 +427,8 @@ def sweep(
         grid = load_sweep(config, set_)
         folder = Path(out) if out is not None else Path("runs") / grid.name
         resume_line = f"critical-kernels sweep {config} --out {folder} --resume"
-        kept = lambda: counts["cached"] + counts["ok"]  # noqa: E731
         with output_folder(folder, "sweep", force=force, resume=resume):
-            with _interruptible(folder, len(grid.points), kept, resume_line):
+            with _interruptible(_points_kept(counts, len(grid.points), folder), resume_line):
                 options = dict(resume=resume, executor=chosen)
                 ds = _sweep_with_progress(console, grid, folder, counts, options)  # writes the report too
     _sweep_summary(console, ds, len(grid.points), counts)

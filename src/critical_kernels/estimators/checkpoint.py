@@ -34,8 +34,8 @@ class Progress(NamedTuple):
 
 
 def fingerprint(spec, sampler, chains, key, X, Y) -> str:
-    """A hash of everything the draws depend on (not the progress bar)."""
-    schedule = {k: v for k, v in as_dict(chains).items() if k != "progress"}
+    """A hash of everything the draws depend on (not the progress bar, nor the file itself)."""
+    schedule = {k: v for k, v in as_dict(chains).items() if k not in ("progress", "checkpoint")}
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     key_data = np.asarray(jax.random.key_data(key) if typed else key)
     h = hashlib.sha256()

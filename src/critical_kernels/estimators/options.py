@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -52,6 +53,7 @@ class Rule:
             "choice": value in self.choices,
             "ints": isinstance(value, tuple) and all(_is_int(v) and v >= 1 for v in value) and value != (),
             "option": isinstance(value, self.types),
+            "path": isinstance(value, (str, os.PathLike)) and str(value) != "",
         }[self.kind]
         if ok and self.kind in ("int", "number"):
             ok = self._in_range(value)
@@ -70,6 +72,7 @@ class Rule:
             "choice": "one of " + ", ".join(map(repr, self.choices)),
             "ints": "a list of positive integers",
             "option": " or ".join(f"{t.__name__}(...)" for t in self.types),
+            "path": "a file path",
         }[self.kind]
         if self.kind in ("int", "number") and (self.low is not None or self.high is not None):
             ge, le = (">=", "<=") if self.inclusive else (">", "<")
@@ -503,7 +506,12 @@ class Chains(Options):
     """How long to sample: `chains` vmapped chains, `warmup` adaptation steps, `n_samples` steps per
     chain after warm-up with a draw recorded every `thin` steps, in `n_batches` compiled chunks
     (the batch means behind the standard errors); runs whose CKA R-hat exceeds rhat_max fail.
-    progress: a progress bar over the chunks (None: on a terminal outside CI; `progress.shown`)."""
+    progress: a progress bar over the chunks (None: on a terminal outside CI; `progress.shown`).
+    checkpoint: a file for the chains' progress, written atomically after the warm-up and after each
+    chunk; a killed run called again with the same arguments resumes from it and draws exactly what
+    the uninterrupted run would have (a file of another run is an InputError). It is kept at the end
+    (a repeated call returns at once): delete it once the result is saved. Neither progress nor
+    checkpoint changes the draws."""
 
     chains: int = count(4)
     warmup: int = count(1000, low=0)
@@ -512,6 +520,7 @@ class Chains(Options):
     n_batches: int = count(10)
     rhat_max: float = _field(1.01, "number", low=1, inclusive=True)
     progress: bool | None = _field(None, "flag", optional=True)
+    checkpoint: str | os.PathLike | None = _field(None, "path", optional=True)
 
     def _check_together(self) -> None:
         if self.n_samples < self.thin * self.n_batches:

@@ -12,7 +12,6 @@ with the weights and readout integrated out (Preactivation, T19).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from functools import lru_cache, partial
@@ -225,8 +224,8 @@ class _Job(NamedTuple):
     rank: int | None  # rank of the input kernel (pre-activation space), else None
 
 
-def _warm_up(job: _Job, k_init, k_warm, timings: dict):
-    """Initial prior draws, then the warm-up (none for Langevin): (states, step sizes (chains,))."""
+def _warm_up(job: _Job, k_init, k_warm) -> Progress:
+    """Initial prior draws, then the warm-up (none for Langevin): states and step sizes (chains,)."""
     chains, sampler = job.chains, job.sampler
     start = time.perf_counter()
     dim = _model(job.spec, sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
@@ -242,8 +241,7 @@ def _warm_up(job: _Job, k_init, k_warm, timings: dict):
     else:
         states, eps = job.programs.warm(job.Xj, job.Yj, states, jax.random.split(k_warm, chains.chains))
     jax.block_until_ready((states, eps))  # dispatch is asynchronous: time the warm-up itself
-    timings["warmup"] = time.perf_counter() - start
-    return states, eps
+    return Progress(states, np.asarray(eps), [], [], {"warmup": time.perf_counter() - start})
 
 
 def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress], None]) -> Progress:
@@ -291,21 +289,23 @@ def _time_left(timings: dict, chains: Chains, done: int) -> str:
     return f", about {minutes} min left" if minutes < 60 else f", about {minutes / 60:.1f} h left"
 
 
-def _start(job: _Job, k_init, k_warm, path: Path | None, mark: str) -> Progress:
-    """The checkpoint's progress when path holds one of this run; else prior draws and the warm-up
-    (then checkpointed)."""
-    if path is not None:
-        dim = _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
-        positions = jax.ShapeDtypeStruct((job.chains.chains, dim), job.Xj.dtype)
-        resumed = load_progress(path, mark, jax.eval_shape(job.programs.init, job.Xj, job.Yj, positions))
-        if resumed is not None:
-            return resumed
-    timings = {}
-    states, eps = _warm_up(job, k_init, k_warm, timings)
-    done = Progress(states, np.asarray(eps), [], [], timings)
-    if path is not None:
-        save_progress(path, mark, done)
-    return done
+def _start(job: _Job, key) -> tuple[Progress, Callable[[Progress], None], jax.Array]:
+    """(progress, save, the draws' key): the checkpoint's progress when chains.checkpoint holds one of
+    this run, else prior draws and the warm-up (then checkpointed); save(progress) writes it (or not)."""
+    k_init, k_warm, k_draw = jax.random.split(key, 3)
+    if job.chains.checkpoint is None:
+        return _warm_up(job, k_init, k_warm), lambda done: None, k_draw
+    path = Path(job.chains.checkpoint)
+    mark = fingerprint(job.spec, job.sampler, job.chains, key, job.X_all, np.asarray(job.Yj))
+    save = partial(save_progress, path, mark)
+    dim = _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
+    positions = jax.ShapeDtypeStruct((job.chains.chains, dim), job.Xj.dtype)
+    resumed = load_progress(path, mark, jax.eval_shape(job.programs.init, job.Xj, job.Yj, positions))
+    if resumed is not None:
+        return resumed, save, k_draw
+    done = _warm_up(job, k_init, k_warm)
+    save(done)
+    return done, save, k_draw
 
 
 @limit_blas_threads
@@ -319,7 +319,6 @@ def sample_posterior(
     chains: Chains = Chains(),
     key=0,
     throw: bool = True,
-    checkpoint: str | os.PathLike | None = None,
 ) -> KernelEstimate:
     """Finite networks sampled from the exact Bayesian posterior (or prior), with diagnostics.
 
@@ -340,14 +339,9 @@ def sample_posterior(
         d >> P' (MNIST); needs C_emp positive definite (distinct inputs; NotPositiveDefiniteError
         before sampling otherwise). The predictive then averages the readout-integrated
         m and v (T21) over the draws, in weight space the networks' own outputs.
-      chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max, progress).
+      chains: Chains(chains, warmup, n_samples, thin, n_batches, rhat_max, progress, checkpoint).
       key: int or PRNGKey; throw: raise DiagnosticsError (carrying the estimate) when a diagnostic
         fails (default).
-      checkpoint: a file for the chains' progress, written atomically after the warm-up and after
-        each batch: a killed call resumes from it when called again with the same arguments, and
-        draws exactly what the uninterrupted call would have (a file of another run is an
-        InputError). It is kept at the end (a repeated call then returns at once); delete it when the
-        result is saved.
 
     Returns:
       KernelEstimate "sampled": posterior mean kernels (L+1, P', P') (layer 0 the input kernel),
@@ -370,12 +364,8 @@ def sample_posterior(
     shape = (X_all.shape[1], P, rank)
     programs = _programs(spec, sampler, shape, _Schedule(warmup, chains.thin, chains.draws_per_batch))
     job = _Job(programs, spec, sampler, chains, X_all, P, jnp.asarray(X_all), jnp.asarray(Y), rank)
-    key = as_key(key)
-    k_init, k_warm, k_draw = jax.random.split(key, 3)
-    path = None if checkpoint is None else Path(checkpoint)
-    mark = "" if path is None else fingerprint(spec, sampler, chains, key, X_all, Y)
-    save = (lambda done: None) if path is None else partial(save_progress, path, mark)
-    done = _sample_batches(job, _start(job, k_init, k_warm, path, mark), k_draw, save)
+    done, save, k_draw = _start(job, as_key(key))
+    done = _sample_batches(job, done, k_draw, save)
     return _summarise(job, done.sums, done.per_draw, np.asarray(done.eps), done.timings, throw)
 
 

@@ -122,19 +122,30 @@ MOVED = {
 DEFAULT_SAMPLER = "hmc"
 
 
+# `critical-kernels run` keeps the sampled chains' checkpoint in its folder (`run --resume`)
+_RUN_ONLY = (
+    ("checkpoint", "`critical-kernels run` checkpoints the chains in its folder; --resume continues"),
+)
+
+
 @dataclass(frozen=True)
 class _Table:
     """Annotated metadata that makes [methods.NAME] an options object of `cls`, built by
     `options.build` from its table (config `defaults` for the fields it leaves out) and dumped back as
-    that table. `off`: fields where 0 stands for None (TOML has no null), e.g. rtol = 0 (no tolerance)."""
+    that table. `off`: fields where 0 stands for None (TOML has no null), e.g. rtol = 0 (no tolerance);
+    `not_in_configs`: fields the command line sets (field -> why)."""
 
     cls: type
     name: str
     defaults: tuple[tuple[str, object], ...] = ()
     off: tuple[str, ...] = ()
+    not_in_configs: tuple[tuple[str, str], ...] = ()
 
     def parse(self, value):
         if isinstance(value, dict):
+            for key, why in self.not_in_configs:
+                if key in value:
+                    raise InputError(f"methods.{self.name}.{key}: not a config setting ({why})")
             value = {**dict(self.defaults), **value}
             value.update({k: None for k in self.off if value.get(k) == 0 and not isinstance(value[k], bool)})
         return build(
@@ -179,7 +190,9 @@ class MethodsConfig(_Strict):
     reweighting: Annotated[Reweighting, _Table(Reweighting, "reweighting", (("n_samples", 4096),))] = (
         Reweighting(n_samples=4096)
     )
-    chains: Annotated[Chains, _Table(Chains, "chains", (("n_samples", 2000),))] = Chains(n_samples=2000)
+    chains: Annotated[Chains, _Table(Chains, "chains", (("n_samples", 2000),), not_in_configs=_RUN_ONLY)] = (
+        Chains(n_samples=2000)
+    )
     mala: Annotated[MALA, _Table(MALA, "mala")] = MALA()
     hmc: Annotated[HMC, _Table(HMC, "hmc")] = HMC()
     nuts: Annotated[NUTS, _Table(NUTS, "nuts")] = NUTS()

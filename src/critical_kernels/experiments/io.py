@@ -121,7 +121,8 @@ def check_output_folder(out: Path, kind: str, *, force: bool = False, resume: bo
         )
     if found is not None and not (force or resume):
         if kind == "run":
-            advice = "pass --force to overwrite it, or choose another --out"
+            advice = "pass --resume to continue it (sampled chains go on from their checkpoint), --force "
+            advice += "to overwrite it, or choose another --out"
         else:
             advice = "pass --resume to continue it (finished points are kept) or --force to recompute it"
         raise InputError(f"--out: {out} already holds a {found}; {advice}")

@@ -15,6 +15,7 @@ import platform
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -114,11 +115,14 @@ def run(
     config: ExperimentConfig,
     status: Callable[[str], None] = lambda message: None,
     progress: bool | None = None,
+    checkpoints: Path | None = None,
 ) -> xr.Dataset:
     """Compute every requested kernel of every layer and collect them in one Dataset.
 
     status(message) hears which estimator runs; progress: the estimators' own progress bars (None: on
-    a terminal outside CI; False: none, as in sweep workers).
+    a terminal outside CI; False: none, as in sweep workers); checkpoints: a folder where the
+    sampled networks keep their progress (`Chains.checkpoint`), so that the same call after a kill
+    resumes them (the file stays: the caller removes it once the result is written).
 
     Variables: kernel (estimator, layer, row, col) on train + test inputs, cka and cka_se
     (estimator, layer), the posterior predictive f_test and f_test_var (estimator, test, output) and
@@ -137,7 +141,9 @@ def run(
         return out
 
     nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))
-    chains = dataclasses.replace(config.methods.chains, progress=progress)  # a display setting of this run
+    # settings of this run that do not change the draws: the display, and where the chains checkpoint
+    checkpoint = None if checkpoints is None else Path(checkpoints) / "sampled.chains"
+    chains = dataclasses.replace(config.methods.chains, progress=progress, checkpoint=checkpoint)
     methods = config.methods.model_copy(update={"chains": chains})
     estimates = {}
     with contextlib.nullcontext() if progress is not False else progress_display.to_status(lambda text: None):
