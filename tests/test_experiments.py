@@ -1,6 +1,7 @@
 """Experiment configs, runs, run folders, reports, and the run/report commands."""
 
 import json
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -38,6 +39,11 @@ FAST = [
     "methods.chains.warmup=100",
     "methods.chains.n_samples=400",
 ]
+
+
+def test_the_chains_checkpoint_is_not_a_config_setting():
+    with pytest.raises(ck.InputError, match="methods.chains.checkpoint: not a config setting.*--resume"):
+        load_config(TINY, ["methods.chains.checkpoint='chains.npz'"])
 
 
 def test_config_overrides_and_errors_name_the_field(tmp_path):
@@ -403,16 +409,20 @@ def test_a_killed_cli_run_resumes_its_sampled_chains(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(sampled, "save_progress", save_then_die)
-    folder = tmp_path / "killed"
-    killed = runner.invoke(app, ["run", *args, "--out", str(folder)])
-    assert killed.exit_code != 0  # click reports the interrupt as "Aborted!"
+    folder = tmp_path / "killed run"  # a space: the printed command quotes it
+    killed = runner.invoke(app, ["run", *args, "--out", str(folder)], env={"COLUMNS": "400"})
+    assert killed.exit_code == 130 and "1 sampled-chain checkpoint(s)" in killed.output, killed.output
     assert (folder / "checkpoints" / "sampled.chains").is_file()
     refused = runner.invoke(app, ["run", *args, "--out", str(folder)])
     assert refused.exit_code == 2 and "--resume" in refused.output
-    resumed = runner.invoke(app, ["run", *args, "--out", str(folder), "--resume"])
+    command = shlex.split(killed.output.split("continue with: ")[1].strip())  # as printed
+    assert command[:2] == ["critical-kernels", "run"] and command[-1] == "--resume"
+    resumed = runner.invoke(app, command[1:])
     assert resumed.exit_code == 0, resumed.output
+    finished = runner.invoke(app, command[1:])  # a finished run is not recomputed by --resume
+    assert finished.exit_code == 2 and "finished run" in finished.output and "--force" in finished.output
     assert seen == [0, 1, 2, 3, 4]  # warm-up, batches 1-2, then 3-4 only
     assert not (folder / "checkpoints").exists()  # gone once the run folder is written
-    a, b = (xr.open_dataset(tmp_path / name / "results.nc").load() for name in ("whole", "killed"))
+    a, b = (xr.open_dataset(tmp_path / name / "results.nc").load() for name in ("whole", "killed run"))
     for name in ("kernel", "f_test_var"):
         np.testing.assert_array_equal(a[name].sel(estimator="sampled"), b[name].sel(estimator="sampled"))

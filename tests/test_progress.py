@@ -47,12 +47,13 @@ def test_the_time_left_follows_the_pace_of_the_batches_after_the_first():
 
     chains = ck.Chains(chains=2, warmup=500, n_samples=2000, thin=10, n_batches=10)
     # before any batch: warm-up seconds per step x the steps still to go (2000)
-    assert _time_left({"warmup": 600.0, "batches": []}, chains, 0) == ", about 40 min left"
+    assert _time_left({"warmup": 600.0, "batches": []}, chains, 0, 500) == ", about 40 min left"
     # the first batch compiles: the pace is the median of the others (300 s) x 6 batches to go
     paced = {"warmup": 600.0, "batches": [900.0, 300.0, 310.0, 290.0]}
-    assert _time_left(paced, chains, 4) == ", about 30 min left"
-    assert _time_left({"warmup": 0.0, "batches": [4000.0]}, chains, 1) == ", about 10.0 h left"
-    assert _time_left(paced | {"batches": [1.0] * 10}, chains, 10) == ""
+    assert _time_left(paced, chains, 4, 500) == ", about 30 min left"
+    assert _time_left({"warmup": 0.0, "batches": [4000.0]}, chains, 1, 500) == ", about 10.0 h left"
+    assert _time_left(paced | {"batches": [1.0] * 10}, chains, 10, 500) == ""
+    assert _time_left({"warmup": 5.0, "batches": []}, chains, 0, 0) == ""  # Langevin: no warm-up pace
 
 
 @pytest.mark.slow  # an SMC compile (~15 s)

@@ -148,3 +148,36 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_draws_the_same(tmp_path, m
     other = {**saved, "key": 4}  # a checkpoint belongs to one run
     with pytest.raises(ck.errors.InputError, match="another run.*delete it"):
         sample_posterior(*args, **other)
+
+
+def test_a_checkpoint_that_cannot_be_used_is_one_line_before_any_sampling(tmp_path):
+    data = ck.datasets.xor(n_train=6, n_test=0, dim=3, seed=1)
+    spec = ck.NetworkSpec(depth=1, width=4, activation="erf", g_b=0.1)
+    chains = ck.Chains(chains=2, warmup=10, n_samples=20, thin=2, n_batches=2)
+    for path, message in [
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "c.npz", "folder that does not exist"),
+    ]:
+        with pytest.raises(ck.errors.InputError, match=message):
+            sample_posterior(spec, data.X, data.Y, chains=dataclasses.replace(chains, checkpoint=path))
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not a whole zip file")  # a write cut short
+    with pytest.raises(ck.errors.InputError, match="cannot be read.*delete it"):
+        sample_posterior(spec, data.X, data.Y, chains=dataclasses.replace(chains, checkpoint=broken))
+
+
+def test_the_checkpoint_fingerprint_is_the_same_in_a_new_process():
+    # a killed run resumes in another process: nothing in the hash may depend on memory addresses
+    import subprocess
+    import sys
+
+    code = """
+import jax, numpy as np, critical_kernels as ck
+from critical_kernels.estimators.checkpoint import fingerprint
+spec = ck.NetworkSpec(depth=2, width=5, activation=ck.get_activation("tanh"), g_w=np.float64(1.5))
+X, Y = np.arange(6.0).reshape(3, 2), np.ones((3, 1))
+print(fingerprint(spec, ck.HMC(), ck.Chains(), jax.random.PRNGKey(0), X, Y))
+"""
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True) for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout.strip()) == 64

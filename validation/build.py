@@ -193,9 +193,16 @@ def sample_case(case: dict, mnist: Path, work: Path, log) -> dict:
                 eta = f", about {pace / 60:.0f} min each, at least {to_go / 60:.0f} min to go"
             log(f"{case['name']}: {sampler} unit {index + 1} (at most {MAX_UNITS}{eta}) ...")
             chains = folder / f"{sampler}-{index:02d}.chains"  # not *.npz: not a unit yet
-            unit = run_unit(case, sampler, index, mnist, chains)
+            try:
+                unit = run_unit(case, sampler, index, mnist, chains)
+            except ck.InputError as err:  # a checkpoint of older code or settings: the unit afresh
+                if not chains.is_file():
+                    raise
+                log(f"{case['name']}: {err}; sampling the unit afresh")
+                chains.unlink()
+                unit = run_unit(case, sampler, index, mnist, chains)
             _atomic_save(folder / f"{sampler}-{index:02d}.npz", lambda f, u=unit: np.savez(f, **u))
-            chains.unlink()
+            chains.unlink(missing_ok=True)
             log(f"{case['name']}: {sampler} unit {index + 1} took {unit['seconds']:.0f} s")
         results[sampler] = pooled(units(folder, sampler), data.Y)
     return results
@@ -293,7 +300,8 @@ def main(argv=None) -> int:
             done = (HERE / "cases" / f"{name}.json").is_file()
             folder = args.work / name
             n_units = len(list(folder.glob("*.npz")))
-            flight = [f"{p.stem} at batch {_batches_done(p)}" for p in sorted(folder.glob("*.chains"))]
+            in_flight = [p for p in sorted(folder.glob("*.chains")) if not p.with_suffix(".npz").exists()]
+            flight = [f"{p.stem} at batch {_batches_done(p)}" for p in in_flight]
             print(f"{name:24s} {'done' if done else ', '.join([f'{n_units} units', *flight])}")
         return 0
     if args.estimate:

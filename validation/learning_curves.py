@@ -82,13 +82,19 @@ def load(folder: Path) -> list[Point] | None:
     return points
 
 
+def _estimators(points: list[Point]) -> list[str]:
+    """The estimators the sweep ran: those of NAMES in its order, then any other."""
+    ran = list(dict.fromkeys(m for p in points for m in p.scores))
+    return [m for m in NAMES if m in ran] + [m for m in ran if m not in NAMES]
+
+
 def panels(points: list[Point], change: bool) -> list:
     """Per (task, activation): each estimator's test loss (or its change against the NNGP's) vs P."""
     out = []
     for task, act in dict.fromkeys((p.task, p.act) for p in points):
-        done = sorted((p for p in points if (p.task, p.act) == (task, act) and p.scores), key=lambda p: p.P)
+        done = sorted((p for p in points if (p.task, p.act) == (task, act)), key=lambda p: p.P)
         curves = []
-        for k, m in enumerate(NAMES):
+        for k, m in enumerate(_estimators(points)):
             if m == "nngp" and change:
                 continue
             rows = [p for p in done if np.isfinite(p.scores.get(m, (np.nan,))[0])]
@@ -100,7 +106,7 @@ def panels(points: list[Point], change: bool) -> list:
                 base = np.array([p.scores["nngp"][0] for p in rows])
                 y, se = y / base - 1, se / base
             style = {"fmt": "ko", "ms": 5} if m == "sampled" else {"fmt": "o-", "color": f"C{k}"}
-            curves.append((NAMES[m], [p.P for p in rows], y, se if se.any() else None, style))
+            curves.append((NAMES.get(m, m), [p.P for p in rows], y, se if se.any() else None, style))
         ylabel = "test loss / NNGP's - 1" if change else "test loss"
         out.append((f"{task}, {act}", ylabel, curves))
     return out
@@ -108,9 +114,9 @@ def panels(points: list[Point], change: bool) -> list:
 
 def table(points: list[Point]) -> list[str]:
     """Markdown: per finished point the test loss ± SE of every estimator and its seconds."""
-    present = [m for m in NAMES if any(m in p.scores for p in points)]
+    present = _estimators(points)
     lines = [
-        "| task, φ | P | N | " + " | ".join(NAMES[m] for m in present) + " |",
+        "| task, φ | P | N | " + " | ".join(NAMES.get(m, m) for m in present) + " |",
         "|---" * (3 + len(present)) + "|",
     ]
     for p in sorted(points, key=lambda p: (p.task, p.act, p.P)):
@@ -122,7 +128,8 @@ def table(points: list[Point]) -> list[str]:
             if not np.isfinite(loss):
                 cells.append("no answer" if np.isfinite(seconds) else "")
             else:
-                cells.append(f"{fmt_se(loss, se) if se > 0 else f'{loss:.4f}'} ({seconds:.0f} s)")
+                shown = fmt_se(loss, se) if se > 0 else f"{loss:.4f}" + (" ± ?" if np.isnan(se) else "")
+                cells.append(f"{shown} ({seconds:.0f} s)")
         lines.append(f"| {p.task}, {p.act} | {p.P} | {p.N} | " + " | ".join(cells) + " |")
     return lines
 

@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 
 from . import __version__, progress
 from .critical_point import criticality as _criticality
-from .errors import CriticalKernelsError, EstimateWarning
+from .errors import CriticalKernelsError, EstimateWarning, InputError
 from .experiments import (
     load_config,
     load_results,
@@ -215,8 +215,8 @@ def demo(
     total = len(load_sweep(demo_sweep(settings)).points)
     kept = {"cached": 0, "ok": 0}
     resume_line = (
-        f"critical-kernels demo --out {out} --depth {depth} --width {width} --g-b {g_b} --kappa {kappa} "
-        f"--seed {seed} --resume"
+        f"critical-kernels demo --out {shlex.quote(str(out))} --depth {depth} --width {width} "
+        f"--g-b {g_b} --kappa {kappa} --seed {seed} --resume"
     )
 
     def on_point(point, state, status):
@@ -349,6 +349,8 @@ def _run_into(folder: Path, cfg, console, *, force: bool, resume: bool, resume_l
     def kept() -> str:
         return f"{len(list(checkpoints.glob('*.chains')))} sampled-chain checkpoint(s) in {checkpoints}"
 
+    if resume and not force and (folder / "results.nc").is_file() and not checkpoints.is_dir():
+        raise InputError(f"--resume: {folder} holds a finished run; pass --force to compute it again")
     with output_folder(folder, "run", force=force, resume=resume), _interruptible(kept, resume_line):
         if force and not resume:
             shutil.rmtree(checkpoints, ignore_errors=True)
@@ -376,7 +378,8 @@ def run_command(
         cfg = load_config(config, set_)
         folder = Path(out) if out is not None else Path("runs") / cfg.name
         overrides = "".join(f" --set {shlex.quote(s)}" for s in set_)
-        resume_line = f"critical-kernels run {config}{overrides} --out {folder} --resume"
+        paths = f"{shlex.quote(str(config))}{overrides} --out {shlex.quote(str(folder))}"
+        resume_line = f"critical-kernels run {paths} --resume"
         ds = _run_into(folder, cfg, console, force=force, resume=resume, resume_line=resume_line)
     labels = [estimator_label(str(m), ds.attrs) for m in ds.estimator.values]
     cells = [
@@ -426,7 +429,9 @@ def sweep(
         chosen = executor_named(executor, workers, scheduler)
         grid = load_sweep(config, set_)
         folder = Path(out) if out is not None else Path("runs") / grid.name
-        resume_line = f"critical-kernels sweep {config} --out {folder} --resume"
+        overrides = "".join(f" --set {shlex.quote(s)}" for s in set_)
+        paths = f"{shlex.quote(str(config))}{overrides} --out {shlex.quote(str(folder))}"
+        resume_line = f"critical-kernels sweep {paths} --resume"
         with output_folder(folder, "sweep", force=force, resume=resume):
             with _interruptible(_points_kept(counts, len(grid.points), folder), resume_line):
                 options = dict(resume=resume, executor=chosen)

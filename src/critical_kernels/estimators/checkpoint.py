@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import __version__
 from ..errors import InputError
 from .options import as_dict
 
@@ -33,18 +36,40 @@ class Progress(NamedTuple):
     timings: dict
 
 
+def _network(spec) -> dict:
+    """The network as plain numbers and names: stable across processes (a repr of a callable is not)."""
+    source = spec.act.source
+    activation = source if isinstance(source, str) else f"{source.__module__}.{source.__qualname__}"
+    fields = dict(depth=spec.depth, width=spec.width, g_in=spec.g_in, kappa=spec.kappa, n_out=spec.n_out)
+    numbers = {k: float(v) for k, v in fields.items()}
+    return numbers | {
+        "activation": activation,
+        "gains": list(map(float, spec.gains)),
+        "bias_vars": list(map(float, spec.bias_vars)),
+        "quad_degree": spec.quad_degree,
+    }
+
+
 def fingerprint(spec, sampler, chains, key, X, Y) -> str:
-    """A hash of everything the draws depend on (not the progress bar, nor the file itself)."""
+    """A hash of everything the draws depend on (not the progress bar, nor the file itself), with the
+    versions of this package, JAX and BlackJAX that drew them."""
     schedule = {k: v for k, v in as_dict(chains).items() if k not in ("progress", "checkpoint")}
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     key_data = np.asarray(jax.random.key_data(key) if typed else key)
+    versions = [__version__, jax.__version__, blackjax.__version__, jax.default_backend()]
     h = hashlib.sha256()
-    for part in (repr(spec), type(sampler).__name__, json.dumps(as_dict(sampler), sort_keys=True)):
-        h.update(part.encode())
-    h.update(json.dumps(schedule, sort_keys=True).encode())
-    for array in (key_data, np.asarray(X, np.float64), np.asarray(Y, np.float64)):
-        h.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+    for part in (_network(spec), type(sampler).__name__, as_dict(sampler), schedule, versions):
+        h.update(json.dumps(part, sort_keys=True).encode())
+    for array in (key_data, np.asarray(X), np.asarray(Y)):
+        h.update(f"{array.shape} {array.dtype}".encode() + np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
+
+
+def check_path(path: Path) -> None:
+    """Refuse, before any sampling, a checkpoint path that cannot be written."""
+    if path.is_dir() or not path.parent.is_dir():
+        where = "is a folder" if path.is_dir() else f"is in a folder that does not exist ({path.parent})"
+        raise InputError(f"Chains.checkpoint: {path} {where}; give a file in an existing folder")
 
 
 def save_progress(path: Path, mark: str, done: Progress) -> None:
@@ -63,22 +88,30 @@ def save_progress(path: Path, mark: str, done: Progress) -> None:
 
 
 def load_progress(path: Path, mark: str, like_states) -> Progress | None:
-    """The progress saved at path (None if there is no file); InputError if another run wrote it."""
+    """The progress saved at path (None if there is no file); InputError if another run wrote it or
+    it cannot be read."""
     if not path.is_file():
         return None
-    with np.load(path) as f:
-        meta = json.loads(f["meta"].tobytes())
-        if meta["fingerprint"] != mark:
-            raise InputError(
-                f"checkpoint {path} was written by another run (network, sampler, chains, key or data "
-                "differ): delete it or pass another path"
-            )
-        leaves, tree = jax.tree.flatten(like_states)
-        states = jax.tree.unflatten(tree, [f[f"state/{i}"] for i in range(len(leaves))])
-        n = meta["batches"]
-
-        def unstack(name: str) -> list:
-            stacked = [f[f"{name}/{i}"] for i in range(sum(k.startswith(f"{name}/") for k in f.files))]
-            return [tuple(s[b] for s in stacked) for b in range(n)]
-
-        return Progress(states, f["eps"], unstack("sums"), unstack("per_draw"), meta["timings"])
+    try:
+        with np.load(path) as f:
+            meta = json.loads(f["meta"].tobytes())
+            leaves, tree = jax.tree.flatten(like_states)
+            saved = [f[f"state/{i}"] for i in range(len(leaves))]
+            fields = {name: sum(k.startswith(f"{name}/") for k in f.files) for name in ("sums", "per_draw")}
+            stacked = {name: [f[f"{name}/{i}"] for i in range(n)] for name, n in fields.items()}
+            eps = f["eps"]
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise InputError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it"
+        ) from None
+    if meta["fingerprint"] != mark or any(
+        a.shape != b.shape or a.dtype != b.dtype for a, b in zip(saved, leaves, strict=True)
+    ):
+        raise InputError(
+            f"checkpoint {path} was written by another run (network, sampler, chains, key, data or "
+            "versions differ): delete it or pass another path"
+        )
+    n = meta["batches"]
+    per_batch = {name: [tuple(s[b] for s in arrays) for b in range(n)] for name, arrays in stacked.items()}
+    states = jax.tree.unflatten(tree, saved)
+    return Progress(states, eps, per_batch["sums"], per_batch["per_draw"], meta["timings"])

@@ -31,7 +31,7 @@ from ..numerics import as_key, limit_blas_threads, standard_error
 from ..predictive import Predictive, from_moments
 from ..spec import NetworkSpec
 from .base import Estimates, KernelEstimate, Outcome, Result, finish, prepare
-from .checkpoint import Progress, fingerprint, load_progress, save_progress
+from .checkpoint import Progress, check_path, fingerprint, load_progress, save_progress
 from .diagnostics import chain_diagnostics
 from .network import Network
 from .options import HMC, MALA, NUTS, Chains, Langevin, _Sampler
@@ -254,7 +254,9 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
     keys = jax.random.split(k_draw, chains.n_batches)  # fixed by the key: a resumed run draws the same
     description = f"{type(job.sampler).__name__}: {chains.chains} chains"
     with progress.task(description, chains.n_batches, show=chains.progress) as update:
-        update(len(sums), f"warmed up{_time_left(timings, chains, len(sums))}")
+        warmup = 0 if isinstance(job.sampler, Langevin) else chains.warmup
+        first = "warmed up" if not sums else f"resumed after batch {len(sums)}"
+        update(len(sums), f"{first}{_time_left(timings, chains, len(sums), warmup)}")
         for b in range(len(sums), chains.n_batches):
             tick = time.perf_counter()
             states, batch_sums, batch_draws = job.programs.batch(
@@ -266,18 +268,20 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
             timings["sampling"] = sum(timings["batches"])
             done = done._replace(states=states, sums=sums, per_draw=per_draw, timings=timings)
             save(done)
-            update(b + 1, f"batch {b + 1} of {chains.n_batches}{_time_left(timings, chains, b + 1)}")
+            left = _time_left(timings, chains, b + 1, warmup)
+            update(b + 1, f"batch {b + 1} of {chains.n_batches}{left}")
     return done
 
 
-def _time_left(timings: dict, chains: Chains, done: int) -> str:
+def _time_left(timings: dict, chains: Chains, done: int, warmup: int) -> str:
     """', about ... left' at the pace so far: the median finished batch after the first (which
-    compiles), before any the warm-up's time per step (an upper bound: it compiles too)."""
+    compiles), before any the time per step of the `warmup` steps (compilation included; a batch
+    also computes kernels every `thin` steps: a rough guide)."""
     paced = timings["batches"][1:] or timings["batches"]
     if paced:
         per_batch = float(np.median(paced))
-    elif chains.warmup:
-        per_batch = timings["warmup"] / chains.warmup * chains.n_samples / chains.n_batches
+    elif warmup:
+        per_batch = timings["warmup"] / warmup * chains.n_samples / chains.n_batches
     else:
         return ""
     seconds = per_batch * (chains.n_batches - done)
@@ -296,6 +300,7 @@ def _start(job: _Job, key) -> tuple[Progress, Callable[[Progress], None], jax.Ar
     if job.chains.checkpoint is None:
         return _warm_up(job, k_init, k_warm), lambda done: None, k_draw
     path = Path(job.chains.checkpoint)
+    check_path(path)
     mark = fingerprint(job.spec, job.sampler, job.chains, key, job.X_all, np.asarray(job.Yj))
     save = partial(save_progress, path, mark)
     dim = _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim

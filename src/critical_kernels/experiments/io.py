@@ -89,8 +89,8 @@ def check_kind(out: Path, kind: str) -> None:
 def check_output_folder(out: Path, kind: str, *, force: bool = False, resume: bool = False) -> None:
     """Refuse, with one line of advice, to write a folder of `kind` where it would overwrite silently.
 
-    Accepted: a new or empty folder; a folder of the same kind with `resume` (sweeps, demo) or
-    `force`; a folder not written by this tool with `force`. Refused always: a file in the way, and a
+    Accepted: a new or empty folder; a folder of the same kind with `resume` (sweeps, demo, a killed
+    run) or `force`; a folder not written by this tool with `force`. Refused always: a file in the way, and a
     folder of another kind (run against sweep/demo).
     """
     out = Path(out)

@@ -141,13 +141,14 @@ def run(
         return out
 
     nngp = timed("nngp", lambda: nngp_kernels(spec, data.X, data.X_test))
-    # settings of this run that do not change the draws: the display, and where the chains checkpoint
-    checkpoint = None if checkpoints is None else Path(checkpoints) / "sampled.chains"
-    chains = dataclasses.replace(config.methods.chains, progress=progress, checkpoint=checkpoint)
-    methods = config.methods.model_copy(update={"chains": chains})
     estimates = {}
     with contextlib.nullcontext() if progress is not False else progress_display.to_status(lambda text: None):
         for e in estimators(config):
+            # settings that do not change the draws: the display, and where this estimator's chains
+            # keep their checkpoint (if it samples chains)
+            checkpoint = None if checkpoints is None else Path(checkpoints) / f"{e.name}.chains"
+            chains = dataclasses.replace(config.methods.chains, progress=progress, checkpoint=checkpoint)
+            methods = config.methods.model_copy(update={"chains": chains})
             call = functools.partial(
                 e.call, methods, spec, data.X, data.Y, data.X_test, estimates, config.seed
             )
