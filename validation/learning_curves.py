@@ -105,7 +105,7 @@ def panels(points: list[Point], change: bool) -> list:
             if change:  # relative to the NNGP's loss, which is exact
                 base = np.array([p.scores["nngp"][0] for p in rows])
                 y, se = y / base - 1, se / base
-            style = {"fmt": "ko", "ms": 5} if m == "sampled" else {"fmt": "o-", "color": f"C{k}"}
+            style = {"fmt": "ks"} if m == "sampled" else {"fmt": "o-", "color": f"C{k}"}
             curves.append((NAMES.get(m, m), [p.P for p in rows], y, se if se.any() else None, style))
         ylabel = "test loss / NNGP's - 1" if change else "test loss"
         out.append((f"{task}, {act}", ylabel, curves))
@@ -158,8 +158,8 @@ def page(runs: Path) -> list[str]:
         lines.append("")
         if done:
             for change, suffix in ((False, ""), (True, "_change")):
-                drawn = panels(ds, change)
-                if not any(curves for _, _, curves in drawn):  # only the NNGP: no change to show
+                drawn = [panel for panel in panels(ds, change) if panel[2]]  # those with points
+                if not drawn:  # only the NNGP: no change to show
                     continue
                 figure = DOCS / f"learning_curve_{name}{suffix}.png"
                 axes = plots.PanelAxes("P (training inputs)", logx=True, logy=not change, integer=True)
