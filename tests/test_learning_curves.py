@@ -56,4 +56,5 @@ def test_the_page_shows_each_finished_point_with_its_loss_and_names_the_missing(
         row = next(line for line in page.splitlines() if line.startswith(f"| xor, erf | {P} | 40 | "))
         assert row.split(" | ")[3].startswith(f"{loss:.4f} (")
     assert (tmp_path / "learning_curve_learning_curve.png").stat().st_size > 5000
+    assert not list(tmp_path.glob("*.pdf"))  # no PDF copies in docs/
     assert not (tmp_path / "learning_curve_learning_curve_change.png").exists()  # the NNGP alone

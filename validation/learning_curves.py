@@ -164,6 +164,7 @@ def page(runs: Path) -> list[str]:
                 figure = DOCS / f"learning_curve_{name}{suffix}.png"
                 axes = plots.PanelAxes("P (training inputs)", logx=True, logy=not change, integer=True)
                 plots.line_panels(drawn, figure, axes)
+                figure.with_suffix(".pdf").unlink()  # the site shows the PNG
                 lines += [f"![{name}{suffix}]({figure.name})", ""]
             lines += table(ds) + [""]
     return lines
