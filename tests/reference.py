@@ -61,3 +61,13 @@ def finite_network_kernels(X, activation, depth, width, g_in, g_w, g_b, n_nets, 
                 W = rng.standard_normal((width, width)) * np.sqrt(g_w / width)
                 h = a @ W + rng.standard_normal(width) * np.sqrt(g_b)
     return out
+
+
+def gp_test_loss(C, Y, Y_test, kappa):
+    """Pacelli et al.'s test loss of the GP predictive (T21) from one kernel C on train + test rows
+    (training rows first), written out in NumPy: mse of the mean plus the mean predictive variance."""
+    P = len(Y)
+    K = C[:P, :P] + kappa * np.eye(P)
+    mean = C[P:, :P] @ np.linalg.solve(K, Y)
+    var = np.diag(C[P:, P:] - C[P:, :P] @ np.linalg.solve(K, C[:P, P:]))
+    return np.mean((mean - Y_test) ** 2) + np.mean(var)

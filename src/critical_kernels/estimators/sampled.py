@@ -224,12 +224,16 @@ class _Job(NamedTuple):
     rank: int | None  # rank of the input kernel (pre-activation space), else None
 
 
+def _dim(job: _Job) -> int:
+    """The number of sampled coordinates per chain."""
+    return _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
+
+
 def _warm_up(job: _Job, k_init, k_warm) -> Progress:
     """Initial prior draws, then the warm-up (none for Langevin): states and step sizes (chains,)."""
     chains, sampler = job.chains, job.sampler
     start = time.perf_counter()
-    dim = _model(job.spec, sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
-    states = job.programs.init(job.Xj, job.Yj, jax.random.normal(k_init, (chains.chains, dim)))
+    states = job.programs.init(job.Xj, job.Yj, jax.random.normal(k_init, (chains.chains, _dim(job))))
     if not np.all(np.isfinite(np.asarray(states.logdensity))):
         raise NotPositiveDefiniteError(
             f"the log density of the initial {sampler.space} draws is not finite: an empirical kernel is "
@@ -252,6 +256,7 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
     states, sums, per_draw, timings = done.states, list(done.sums), list(done.per_draw), dict(done.timings)
     timings["batches"] = list(timings.get("batches", []))  # the first includes compilation on a first call
     keys = jax.random.split(k_draw, chains.n_batches)  # fixed by the key: a resumed run draws the same
+    eps = jnp.asarray(done.eps)
     description = f"{type(job.sampler).__name__}: {chains.chains} chains"
     with progress.task(description, chains.n_batches, show=chains.progress) as update:
         warmup = 0 if isinstance(job.sampler, Langevin) else chains.warmup
@@ -260,7 +265,7 @@ def _sample_batches(job: _Job, done: Progress, k_draw, save: Callable[[Progress]
         for b in range(len(sums), chains.n_batches):
             tick = time.perf_counter()
             states, batch_sums, batch_draws = job.programs.batch(
-                job.Xj, job.Yj, states, jnp.asarray(done.eps), jax.random.split(keys[b], chains.chains)
+                job.Xj, job.Yj, states, eps, jax.random.split(keys[b], chains.chains)
             )
             sums.append(jax.tree.map(np.asarray, batch_sums))
             per_draw.append(jax.tree.map(np.asarray, batch_draws))
@@ -303,8 +308,7 @@ def _start(job: _Job, key) -> tuple[Progress, Callable[[Progress], None], jax.Ar
     check_path(path)
     mark = fingerprint(job.spec, job.sampler, job.chains, key, job.X_all, np.asarray(job.Yj))
     save = partial(save_progress, path, mark)
-    dim = _model(job.spec, job.sampler.space, job.X_all.shape[1], job.X_all.shape[0], job.rank).dim
-    positions = jax.ShapeDtypeStruct((job.chains.chains, dim), job.Xj.dtype)
+    positions = jax.ShapeDtypeStruct((job.chains.chains, _dim(job)), job.Xj.dtype)
     resumed = load_progress(path, mark, jax.eval_shape(job.programs.init, job.Xj, job.Yj, positions))
     if resumed is not None:
         return resumed, save, k_draw
