@@ -71,7 +71,13 @@ def run(method: str, key: int) -> dict:
             "acceptance": np.asarray(info.acceptance).tolist(),
         }
     )
-    return {"result": est.result.name, "seconds": time.perf_counter() - start, **scores, **extra}
+    return {
+        "result": est.result.name,
+        "seconds": time.perf_counter() - start,
+        **scores,
+        **extra,
+        "version": ck.__version__,
+    }
 
 
 def summary() -> None:

@@ -55,3 +55,12 @@ def test_the_page_shows_each_finished_point_with_its_loss_and_names_the_missing(
     assert (tmp_path / "learning_curve_learning_curve.png").stat().st_size > 5000
     assert not list(tmp_path.glob("*.pdf"))  # no PDF copies in docs/
     assert not (tmp_path / "learning_curve_learning_curve_change.png").exists()  # the NNGP alone
+
+
+def test_a_point_without_an_answer_says_why():
+    """An estimator that ran and failed shows its result code, not a number; one not run is blank."""
+    nan = float("nan")
+    scores = {"nngp": (0.5, 0.0, 0.1), "reweighted": (nan, nan, 40.0), "sampled": (nan, nan, nan)}
+    point = curves.Point("xor", "erf", 80, 100, "ok", scores, {"reweighted": "ess_collapsed"})
+    row = curves.table([point])[-1]
+    assert row == "| xor, erf | 80 | 100 | 0.5000 (0 s) | ess collapsed |  |"

@@ -95,6 +95,7 @@ def compare_case(name: str, case: dict, summary: dict, mnist: Path, names: list[
             "captured": captured[1:].tolist(),
             "captured_se": captured_se[1:].tolist(),
             "seconds": seconds,
+            "version": ck.__version__,
             **diagnostics(est),
         }
         print(f"{name}: {estimator} ({out[estimator]['method']}) {seconds:.0f} s, captured "

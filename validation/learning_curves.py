@@ -43,7 +43,8 @@ NAMES = {  # estimator -> label, in the order of the table
 
 
 class Point(NamedTuple):
-    """A sweep point: task, activation, P, N, status and per estimator (test loss, SE, seconds)."""
+    """A sweep point: task, activation, P, N, status, per estimator (test loss, SE, seconds) and the
+    result of every estimator that did not succeed (e.g. {"reweighted": "ess_collapsed"})."""
 
     task: str
     act: str
@@ -51,6 +52,7 @@ class Point(NamedTuple):
     N: int
     status: str
     scores: dict
+    failed: dict
 
 
 def load(folder: Path) -> list[Point] | None:
@@ -68,6 +70,7 @@ def load(folder: Path) -> list[Point] | None:
             )
             for m in ds.estimator.values
         }
+        results = {str(m): str(at[f"{m}_result"].values) for m in ds.estimator.values if f"{m}_result" in at}
         c = point.config
         points.append(
             Point(
@@ -77,6 +80,7 @@ def load(folder: Path) -> list[Point] | None:
                 c.network.width,
                 str(at.status.values),
                 scores,
+                {m: r for m, r in results.items() if r not in ("success", "")},
             )
         )
     return points
@@ -126,7 +130,7 @@ def table(points: list[Point]) -> list[str]:
         for m in present:
             loss, se, seconds = p.scores.get(m, (np.nan, np.nan, np.nan))
             if not np.isfinite(loss):
-                cells.append("no answer" if np.isfinite(seconds) else "")
+                cells.append(p.failed.get(m, "no answer").replace("_", " ") if np.isfinite(seconds) else "")
             else:
                 shown = fmt_se(loss, se) if se > 0 else f"{loss:.4f}" + (" ± ?" if np.isnan(se) else "")
                 cells.append(f"{shown} ({seconds:.0f} s)")

@@ -5,7 +5,9 @@ Where an estimator misses a bank case by a few SE and the bank's two samplers th
 units per sampler (new keys: unit indices from 10 on, each checkpointed like the builder's) to the
 case's units in work/CASE/, and prints per sampler the pooled CKA per layer with its SE, R-hat and
 ESS, the samplers' agreement, and the captured fraction of every estimator in results/CASE.json
-against the longer reference (their mean). Units go to work/CASE/extra/ (resumable).
+against the longer reference (their mean). Units go to work/CASE/extra/ (resumable); the reference
+itself (CKA per layer, SE, chains, agreement) to results/longer/CASE.json, committed, for benchmarks
+that compare against it (benchmarks/reweighted_keys_bank.py).
 
   python validation/longer_reference.py relu0-mnist-L2-P30 --units 4
 """
@@ -51,9 +53,22 @@ def report(case: dict, mnist: Path) -> None:
             f"+- {np.round(r['cka_se'][1:], 5).tolist()}, R-hat {np.round(r['rhat_cka'][1:], 4).tolist()}, "
             f"ESS {np.round(r['ess_cka'][1:]).tolist()}"
         )
-    print(f"samplers' z per layer: {np.round(build.verdict(results)['z_cka'][1:], 2).tolist()}")
+    z = build.verdict(results)["z_cka"]
+    print(f"samplers' z per layer: {np.round(z[1:], 2).tolist()}")
     a, b = results.values()
     reference, reference_se = (a["cka"] + b["cka"]) / 2, np.hypot(a["cka_se"], b["cka_se"]) / 2
+    record = {
+        "case": case["name"],
+        "cka": reference.tolist(),
+        "cka_se": reference_se.tolist(),
+        "chains": {s: int(r["chains"]) for s, r in results.items()},
+        "samplers_z": np.asarray(z).tolist(),
+    }
+    (HERE / "results" / "longer").mkdir(exist_ok=True)
+    build._atomic_save(
+        HERE / "results" / "longer" / f"{case['name']}.json",
+        lambda f: f.write(json.dumps(record, indent=1).encode()),
+    )
     stored = json.loads((HERE / "results" / f"{case['name']}.json").read_text())
     nngp = np.asarray(stored["nngp"])
     adaptation = reference - nngp

@@ -29,7 +29,7 @@ from .errors import (  # noqa: E402
 )
 from .runtime import use_one_xla_thread  # noqa: E402
 
-__version__ = "0.8.1"
+__version__ = "0.9.0"
 
 if TYPE_CHECKING:  # the one list of the lazily loaded public names (read by _lazy_names)
     from . import datasets, experiments, plots

@@ -380,9 +380,12 @@ DEFAULT_REWEIGHTING_RTOL = 0.05
 class Reweighting(Options):
     """Saddle-point importance sampling (T17): n_samples networks drawn from the tilted chain q (rounded
     down to a multiple of n_batches), n_batches jackknife batches, below min_ess_count (Kish ESS) the result
-    is ess_collapsed; n_mh Metropolis-Hastings steps per neuron and n_w Monte Carlo points for W~
-    (nonlinear phi); batch_size networks per compiled call (memory bound). tempering: TemperedSMC(...) to
-    move to the posterior by tempered SMC when the ESS is low (or always), None never.
+    is ess_collapsed; n_w Monte Carlo points for W~ (nonlinear phi); each neuron's independence
+    Metropolis-Hastings chain runs at least n_mh steps and until a layer's N chains are within mh_tol of
+    the tilted measure in summed total variation (by the sampler's bound from the largest tilt weight
+    among the n_w points), at most max_mh; batch_size networks per compiled call (memory bound).
+    tempering: TemperedSMC(...) to move to the posterior by tempered SMC when the ESS is low (or
+    always), None never.
 
     rtol: draw further rounds of networks until the jackknife SE of the CKA adaptation of every hidden
     layer is at most rtol times that adaptation (`metrics.se_target`), or max_samples networks are
@@ -392,6 +395,8 @@ class Reweighting(Options):
     n_batches: int = count(16, low=2)
     min_ess_count: float = _field(DEFAULT_MIN_ESS, "number", low=0, inclusive=True)
     n_mh: int = count(20)
+    mh_tol: float = positive(0.01)
+    max_mh: int = count(2000)
     n_w: int = count(4096)
     batch_size: int = count(64)
     tempering: TemperedSMC | None = _field(TemperedSMC(), "option", types=(TemperedSMC,), optional=True)
@@ -401,6 +406,8 @@ class Reweighting(Options):
     def _check_together(self) -> None:
         if self.n_samples < self.n_batches:
             self.fail("n_samples", f"must be at least n_batches = {self.n_batches}, got {self.n_samples}")
+        if self.max_mh < self.n_mh:
+            self.fail("max_mh", f"must be >= n_mh = {self.n_mh}, got {self.max_mh}")
         if self.max_samples < self.n_samples:
             self.fail("max_samples", f"must be >= n_samples = {self.n_samples}, got {self.max_samples}")
 

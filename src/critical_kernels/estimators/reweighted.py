@@ -26,13 +26,14 @@ vanishes) and singular C (N < P' without biases) need no special care: condition
 rows the test rows keep their prior conditional law, which this joint draw reproduces exactly.
 
 Nonlinear phi: each neuron is drawn by independence Metropolis-Hastings with proposal N(0, C) (target /
-proposal ∝ exp(g t(h)), t = phi^T A phi, so the acceptance ratio is exp(g (t' - t))), `n_mh` steps
-started from a proposal draw; W~ by Monte Carlo with common random numbers (the same z_m, m = 1..M,
-for every network): W~ = ln mean_m exp(g t(z_m C^(1/2))) by log-sum-exp. Both are approximations (a
-finite chain is not exactly P_l; ln of a mean is biased by O(1/M)), unlike the linear case.
+proposal ∝ exp(g t(h)), t = phi^T A phi, so the acceptance ratio is exp(g (t' - t))) started from a
+proposal draw, for as many steps as the sampler's convergence bound asks (`_mh_length`); W~ by Monte
+Carlo with common random numbers (the same z_m, m = 1..M, for every network): W~ = ln mean_m
+exp(g t(z_m C^(1/2))) by log-sum-exp. Both are approximations (a finite chain is not exactly P_l; ln
+of a mean is biased by O(1/M)), unlike the linear case.
 
 Standard errors: delete-one-batch jackknife of the ratio estimator over `n_batches` batches of
-networks. Cost per network and layer O(P'^3 + n_mh N P'^2 + M P'^2).
+networks. Cost per network and layer O(P'^3 + n N P'^2 + M P'^2) for n MH steps.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class ReweightedInfo(NamedTuple):
     exactly for linear phi; W~ by Monte Carlo otherwise), and log_evidence_se its delta-method SE
     sqrt(1/ESS - 1/n). Against an exact evidence (T18) it diagnoses the weights: a heavy tail that the
     draws have not reached shows as ln mean e^R too low by many SE.
+    mh_steps: (L,) the most Metropolis-Hastings steps any network ran in each layer (`_mh_length`:
+    from n_mh up to max_mh, where the cap flags chains that may not have converged; zeros for linear
+    phi; None if the plain reweighting did not run).
     ess, var_log_weight, n_samples and log_evidence always describe the plain reweighting (NaN / 0 if it
     did not run).
     The leave-one-out estimates behind the SE are the estimate's `estimates` (kind "jackknife").
@@ -103,6 +107,7 @@ class ReweightedInfo(NamedTuple):
     rtol_met: bool | None = None
     log_evidence: float = float("nan")
     log_evidence_se: float = float("nan")
+    mh_steps: np.ndarray | None = None
 
 
 class _Plain(NamedTuple):
@@ -121,6 +126,7 @@ class _Plain(NamedTuple):
     rtol_met: bool | None = None
     predictive: Predictive | None = None  # on the test rows (`_predictive_jackknife`)
     log_evidence: tuple[float, float] = (float("nan"), float("nan"))  # ln mean e^R and its SE
+    mh_steps: np.ndarray | None = None  # (L,) the most MH steps a network's layer ran
 
 
 class _AtSaddle(NamedTuple):
@@ -155,6 +161,7 @@ class _Report(NamedTuple):
             smc_runs,
             plain.rtol_met,
             *plain.log_evidence,
+            plain.mh_steps,
         )
 
     def nan_kernels(self) -> np.ndarray:
@@ -199,51 +206,75 @@ def _layer_linear(key, F, A, g, N):
     w = (jax.random.normal(k0, (N, len(s))) * jax.lax.rsqrt(safe)) @ U.T
     h = _complete(F, Q, w, k1)
     tilt = g * jnp.sum(_tilt(w @ T, A))
-    return h, tilt, -0.5 * jnp.sum(jnp.log(safe)), ok, jnp.asarray(1.0)
+    return h, tilt, -0.5 * jnp.sum(jnp.log(safe)), ok, jnp.asarray(1.0), jnp.int32(0)
 
 
-def _layer_mh(fn, n_mh, key, F, A, g, N, zw):
+class MHSteps(NamedTuple):
+    """How long each neuron's independence Metropolis-Hastings chain runs (traced: one compilation
+    serves every setting)."""
+
+    least: jnp.ndarray | int  # Reweighting.n_mh
+    tol: jnp.ndarray | float  # Reweighting.mh_tol
+    most: jnp.ndarray | int  # Reweighting.max_mh
+
+
+def _mh_length(tw, W, N: int, steps: MHSteps):
+    """Steps after which an independence sampler is within mh_tol of its target in total variation,
+    summed over a layer's N neurons: N (1 - 1/w*)^n <= tol, w* = sup target / proposal (Mengersen &
+    Tweedie 1996), here the largest normalised tilt weight exp(g t_m - W~) over the n_w Monte Carlo
+    points tw = g t_m (a lower bound of the sup for unbounded phi); within [least, most]."""
+    w_star = jnp.maximum(jnp.exp(jnp.max(tw) - W), 1.0 + 1e-12)
+    rate = jnp.log1p(-1.0 / w_star)  # ln(1 - 1/w*) < 0
+    need = jnp.ceil(jnp.log(steps.tol / N) / rate)
+    return jnp.clip(need, steps.least, steps.most).astype(jnp.int32)
+
+
+def _layer_mh(fn, steps: MHSteps, key, F, A, g, N, zw):
     """Independence MH draw of N neurons from the tilted measure in training coordinates (proposal
-    N(0, I_r), acceptance exp(g (t' - t))), completed on every row; W~ by MC with CRN z_w (M, P)."""
+    N(0, I_r), acceptance exp(g (t' - t))), `_mh_length` steps, completed on every row; W~ by MC with
+    CRN z_w (M, P). Returns h, sum_i g t_i, W~, True, the acceptance rate and the steps run."""
     P = A.shape[0]
     Q, T = _train_coordinates(F, P)
     r = T.shape[0]
     k0, k1, k2 = jax.random.split(key, 3)
+    tw = g * _tilt(fn(zw[:, :r] @ T), A)
+    W = jax.scipy.special.logsumexp(tw) - math.log(zw.shape[0])
+    n_steps = _mh_length(tw, W, N, steps)
     w = jax.random.normal(k0, (N, r))
     t = _tilt(fn(w @ T), A)
 
-    def step(carry, k):
-        w, t, acc = carry
-        ka, kb = jax.random.split(k)
+    def step(carry):
+        i, w, t, acc = carry
+        ka, kb = jax.random.split(jax.random.fold_in(k1, i))
         wp = jax.random.normal(ka, w.shape)
         tp = _tilt(fn(wp @ T), A)
         accept = jnp.log(jax.random.uniform(kb, t.shape)) < g * (tp - t)
         w = jnp.where(accept[:, None], wp, w)
         t = jnp.where(accept, tp, t)
-        return (w, t, acc + jnp.mean(accept)), None
+        return i + 1, w, t, acc + jnp.mean(accept)
 
-    (w, t, acc), _ = jax.lax.scan(step, (w, t, 0.0), jax.random.split(k1, n_mh))
-    tw = g * _tilt(fn(zw[:, :r] @ T), A)
-    W = jax.scipy.special.logsumexp(tw) - math.log(zw.shape[0])
-    return _complete(F, Q, w, k2), g * jnp.sum(t), W, jnp.asarray(True), acc / max(n_mh, 1)
+    _, w, t, acc = jax.lax.while_loop(lambda c: c[0] < n_steps, step, (jnp.int32(0), w, t, 0.0))
+    acceptance = acc / jnp.maximum(n_steps, 1)
+    return _complete(F, Q, w, k2), g * jnp.sum(t), W, jnp.asarray(True), acceptance, n_steps
 
 
 @lru_cache(maxsize=32)
-def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
-    """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, acceptance, ok count, and on
-    the test rows sum w m, sum w s: the networks' predictive mean and second moment of the output f*, T21)."""
+def _chunk_fn(act, gains, bias, kappa, N, P, linear):
+    """Compiled: a chunk of networks -> (R, per-chunk max, sum w, sum w C, and on the test rows sum w m,
+    sum w s: the networks' predictive mean and second moment of the output f*, T21; per layer the mean
+    MH acceptance and the most MH steps; the count of failed networks)."""
     L = len(gains)
 
-    def network(key, F0, conj, Y, zw):
+    def network(key, F0, conj, Y, zw, mh):
         F, kernels, penalty = F0, [F0 @ F0.T], 0.0
-        accs, ok = [], jnp.asarray(True)
+        accs, steps, ok = [], [], jnp.asarray(True)
         keys = jax.random.split(key, L)
         for l in range(L):
             g, A = gains[l], conj[l][:P, :P]
             if linear:
-                h, tilt, W, good, acc = _layer_linear(keys[l], F, A, g, N)
+                h, tilt, W, good, acc, n = _layer_linear(keys[l], F, A, g, N)
             else:
-                h, tilt, W, good, acc = _layer_mh(act.fn, n_mh, keys[l], F, A, g, N, zw[l])
+                h, tilt, W, good, acc, n = _layer_mh(act.fn, mh, keys[l], F, A, g, N, zw[l])
             # C_emp = F F^T with the explicit factor F = [sqrt(g/N) phi(h)^T, sqrt(g_b) 1]
             F = jnp.concatenate(
                 [math.sqrt(g / N) * act.fn(h).T, jnp.full((h.shape[1], 1), math.sqrt(bias[l + 1]))], axis=1
@@ -251,14 +282,15 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
             kernels.append(symmetrize(F @ F.T))
             penalty = penalty + tilt - N * W
             accs.append(acc)
+            steps.append(n)
             ok = ok & good
         R = log_evidence(kernels[-1][:P, :P], Y, kappa) - penalty
         R = jnp.where(ok, R, -jnp.inf)
-        return R, jnp.stack(kernels), jnp.stack(accs), ok
+        return R, jnp.stack(kernels), jnp.stack(accs), jnp.stack(steps), ok
 
     @jax.jit
-    def chunk(keys, F0, conj, Y, zw):
-        R, K, acc, ok = jax.vmap(network, in_axes=(0, None, None, None, None))(keys, F0, conj, Y, zw)
+    def chunk(keys, F0, conj, Y, zw, mh):
+        R, K, acc, n, ok = jax.vmap(network, in_axes=(0,) + (None,) * 5)(keys, F0, conj, Y, zw, mh)
         m = jnp.max(R)
         w = jnp.exp(R - m)
         swm = sws = jnp.zeros(0)
@@ -266,7 +298,7 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
             mean, second = batched_predictive_moments(K[:, -1], Y, kappa)
             swm, sws = w @ mean.reshape(len(w), -1), w @ second.reshape(len(w), -1)
         sums = (jnp.sum(w), jnp.einsum("n,nlab->lab", w, K), swm, sws)
-        return R, m, *sums, jnp.mean(acc, axis=0), jnp.sum(~ok)
+        return R, m, *sums, jnp.mean(acc, axis=0), jnp.max(n, axis=0), jnp.sum(~ok)
 
     return chunk
 
@@ -274,7 +306,7 @@ def _chunk_fn(act, gains, bias, kappa, N, P, linear, n_mh):
 class _Chunks(NamedTuple):
     """Per compiled chunk (in batch order): log weights R of every network (concatenated), max R,
     sum w, sum w C and, flattened over the test rows, sum w m and sum w s (T21) with
-    w = exp(R - max R), (L,) acceptance; failed networks in all."""
+    w = exp(R - max R), (L,) acceptance and (L,) most MH steps; failed networks in all."""
 
     R: np.ndarray
     maxes: np.ndarray
@@ -283,6 +315,7 @@ class _Chunks(NamedTuple):
     swm: np.ndarray
     sws: np.ndarray
     acc: list
+    steps: list
     bad: int
 
 
@@ -297,11 +330,11 @@ def _input_factor(spec: NetworkSpec, X_all) -> jnp.ndarray:
 def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
     """Run the compiled chunk `fn` over keys (n_batches, n_chunks, size, 2) with the shared args;
     update(chunks done) after each."""
-    R_all, maxes, sw, swk, swm, sws, accs, bad = [], [], [], [], [], [], [], 0
+    R_all, maxes, sw, swk, swm, sws, accs, steps, bad = [], [], [], [], [], [], [], [], 0
     for b in range(keys.shape[0]):
         for c in range(keys.shape[1]):
             update(b * keys.shape[1] + c)
-            R, m, s, sk, sm, ss, acc, nbad = fn(keys[b, c], *args)
+            R, m, s, sk, sm, ss, acc, n, nbad = fn(keys[b, c], *args)
             R_all.append(np.asarray(R))
             maxes.append(float(m))
             sw.append(float(s))
@@ -309,9 +342,10 @@ def _accumulate(fn, keys, args, update=lambda done: None) -> _Chunks:
             swm.append(np.asarray(sm))
             sws.append(np.asarray(ss))
             accs.append(np.asarray(acc))
+            steps.append(np.asarray(n))
             bad += int(nbad)
     arrays = (np.asarray(sw), np.asarray(swk), np.asarray(swm), np.asarray(sws))
-    return _Chunks(np.concatenate(R_all), np.asarray(maxes), *arrays, accs, bad)
+    return _Chunks(np.concatenate(R_all), np.asarray(maxes), *arrays, accs, steps, bad)
 
 
 def _batch_sums(chunks: _Chunks, n_batches: int, swx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,12 +386,10 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
     linear = spec.act.name == "linear"
     per_batch = options.n_samples // options.n_batches
     size = max(d for d in range(1, min(options.batch_size, per_batch) + 1) if per_batch % d == 0)
-    fn = _chunk_fn(
-        spec.act, spec.gains, spec.bias_vars, float(spec.kappa), spec.width, P, linear, options.n_mh
-    )
+    fn = _chunk_fn(spec.act, spec.gains, spec.bias_vars, float(spec.kappa), spec.width, P, linear)
     k_draw, k_w = jax.random.split(as_key(key))
     zw = jnp.zeros((L, 1, P)) if linear else jax.random.normal(k_w, (L, options.n_w, P))
-    args = (_input_factor(spec, X_all), jnp.asarray(at.conj[1:]), jnp.asarray(Y), zw)
+    args = (_input_factor(spec, X_all), jnp.asarray(at.conj[1:]), jnp.asarray(Y), zw, _mh_steps(options))
     C0 = np.asarray(input_kernel(spec, X_all))
     base = cka_layers(nngp_kernels(spec, X_all[:P]), Y)[1:]
     chunks, n_used, met = None, 0, None
@@ -394,7 +426,17 @@ def _reweight(at: _AtSaddle, options: Reweighting, key) -> _Plain:
     ess = _kish_ess(chunks.R)
     weights = (ess, float(np.var(chunks.R)), n_used)
     evidence = _log_mean_exp(chunks.R, ess)
-    return _Plain(kernels, se, loo, *weights, acceptance, chunks.bad, met, predictive, evidence)
+    most = np.max(chunks.steps, axis=0)
+    if np.any(most >= options.max_mh) and options.max_mh > options.n_mh:
+        warn_user(
+            f"reweighted: Metropolis-Hastings chains stopped at max_mh = {options.max_mh} steps before their "
+            f"convergence bound (info.mh_steps {most.tolist()}); raise max_mh"
+        )
+    return _Plain(kernels, se, loo, *weights, acceptance, chunks.bad, met, predictive, evidence, most)
+
+
+def _mh_steps(options: Reweighting) -> MHSteps:
+    return MHSteps(jnp.int32(options.n_mh), jnp.float64(options.mh_tol), jnp.int32(options.max_mh))
 
 
 def _kish_ess(R: np.ndarray) -> float:
@@ -428,6 +470,7 @@ def _joined(a: _Chunks, b: _Chunks) -> _Chunks:
         np.concatenate([a.swm, b.swm]),
         np.concatenate([a.sws, b.sws]),
         a.acc + b.acc,
+        a.steps + b.steps,
         a.bad + b.bad,
     )
 
