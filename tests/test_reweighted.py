@@ -231,6 +231,7 @@ def test_the_neurons_chains_run_until_the_tilted_law_is_reached():
     assert abs(z["adaptive"]) < 3.0
 
 
+@pytest.mark.slow  # two compilations of the chunk: ~15 s, over the fast tier's budget
 def test_chains_cut_at_max_mh_are_flagged():
     """info.mh_steps says how long the longest chain of each layer ran; a chain stopped by max_mh
     before its bound warns (relu, XOR: the bound asks for about 20 steps here)."""
