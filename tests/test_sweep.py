@@ -100,7 +100,7 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     failure, and the good points' NNGP CKA equals a direct computation."""
     base = BASE.replace('task = "xor"', 'task = "xor"\npath = "missing.npz"')
     path = _write(tmp_path, '"data.task" = ["xor", "file"]\n"network.depth" = [1, 2]\n', base)
-    ds = run_sweep(load_sweep(path), tmp_path / "out", executor=Serial())
+    ds = run_sweep(load_sweep(path, ["methods.perturbative=false"]), tmp_path / "out", executor=Serial())
     assert ds.status.values.tolist() == [["ok", "ok"], ["failed", "failed"]]
     assert any((tmp_path / "out" / "figures").glob("*.png"))  # run_sweep writes the figures and report
     assert "missing.npz" in str(ds.error.values[1, 0])
@@ -118,6 +118,33 @@ def test_merged_values_equal_independent_nngp_and_failed_point_is_recorded(tmp_p
     assert np.all(per_estimator[0] > 0) and np.isnan(per_estimator[1]).all()
     np.testing.assert_allclose(per_estimator[0].sum(axis=-1), ds.seconds.values[0], rtol=1e-12)
     assert xr.open_dataset(tmp_path / "out" / "sweep.nc", engine="scipy").load().identical(ds)
+
+
+def test_points_without_kernels_merge_to_the_same_sweep(tmp_path):
+    """`sweep --no-kernels`: every stored point lacks its kernel matrices, the merged sweep equals the
+    one that kept them, and --resume finds its points finished."""
+    path = _write(tmp_path, '"network.depth" = [1, 2]\n')
+    nngp_only = ["methods.perturbative=false"]
+    full = run_sweep(load_sweep(path, nngp_only), tmp_path / "full", executor=Serial())
+    args = [
+        "sweep",
+        str(path),
+        "--set",
+        nngp_only[0],
+        "--out",
+        str(tmp_path / "slim"),
+        "--executor",
+        "serial",
+    ]
+    assert CliRunner().invoke(app, [*args, "--no-kernels"]).exit_code == 0
+    slim = xr.open_dataset(tmp_path / "slim" / "sweep.nc", engine="scipy").load()
+    xr.testing.assert_identical(_theory(slim), _theory(full))
+    for point in load_sweep(path, nngp_only).points:
+        kept = xr.open_dataset(tmp_path / "full" / "points" / f"{point.key}.nc", engine="scipy")
+        dropped = xr.open_dataset(tmp_path / "slim" / "points" / f"{point.key}.nc", engine="scipy")
+        assert set(kept.data_vars) - set(dropped.data_vars) == {"kernel"}
+    again = CliRunner().invoke(app, [*args, "--no-kernels", "--resume"])
+    assert again.exit_code == 0 and "0 computed, 2 cached" in again.output
 
 
 @pytest.mark.slow  # two sweep points with the first-order predictive and the figure (~20 s)

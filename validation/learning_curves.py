@@ -7,8 +7,9 @@ finished points and the page says how many are missing.
 Writes docs/learning_curves.md and its figures (docs/learning_curve_<sweep>.png, test loss against
 P per task and activation; ..._change.png, the loss relative to the NNGP's).
 
-  critical-kernels sweep examples/learning_curve.toml --out runs/learning_curve --resume   # hours
-  python validation/learning_curves.py [--runs runs]
+  critical-kernels sweep examples/learning_curve.toml --out validation/sweeps/learning_curve \
+      --resume --no-kernels   # hours; the points (kilobytes each without kernels) are committed
+  python validation/learning_curves.py [--runs validation/sweeps]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from critical_kernels.experiments.merge import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SWEEPS = {  # folder under runs/ -> what the page calls it
+SWEEPS = {  # folder under --runs -> what the page calls it
     "learning_curve": "fixed width N = 100, L = 2",
     "learning_curve_alpha": "fixed α = P/N = 0.5, L = 2",
     "pacelli_fig1a": "Pacelli et al.'s Fig. 1a setup, L = 1 (MNIST 0 vs 1)",
@@ -176,7 +177,9 @@ def page(runs: Path) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the sweep folders")
+    parser.add_argument(
+        "--runs", type=Path, default=ROOT / "validation" / "sweeps", help="folder of the sweep folders"
+    )
     args = parser.parse_args(argv)
     (DOCS / "learning_curves.md").write_text("\n".join(page(args.runs)))
     print(f"wrote {DOCS / 'learning_curves.md'}")

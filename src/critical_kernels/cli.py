@@ -421,6 +421,9 @@ def sweep(
         "local", help=f"{' | '.join(EXECUTORS)}: worker processes, Dask or this process"
     ),
     scheduler: str = typer.Option(None, help="address of a running Dask scheduler (implies dask)"),
+    kernels: bool = typer.Option(
+        True, "--kernels/--no-kernels", help="store each point's kernel matrices (O(L P'^2) per point)"
+    ),
 ) -> None:
     """A grid of experiments: each finished point cached, failed points recorded, results merged."""
     console = _console()
@@ -434,7 +437,7 @@ def sweep(
         resume_line = f"critical-kernels sweep {paths} --resume"
         with output_folder(folder, "sweep", force=force, resume=resume):
             with _interruptible(_points_kept(counts, len(grid.points), folder), resume_line):
-                options = dict(resume=resume, executor=chosen)
+                options = dict(resume=resume, executor=chosen, kernels=kernels)
                 ds = _sweep_with_progress(console, grid, folder, counts, options)  # writes the report too
     _sweep_summary(console, ds, len(grid.points), counts)
     console.print(f"wrote {folder / 'sweep.nc'}, {folder / 'report.md'} and figures", highlight=False)

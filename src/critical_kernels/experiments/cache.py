@@ -44,8 +44,10 @@ def load_point(out: Path, key: str) -> xr.Dataset | None:
         return ds.load()
 
 
-def store(out: Path, point: Point, result: PointResult) -> None:
-    """Write a finished point (data first, then its manifest) or a failed point's error record."""
+def store(out: Path, point: Point, result: PointResult, *, kernels: bool = True) -> None:
+    """Write a finished point (data first, then its manifest) or a failed point's error record;
+    without `kernels`, a finished point keeps everything but its kernel matrices (the scores, CKAs,
+    predictions and diagnostics a merged sweep reads): kilobytes instead of O(L P'^2) per point."""
     data, manifest, error = _paths(out, point.key)
     record = {
         "index": list(point.index),
@@ -53,14 +55,20 @@ def store(out: Path, point: Point, result: PointResult) -> None:
         "seconds": result.seconds,
     }
     if result.status == "ok":
-        atomic_write(data, result.netcdf)
-        record.update(bytes=len(result.netcdf), sha256=hashlib.sha256(result.netcdf).hexdigest())
+        blob = result.netcdf if kernels else _without_kernels(result.netcdf)
+        atomic_write(data, blob)
+        record.update(bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
         atomic_write(manifest, json.dumps(record, indent=1).encode())
         error.unlink(missing_ok=True)
     else:
         record.update(error=result.error, traceback=result.traceback)
         atomic_write(error, json.dumps(record, indent=1).encode())
         manifest.unlink(missing_ok=True)  # an older result of this config is no longer current
+
+
+def _without_kernels(netcdf: bytes) -> bytes:
+    with xr.open_dataset(io.BytesIO(netcdf), engine="scipy") as ds:
+        return bytes(ds.drop_vars("kernel", errors="ignore").to_netcdf(engine="scipy"))
 
 
 def error_of(out: Path, key: str) -> str | None:

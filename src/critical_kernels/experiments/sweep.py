@@ -49,13 +49,16 @@ def run_sweep(
     *,
     executor: Executor | None = None,
     resume: bool = False,
+    kernels: bool = True,
     on_point: Callable[[Point, str], None] = lambda point, status: None,
 ) -> xr.Dataset:
     """Run every point not yet finished (all of them without `resume`) on `executor` (default
     `Local(workers=1)`; `Serial()`, `Local(workers)`, `Dask(workers, scheduler)`), then merge the
     points and write sweep.nc, the figures and report.md / report.html.
 
-    `on_point(point, status)` is called once per point: "cached", "ok" or "failed".
+    `kernels=False` stores each point without its kernel matrices (see `cache.store`); the merged
+    sweep, its report and figures do not use them. `on_point(point, status)` is called once per
+    point: "cached", "ok" or "failed".
     """
     executor = Local() if executor is None else executor
     if isinstance(executor, str) or not callable(getattr(executor, "map", None)):
@@ -77,7 +80,7 @@ def run_sweep(
         out / "sweep.toml", tomli_w.dumps(_without_none({**sweep.raw, "sweep": _table(sweep)})).encode()
     )
     for key, result in results:
-        store(out, todo[key], result)
+        store(out, todo[key], result, kernels=kernels)
         on_point(todo[key], result.status)
     merged = merge(sweep, out)
     atomic_write(out / "sweep.nc", bytes(merged.to_netcdf(engine="scipy")))
