@@ -64,3 +64,19 @@ def test_a_point_without_an_answer_says_why():
     point = curves.Point("xor", "erf", 80, 100, "ok", scores, {"reweighted": "ess_collapsed"})
     row = curves.table([point])[-1]
     assert row == "| xor, erf | 80 | 100 | 0.5000 (0 s) | ess collapsed |  |"
+
+
+def test_a_width_scan_is_drawn_against_n_with_a_panel_per_p():
+    """Pacelli's sweep varies N at each P: one panel per (task, φ, P), each curve against N in order."""
+    points = [
+        curves.Point(
+            "mnist", "erf", P, N, "ok", {"nngp": (1.0 / P, 0.0, 0.1), "map": (1.0 / P + 1 / N, 0.01, 1)}, {}
+        )
+        for P in (300, 100)
+        for N in (200, 50)
+    ]
+    drawn = curves.panels(points, change=False, x="N")
+    assert [title for title, _, _ in drawn] == ["mnist, erf, P = 300", "mnist, erf, P = 100"]
+    label, xs, ys, se, _ = drawn[1][2][1]
+    assert label == "MAP" and xs == [50, 200] and list(ys) == [1 / 100 + 1 / 50, 1 / 100 + 1 / 200]
+    assert list(se) == [0.01, 0.01]

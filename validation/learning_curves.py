@@ -28,11 +28,12 @@ from critical_kernels.experiments.merge import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-SWEEPS = {  # folder under --runs -> what the page calls it
-    "learning_curve": "fixed width N = 100, L = 2",
-    "learning_curve_alpha": "fixed α = P/N = 0.5, L = 2",
-    "pacelli_fig1a": "Pacelli et al.'s Fig. 1a setup, L = 1 (MNIST 0 vs 1)",
+SWEEPS = {  # folder under --runs -> what the page calls it, and the x-axis of its figures
+    "learning_curve": ("fixed width N = 100, L = 2", "P"),
+    "learning_curve_alpha": ("fixed α = P/N = 0.5, L = 2", "P"),
+    "pacelli_fig1a": ("Pacelli et al.'s Fig. 1a setup, L = 1 (MNIST 0 vs 1)", "N"),  # a panel per P
 }
+X_LABELS = {"P": "P (training inputs)", "N": "N (hidden width)"}
 NAMES = {  # estimator -> label, in the order of the table
     "nngp": "NNGP",
     "scalar": "scalar (T23)",
@@ -93,11 +94,16 @@ def _estimators(points: list[Point]) -> list[str]:
     return [m for m in NAMES if m in ran] + [m for m in ran if m not in NAMES]
 
 
-def panels(points: list[Point], change: bool) -> list:
-    """Per (task, activation): each estimator's test loss (or its change against the NNGP's) vs P."""
+def panels(points: list[Point], change: bool, x: str = "P") -> list:
+    """Per (task, activation), and per P where x is "N": each estimator's test loss (or its change
+    against the NNGP's) against x."""
+
+    def group(p: Point) -> tuple:
+        return (p.task, p.act) if x == "P" else (p.task, p.act, f"P = {p.P}")
+
     out = []
-    for task, act in dict.fromkeys((p.task, p.act) for p in points):
-        done = sorted((p for p in points if (p.task, p.act) == (task, act)), key=lambda p: p.P)
+    for key in dict.fromkeys(map(group, points)):
+        done = sorted((p for p in points if group(p) == key), key=lambda p: getattr(p, x))
         curves = []
         for k, m in enumerate(_estimators(points)):
             if m == "nngp" and change:
@@ -111,9 +117,10 @@ def panels(points: list[Point], change: bool) -> list:
                 base = np.array([p.scores["nngp"][0] for p in rows])
                 y, se = y / base - 1, se / base
             style = {"fmt": "ks"} if m == "sampled" else {"fmt": "o-", "color": f"C{k}"}
-            curves.append((NAMES.get(m, m), [p.P for p in rows], y, se if se.any() else None, style))
+            xs = [getattr(p, x) for p in rows]
+            curves.append((NAMES.get(m, m), xs, y, se if se.any() else None, style))
         ylabel = "test loss / NNGP's - 1" if change else "test loss"
-        out.append((f"{task}, {act}", ylabel, curves))
+        out.append((", ".join(key), ylabel, curves))
     return out
 
 
@@ -124,7 +131,7 @@ def table(points: list[Point]) -> list[str]:
         "| task, φ | P | N | " + " | ".join(NAMES.get(m, m) for m in present) + " |",
         "|---" * (3 + len(present)) + "|",
     ]
-    for p in sorted(points, key=lambda p: (p.task, p.act, p.P)):
+    for p in sorted(points, key=lambda p: (p.task, p.act, p.P, p.N)):
         if p.status not in ("ok", "partial"):
             continue
         cells = []
@@ -151,7 +158,7 @@ def page(runs: Path) -> list[str]:
         "example configs named below; a sweep still running shows its finished points.",
         "",
     ]
-    for name, what in SWEEPS.items():
+    for name, (what, x) in SWEEPS.items():
         ds = load(runs / name)  # the sweep's points
         lines += [f"## {what}", "", f"`examples/{name}.toml`. "]
         if ds is None:
@@ -163,11 +170,11 @@ def page(runs: Path) -> list[str]:
         lines.append("")
         if done:
             for change, suffix in ((False, ""), (True, "_change")):
-                drawn = [panel for panel in panels(ds, change) if panel[2]]  # those with points
+                drawn = [panel for panel in panels(ds, change, x) if panel[2]]  # those with points
                 if not drawn:  # only the NNGP: no change to show
                     continue
                 figure = DOCS / f"learning_curve_{name}{suffix}.png"
-                axes = plots.PanelAxes("P (training inputs)", logx=True, logy=not change, integer=True)
+                axes = plots.PanelAxes(X_LABELS[x], logx=True, logy=not change, integer=True)
                 plots.line_panels(drawn, figure, axes)
                 figure.with_suffix(".pdf").unlink()  # the site shows the PNG
                 lines += [f"![{name}{suffix}]({figure.name})", ""]
