@@ -271,3 +271,30 @@ def test_failed_replicas_are_left_out_and_too_few_are_no_success(monkeypatch):
     none = ck.solve_map(spec, X, Y, tilted=tilted, key=0, throw=False)
     assert none.result is ck.Result.max_steps_reached and none.se is None
     assert "1 of 4 replica solves" in none.message and "max_steps" in none.message
+
+
+def test_failed_replicas_under_a_tolerance_end_the_growth_not_the_run(monkeypatch):
+    """With rtol set: replicas that fail at the first solve give no success and no SE (not an internal
+    error); replicas that fail after the samples grew leave the last estimate with an SE, rtol unmet."""
+    map_module = importlib.import_module("critical_kernels.estimators.map")
+    X, Y, _ = _data()
+    spec = ck.NetworkSpec(depth=2, width=50, activation="erf", g_w=1.5, g_b=0.1, kappa=0.1)
+    tilted = ck.ImportanceSampling(256, replicas=2, rtol=1e-4, max_samples=1024)  # rtol unreachable
+    real, grown = map_module._solve, []
+
+    def failing(setup, warm=None, after=0):
+        est = real(setup, warm=warm)
+        if warm is not None and setup.option.n_samples > 256:
+            grown.append(setup.option.n_samples)
+        if warm is not None and setup.option.n_samples > after:
+            return dataclasses.replace(est, result=ck.Result.max_steps_reached, message="stalled")
+        return est
+
+    monkeypatch.setattr(map_module, "_solve", failing)
+    none = ck.solve_map(spec, X, Y, tilted=tilted, key=0, throw=False)
+    assert none.result is ck.Result.max_steps_reached and none.se is None and not grown
+    monkeypatch.setattr(map_module, "_solve", lambda s, warm=None: failing(s, warm, after=256))
+    with pytest.warns(UserWarning, match="rtol_met False"):
+        kept = ck.solve_map(spec, X, Y, tilted=tilted, key=0, throw=False)
+    assert kept.ok and kept.info.n_samples == 256 and kept.info.rtol_met is False
+    assert np.all(np.isfinite(kept.se)) and grown  # a grown solve was tried and dropped

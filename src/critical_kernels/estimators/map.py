@@ -384,7 +384,7 @@ def solve_map(
     option = setup.option
     if estimate.ok and not isinstance(option, ExactGaussian) and option.replicas > 0:
         estimate = _with_replicas(setup, estimate)
-        if option.rtol is not None:
+        if option.rtol is not None and estimate.ok:  # too few replicas converged: no SE to grow
             estimate = _to_tolerance(setup, estimate)
     predictive = None
     if len(X_all) > len(Y) and np.all(np.isfinite(estimate.kernels[-1])):  # m and v at the MAP kernel (T21)
@@ -412,6 +412,7 @@ def _to_tolerance(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
     option, Y, P = setup.option, setup.Y, len(setup.Y)
     base = cka_layers(nngp_stack(setup.spec, setup.X_all[:P]), Y)[1:]
     final = setup._replace(schedule=estimate.info.widths[-1:])
+    used = option.n_samples  # of the estimate that stands
     for attempt in range(1, 6):
         assert estimate.estimates is not None  # the replicas of _with_replicas
         se = cka_layers_se(estimate.estimates.kernels, Y, kind="replicas")[1:]
@@ -430,15 +431,16 @@ def _to_tolerance(setup: _Setup, estimate: KernelEstimate) -> KernelEstimate:
         info = main.info._replace(
             n_iter=estimate.info.n_iter + main.info.n_iter, widths=estimate.info.widths, timings=timings
         )
-        estimate = _with_replicas(final._replace(option=option, key=k), dataclasses.replace(main, info=info))
+        grown = _with_replicas(final._replace(option=option, key=k), dataclasses.replace(main, info=info))
+        if not grown.ok:  # its replicas did not converge: the last estimate with an SE stands
+            break
+        estimate, used = grown, option.n_samples
     if not met:
         warn_user(
             f"map: the CKA adaptation's SE is above rtol = {option.rtol} of the adaptation with "
-            f"{option.n_samples} samples (info.rtol_met False; raise max_samples)"
+            f"{used} samples (info.rtol_met False; raise max_samples)"
         )
-    return dataclasses.replace(
-        estimate, info=estimate.info._replace(n_samples=option.n_samples, rtol_met=met)
-    )
+    return dataclasses.replace(estimate, info=estimate.info._replace(n_samples=used, rtol_met=met))
 
 
 def _grown(option, se, target) -> int:
