@@ -27,8 +27,9 @@ def _subplots(rows: int, columns: int, figsize, layout=None, **kwargs):
 def _integer_axis(ax, values) -> None:
     """Integer ticks only (layers): every value when there are few, else integer locations."""
     values = list(values)
-    if len(values) <= 12:
-        ax.set_xticks(values)
+    if len(values) <= 12:  # labelled as integers on log axes too (after set_xscale, which resets them)
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     else:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
@@ -187,10 +188,10 @@ def line_panels(panels, path: Path, axes: PanelAxes, title: str = "") -> Path:
                 style = {**style, "fmt": style.get("fmt", "o")[:1]}  # a marker, no line
                 x = np.asarray(x, float) + 0.06 * (k - (len(curves) - 1) / 2)
             ax.errorbar(x, y, yerr=yerr, capsize=2, ms=4, label=label, **style)
-        if a.integer and a.xticks is None:
-            _integer_axis(ax, sorted({int(v) for c in curves for v in np.asarray(c[1]).ravel()}))
         ax.set_xscale("log" if a.logx else "linear")
         ax.set_yscale("log" if a.logy else "linear")
+        if a.integer and a.xticks is None:
+            _integer_axis(ax, sorted({int(v) for c in curves for v in np.asarray(c[1]).ravel()}))
         if a.xticks is not None:
             ax.set_xticks(*a.xticks)
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
