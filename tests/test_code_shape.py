@@ -10,6 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "critical_kernels"
 MODULES = sorted(SRC.rglob("*.py"))
 MAX_LINES = 60  # from the def line to the last line, docstring included
 MAX_PARAMETERS = 8  # self / cls not counted
+MAX_OPTIONS = 12  # a command-line command's parameters are its options, never a call's arguments
 
 
 def _module_name(path: Path) -> str:
@@ -26,6 +27,14 @@ def _parameters(node) -> int:
     names = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
     names += [p.arg for p in (a.vararg, a.kwarg) if p is not None]
     return len([n for n in names if n not in ("self", "cls")])
+
+
+def _is_command(node) -> bool:
+    """A Typer command (@app.command()): its signature is the command line's option list."""
+    return any(
+        isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command"
+        for d in node.decorator_list
+    )
 
 
 def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
@@ -57,6 +66,7 @@ def _internal_imports(path: Path, tree) -> list[tuple[ast.stmt, set[str]]]:
 
 
 def test_no_function_is_longer_than_60_lines_or_takes_more_than_8_parameters():
+    """Commands of the command line may take up to MAX_OPTIONS: one parameter per option."""
     offenders = []
     for path in MODULES:
         for node in _functions(ast.parse(path.read_text())):
@@ -64,7 +74,7 @@ def test_no_function_is_longer_than_60_lines_or_takes_more_than_8_parameters():
             where = f"{path.relative_to(SRC)}:{node.lineno} {node.name}"
             if lines > MAX_LINES:
                 offenders.append(f"{where}: {lines} lines")
-            if _parameters(node) > MAX_PARAMETERS:
+            if _parameters(node) > (MAX_OPTIONS if _is_command(node) else MAX_PARAMETERS):
                 offenders.append(f"{where}: {_parameters(node)} parameters")
     assert not offenders, "\n".join(offenders)
 
