@@ -10,6 +10,13 @@ import critical_kernels
 critical_kernels.use_one_xla_thread()
 
 jax.config.update("jax_enable_x64", True)
+# compiled executables shared by the tests and xdist workers of a session (many compile the same
+# functions at the same shapes): a cache folder in pytest's cache, kept between local runs
+jax.config.update(
+    "jax_compilation_cache_dir", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax")
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # one BLAS thread for the whole session, as the package's entry points use (numerics.blas_threads)
 _BLAS_LIMIT = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 

@@ -221,6 +221,7 @@ def test_run_collects_every_method():
     np.testing.assert_allclose(ds.test_loss.values, loss.values, rtol=1e-12)
 
 
+@pytest.mark.slow  # statistical, every theory estimator (~16 s); the estimator alone: test_reweighted
 def test_run_reweighted_against_the_exact_linear_posterior():
     """A linear run with every theory estimator and the exact posterior (T18) as reference: the
     reweighted CKA (T17) is within 3 of its SEs of the exact one in every layer, the MAP is not,

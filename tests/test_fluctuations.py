@@ -91,6 +91,7 @@ def test_linear_perturbative_equals_closed_form():
     np.testing.assert_allclose(res.kernels[-1] - nngp[-1], ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
 
 
+@pytest.mark.slow  # statistical: two widths of first-order Monte Carlo (~16 s)
 def test_perturbative_shift_scales_as_one_over_width_and_keeps_test_rows():
     rng = np.random.default_rng(1)
     X, X_test, Y = rng.standard_normal((8, 5)), rng.standard_normal((3, 5)), rng.choice([-1.0, 1.0], 8)

@@ -191,6 +191,7 @@ def test_plain_damped_iteration_reaches_the_anderson_fixed_point():
     np.testing.assert_allclose(plain.kernels, accelerated.kernels, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow  # three MAP solves (~15 s); T20 itself: tests/test_growth.py
 def test_tilt_growth_of_the_solution():
     # T20 on the MAP's own tilted measures: linear phi against the generalised eigenproblem of each
     # layer (an independent route), relu between 0 and 1 (normalisable), erf exactly 0 (bounded)

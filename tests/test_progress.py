@@ -26,6 +26,7 @@ def test_nested_tasks_share_one_bar():
         update(1)  # no bar, no error
 
 
+@pytest.mark.slow  # four estimators on one problem (~20 s); the status line itself is tested above
 def test_estimators_report_their_loops_to_the_status_line():
     lines = []
     data = ck.datasets.xor(n_train=10, n_test=0)

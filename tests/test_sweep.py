@@ -248,6 +248,7 @@ def test_dask_local_cluster_equals_local_executor(tmp_path):
     assert report.count("| g_w=") == 8  # 2 points x 2 theories x 2 layers
 
 
+@pytest.mark.slow  # four first-order points (~20 s); the CLI sweep itself: the --no-kernels test
 def test_cli_sweep_report_and_exit_status(tmp_path):
     """The sweep command writes the folder and figures; a failed point gives exit status 1;
     report rebuilds the sweep report."""
